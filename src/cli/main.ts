@@ -1,0 +1,98 @@
+// The klio executable's entry point. Commands are loaded lazily so that a short command
+// such as `get-wal` (run by PostgreSQL once per WAL segment) pays only for what it uses.
+import process from "node:process";
+import { helpText, parseArgs } from "./args.ts";
+import type { CliContext, Command } from "./command.ts";
+import { isKlioError } from "../util/errors.ts";
+import { VERSION } from "../util/version.ts";
+
+type Loader = () => Promise<{ command: Command }>;
+
+const COMMANDS: Record<string, { summary: string; load: Loader }> = {
+  "wal stream": { summary: "stream WAL from a primary into the repository (foreground)", load: () => import("./commands/wal-stream.ts") },
+  "wal status": { summary: "show the WAL archive's position, timelines, segments and gaps", load: () => import("./commands/wal-status.ts") },
+  "get-wal": { summary: "fetch a WAL segment or history file (PostgreSQL restore_command)", load: () => import("./commands/get-wal.ts") },
+};
+
+function topHelp(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length)) + 2;
+  const lines = [
+    `klio ${VERSION}: a PostgreSQL backup appliance in one executable`,
+    "",
+    "Usage: klio COMMAND [flags]   (klio COMMAND --help for its flags)",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
+    "",
+    "  --version   print the version",
+  ];
+  return lines.join("\n") + "\n";
+}
+
+function findCommand(argv: string[]): { name: string; rest: string[] } | undefined {
+  for (const words of [2, 1]) {
+    const name = argv.slice(0, words).join(" ");
+    if (COMMANDS[name]) return { name, rest: argv.slice(words) };
+  }
+  return undefined;
+}
+
+export async function main(argv: string[], ctx: CliContext): Promise<number> {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+    ctx.stdout(topHelp());
+    return argv.length === 0 ? 2 : 0;
+  }
+  if (argv[0] === "--version" || argv[0] === "version") {
+    ctx.stdout(`klio ${VERSION}\n`);
+    return 0;
+  }
+  const found = findCommand(argv);
+  if (!found) {
+    const group = Object.keys(COMMANDS).filter((n) => n.startsWith(argv[0] + " "));
+    const hint = group.length ? ` (did you mean: ${group.map((g) => `klio ${g}`).join(", ")}?)` : " (see klio --help)";
+    ctx.stderr(`klio: unknown command "${argv.slice(0, 2).join(" ")}"${hint}\n`);
+    return 2;
+  }
+  try {
+    const { command } = await COMMANDS[found.name]!.load();
+    const args = parseArgs(command.spec, found.rest);
+    if (args.help) {
+      ctx.stdout(helpText(command.spec));
+      return 0;
+    }
+    return await command.run(args, ctx);
+  } catch (e) {
+    if (isKlioError(e)) {
+      ctx.stderr(`klio: ${e.message}\n`);
+      return e.code === "usage" ? 2 : 1;
+    }
+    ctx.stderr(`klio: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return 70;
+  }
+}
+
+function cliContext(): CliContext {
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return {
+    env: process.env,
+    stdout: (t) => void process.stdout.write(t),
+    stderr: (t) => void process.stderr.write(t),
+    isTTY: Boolean(process.stderr.isTTY),
+    signal: controller.signal,
+  };
+}
+
+main(process.argv.slice(2), cliContext()).then(
+  (code) => {
+    process.exitCode = code;
+    // Long-running commands leave no handles; short ones must not wait for stray timers.
+    setImmediate(() => process.exit(code));
+  },
+  (e) => {
+    process.stderr.write(`klio: internal error: ${String(e)}\n`);
+    process.exit(70);
+  },
+);
