@@ -1,0 +1,36 @@
+import type { Command } from "../command.ts";
+import { openClusterArchive } from "../../wal/archive-reader.ts";
+import { walStatus, type WalStatus } from "../../wal/archive-status.ts";
+
+function human(s: WalStatus): string {
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
+  const lines = [
+    `cluster            ${s.cluster} (system identifier ${s.systemIdentifier}, ${mb(s.walSegmentSize)} segments)`,
+    `timeline           ${s.timeline ?? "-"}`,
+    `received / flushed ${s.receivedLsn ?? "-"} / ${s.flushedLsn ?? "-"}   (server at ${s.serverWalEnd ?? "-"}, lag ${s.lagBytes === null ? "-" : mb(s.lagBytes)}, as of ${s.updatedAt ?? "never"})`,
+    `segments           ${s.segments.stored} stored, ${s.segments.uncompressed} awaiting compression, ${s.segments.partial} partial`,
+    `range              ${s.firstSegment ?? "-"} … ${s.lastSegment ?? "-"}   timelines ${s.timelines.join(", ") || "-"}`,
+    `gaps               ${s.gaps.length === 0 ? "none" : s.gaps.length}`,
+    ...s.gaps.map((g) => `  GAP timeline ${g.timeline}: ${g.from} … ${g.to}: ${g.reason}`),
+  ];
+  return lines.join("\n") + "\n";
+}
+
+export const command: Command = {
+  spec: {
+    name: "wal status",
+    summary: "Show a cluster's WAL archive: last received and flushed position, timeline, segments and gaps.",
+    usage: "klio wal status --repo DIR [--cluster NAME] [--json]",
+    flags: {
+      repo: { kind: "string", value: "DIR", help: "repository directory", required: true },
+      cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },
+      json: { kind: "boolean", help: "print JSON for scripts" },
+    },
+  },
+  async run(args, ctx) {
+    const archive = await openClusterArchive(String(args.flags.repo), args.flags.cluster as string | undefined);
+    const status = await walStatus(archive);
+    ctx.stdout(args.flags.json ? JSON.stringify(status, null, 2) + "\n" : human(status));
+    return status.gaps.length ? 3 : 0;
+  },
+};

@@ -1,0 +1,40 @@
+// The write-once discipline of the repository (DESIGN invariant 2): new files are written
+// under a temporary name, fsync'd, renamed into place, and the directory fsync'd, so a crash
+// at any instant leaves either the old state or the complete new file.
+import { open, rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import process from "node:process";
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Temporary names share a suffix so that a crash's leftovers are recognisable and removable. */
+export const TEMP_SUFFIX = ".klio-tmp";
+
+export async function writeFileDurable(file: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${file}.${process.pid}${TEMP_SUFFIX}`;
+  const fh = await open(tmp, "w", 0o640);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, file);
+  await fsyncDir(path.dirname(file));
+}
+
+/** Rename within one directory and make the rename itself durable. */
+export async function renameDurable(from: string, to: string): Promise<void> {
+  await rename(from, to);
+  await fsyncDir(path.dirname(to));
+}

@@ -1,0 +1,79 @@
+// Where a cluster's WAL lives in the repository, and what each file name means.
+// Documented in docs/FORMAT.md ("WAL archive"). Nothing here reads file contents.
+import { readdir } from "node:fs/promises";
+import path from "node:path";
+import { KlioError } from "../util/errors.ts";
+import { isSegmentName, parseSegmentName, type SegmentSize, type Timeline } from "../pg/lsn.ts";
+
+const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+export function validateClusterName(name: string): string {
+  if (!CLUSTER_NAME.test(name) || name.includes(".."))
+    throw new KlioError("usage", `"${name}" is not a valid cluster name (letters, digits, "_", "." and "-", at most 63, starting with a letter or digit)`);
+  return name;
+}
+
+export function walRoot(repo: string): string {
+  return path.join(repo, "wal");
+}
+
+export function clusterWalDir(repo: string, cluster: string): string {
+  return path.join(walRoot(repo), validateClusterName(cluster));
+}
+
+/** Suffix of a completed segment stored in the compressed, checksummed container. */
+export const STORED_SUFFIX = ".kwal";
+export const PARTIAL_SUFFIX = ".partial";
+
+export type ArchiveFileKind =
+  /** completed, compressed and checksummed: the final form */
+  | "stored"
+  /** completed and fsync'd, not yet compressed (the compressor's queue) */
+  | "raw"
+  /** the segment being received, or the tail of a timeline that ended mid-segment */
+  | "partial";
+
+export interface ArchivedSegment {
+  name: string;
+  file: string;
+  kind: ArchiveFileKind;
+  timeline: Timeline;
+  segno: bigint;
+}
+
+export interface ArchiveListing {
+  segments: ArchivedSegment[];
+  /** Timelines with a NNNNNNNN.history file. */
+  histories: Timeline[];
+}
+
+/** Lists the archive directory; names that are not ours are ignored, never deleted. */
+export async function listArchive(dir: string, segSize: SegmentSize): Promise<ArchiveListing> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { segments: [], histories: [] };
+    throw e;
+  }
+  const segments: ArchivedSegment[] = [];
+  const histories: Timeline[] = [];
+  for (const file of names) {
+    const hist = /^([0-9A-F]{8})\.history$/.exec(file);
+    if (hist) {
+      histories.push(Number.parseInt(hist[1]!, 16));
+      continue;
+    }
+    const base = file.slice(0, 24);
+    if (!isSegmentName(base)) continue;
+    const rest = file.slice(24);
+    const kind: ArchiveFileKind | undefined =
+      rest === STORED_SUFFIX ? "stored" : rest === "" ? "raw" : rest === PARTIAL_SUFFIX ? "partial" : undefined;
+    if (!kind) continue;
+    const { timeline, segno } = parseSegmentName(base, segSize);
+    segments.push({ name: base, file, kind, timeline, segno });
+  }
+  segments.sort((a, b) => (a.segno === b.segno ? a.timeline - b.timeline : a.segno < b.segno ? -1 : 1));
+  histories.sort((a, b) => a - b);
+  return { segments, histories };
+}

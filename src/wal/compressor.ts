@@ -1,0 +1,78 @@
+// Turns completed raw segments into their stored (compressed, checksummed) form, away from
+// the receive path: the receiver only renames a finished segment and wakes this worker.
+import { readFile, unlink, open, readdir, rename } from "node:fs/promises";
+import path from "node:path";
+import { fsyncDir, TEMP_SUFFIX } from "../util/durable-fs.ts";
+import { encodeStoredSegment } from "./stored-segment.ts";
+import { isSegmentName } from "../pg/lsn.ts";
+import { STORED_SUFFIX } from "./archive-layout.ts";
+import type { Logger } from "../util/log.ts";
+
+export interface Compressor {
+  /** Something new may be waiting. */
+  wake(): void;
+  /** Finishes the segment in hand and the queue, then resolves. */
+  drain(): Promise<void>;
+}
+
+export async function compressSegmentFile(dir: string, name: string): Promise<void> {
+  const rawPath = path.join(dir, name);
+  const stored = await encodeStoredSegment(await readFile(rawPath));
+  const finalPath = rawPath + STORED_SUFFIX;
+  const tmp = finalPath + TEMP_SUFFIX;
+  const fh = await open(tmp, "w", 0o640);
+  try {
+    await fh.writeFile(stored);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, finalPath);
+  await fsyncDir(dir);
+  // Only now is the raw copy redundant; a crash before this unlink leaves both, and the
+  // next pass removes the raw one again.
+  await unlink(rawPath);
+  await fsyncDir(dir);
+}
+
+export function startCompressor(dir: string, log: Logger): Compressor {
+  let running: Promise<void> | undefined;
+  let again = false;
+
+  async function pass(): Promise<void> {
+    do {
+      again = false;
+      const names = new Set(await readdir(dir));
+      for (const name of [...names].sort()) {
+        if (!isSegmentName(name)) continue;
+        if (names.has(name + STORED_SUFFIX)) {
+          await unlink(path.join(dir, name));
+          continue;
+        }
+        try {
+          await compressSegmentFile(dir, name);
+        } catch (e) {
+          log.error("wal.compress_failed", { segment: name, error: String(e) });
+          return; // retried on the next wake; the raw segment is still complete and servable
+        }
+      }
+    } while (again);
+  }
+
+  function wake(): void {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = pass().finally(() => {
+      running = undefined;
+    });
+  }
+
+  return {
+    wake,
+    async drain() {
+      while (running) await running;
+    },
+  };
+}

@@ -1,0 +1,278 @@
+// The WAL receiver: streams a cluster's WAL over physical replication into the archive.
+//
+// The correctness argument is the order in receiveLoop(): write what arrived, make it
+// durable (fdatasync), and only then report it as flushed. The flush position the primary
+// sees, and so its slot's restart_lsn, is never ahead of what is on disk here.
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { KlioError } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import { writeFileDurable } from "../util/durable-fs.ts";
+import { connect, type CopyStream, type ReplicationConnection } from "../pg/replication-connection.ts";
+import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
+import { PgServerError } from "../pg/server-error.ts";
+import { formatLsn, historyFileName, segmentStart, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
+import { parseReplicationMessage, standbyStatusUpdate } from "../pg/replication-messages.ts";
+import {
+  createPhysicalSlot, identifySystem, nextTimeline, readReplicationSlot, startReplication, timelineHistory, walSegmentSize,
+  type SystemIdentity,
+} from "../pg/replication-commands.ts";
+import { clusterWalDir, listArchive, type ArchiveListing } from "./archive-layout.ts";
+import { readIdentity, recordGap, writeIdentity, writeState, type ReceiverState } from "./archive-meta.ts";
+import { createSegmentWriter, type SegmentWriter } from "./segment-writer.ts";
+import { startCompressor, type Compressor } from "./compressor.ts";
+import { acquireReceiverLock } from "./receiver-lock.ts";
+
+export interface ReceiverOptions {
+  repo: string;
+  cluster: string;
+  conninfo: ConnInfo;
+  slot: string;
+  createSlot: boolean;
+  /** fsync and reply after every batch (for synchronous_standby_names). */
+  synchronous: boolean;
+  log: Logger;
+  signal: AbortSignal;
+  now?: () => number;
+  /** Reconnect backoff, doubled per failed attempt. */
+  backoff?: { initialMs: number; maxMs: number };
+  /** Seen after each status update sent to the server (tests and the daemon watch it). */
+  onStatus?: (s: ReceiverState) => void;
+}
+
+/** Errors that no retry can fix: the operator must act. */
+const FATAL = new Set(["system-id-mismatch", "segment-size-mismatch", "slot-missing", "slot-wrong-type", "bad-conninfo", "usage", "bad-archive", "receiver-locked", "bad-segment-size"]);
+
+function isFatal(e: unknown, everConnected: boolean): boolean {
+  if (e instanceof PgServerError) return !everConnected && e.sqlstate.startsWith("28"); // authentication
+  return e instanceof KlioError && FATAL.has(e.code);
+}
+
+/** Runs until `signal` aborts; reconnects with backoff; throws only what needs an operator. */
+export async function runReceiver(opts: ReceiverOptions): Promise<void> {
+  const dir = clusterWalDir(opts.repo, opts.cluster);
+  await mkdir(dir, { recursive: true, mode: 0o750 });
+  const release = await acquireReceiverLock(dir, opts.cluster);
+  const compressor = startCompressor(dir, opts.log);
+  compressor.wake(); // segments completed before a crash
+  const backoff = opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
+  let attempt = 0;
+  let everConnected = false;
+  try {
+    while (!opts.signal.aborted) {
+      try {
+        await streamSession(opts, dir, compressor, () => {
+          everConnected = true;
+          attempt = 0;
+        });
+      } catch (e) {
+        if (isFatal(e, everConnected)) throw e;
+        opts.log.warn("wal.disconnected", { error: e instanceof Error ? e.message : String(e) });
+      }
+      if (opts.signal.aborted) break;
+      const delay = Math.min(backoff.maxMs, backoff.initialMs * 2 ** attempt++);
+      opts.log.info("wal.reconnecting", { in_ms: delay });
+      await sleep(delay, opts.signal);
+    }
+  } finally {
+    await compressor.drain();
+    await release();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Where to resume: the start of the newest partial segment, or just after the newest complete one. */
+export function resumePoint(listing: ArchiveListing, segSize: SegmentSize): { timeline: Timeline; start: Lsn } | undefined {
+  const last = listing.segments[listing.segments.length - 1];
+  if (!last) return undefined;
+  const segno = last.kind === "partial" ? last.segno : last.segno + 1n;
+  return { timeline: last.timeline, start: segno * BigInt(segSize) };
+}
+
+async function checkIdentity(dir: string, cluster: string, ident: SystemIdentity, segSize: SegmentSize, where: string): Promise<void> {
+  const known = await readIdentity(dir);
+  if (!known) {
+    await writeIdentity(dir, { format: 1, cluster, systemIdentifier: ident.systemIdentifier, walSegmentSize: segSize, createdAt: new Date().toISOString() });
+    return;
+  }
+  if (known.systemIdentifier !== ident.systemIdentifier)
+    throw new KlioError("system-id-mismatch",
+      `${where} has system identifier ${ident.systemIdentifier}, but the archive of cluster ${cluster} belongs to ${known.systemIdentifier}: refusing to mix WAL of two clusters`);
+  if (known.walSegmentSize !== segSize)
+    throw new KlioError("segment-size-mismatch", `${where} uses ${segSize}-byte WAL segments, but the archive of cluster ${cluster} holds ${known.walSegmentSize}-byte segments`);
+}
+
+/** Archives history files of the server's timelines that the archive lacks. */
+async function archiveHistories(conn: ReplicationConnection, dir: string, upTo: Timeline, have: Set<Timeline>, log: Logger): Promise<void> {
+  for (let tli = 2; tli <= upTo; tli++) {
+    if (have.has(tli)) continue;
+    try {
+      const { content } = await timelineHistory(conn, tli);
+      await writeFileDurable(path.join(dir, historyFileName(tli)), content);
+      have.add(tli);
+      log.info("wal.history_archived", { timeline: tli });
+    } catch (e) {
+      // A timeline that is not an ancestor of the server's own has no history file there.
+      if (!(e instanceof PgServerError) || tli === upTo) throw e;
+    }
+  }
+}
+
+/** One connection's life: identify, pick the start, stream timeline after timeline. */
+async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, onStreaming: () => void): Promise<void> {
+  const where = describeConnInfo(opts.conninfo);
+  const conn = await connect(opts.conninfo, { replication: "true", signal: opts.signal });
+  try {
+    const ident = await identifySystem(conn);
+    const segSize = await walSegmentSize(conn);
+    await checkIdentity(dir, opts.cluster, ident, segSize, where);
+    if (opts.createSlot && (await createPhysicalSlot(conn, opts.slot)))
+      opts.log.info("wal.slot_created", { slot: opts.slot });
+    const slot = await readReplicationSlot(conn, opts.slot);
+    if (!slot) throw new KlioError("slot-missing", `replication slot ${opts.slot} does not exist on ${where}: create it with --create-slot`);
+
+    const listing = await listArchive(dir, segSize);
+    const histories = new Set(listing.histories);
+    await archiveHistories(conn, dir, ident.timeline, histories, opts.log);
+    let pos = resumePoint(listing, segSize) ?? {
+      timeline: slot.restartTimeline ?? ident.timeline,
+      start: segmentStart(slot.restartLsn ?? ident.xlogpos, segSize),
+    };
+    const writer = createSegmentWriter(dir, segSize, (name) => {
+      opts.log.info("wal.segment_archived", { segment: name });
+      compressor.wake();
+    });
+    for (;;) {
+      let copy: CopyStream;
+      try {
+        copy = await startReplication(conn, { slot: opts.slot, start: pos.start, timeline: pos.timeline });
+      } catch (e) {
+        if (!(e instanceof PgServerError) || e.sqlstate !== "58P01") throw e;
+        // The server no longer has the WAL we need: record the hole loudly, never paper over it.
+        const resumeAt = segmentStart(ident.xlogpos, segSize);
+        await recordGap(dir, { timeline: pos.timeline, from: pos.start, to: resumeAt, detectedAt: new Date().toISOString(), reason: e.message });
+        opts.log.error("wal.gap", { timeline: pos.timeline, from: formatLsn(pos.start), to: formatLsn(resumeAt), reason: e.message });
+        pos = { timeline: ident.timeline, start: resumeAt };
+        continue;
+      }
+      opts.log.info("wal.streaming", { from: formatLsn(pos.start), timeline: pos.timeline, server: where, synchronous: opts.synchronous });
+      onStreaming();
+      const ended = await receiveLoop(opts, dir, copy, writer, pos, where);
+      if (ended === "stopped") return;
+      const next = nextTimeline(ended);
+      if (!next) return; // the server ended the stream without a next timeline: reconnect
+      await archiveHistories(conn, dir, next.timeline, histories, opts.log);
+      opts.log.info("wal.timeline_switch", { from_timeline: pos.timeline, timeline: next.timeline, at: formatLsn(next.start) });
+      // Like pg_receivewal: the new timeline's first segment is streamed from its start,
+      // since the promoted server's copy of it holds the old timeline's bytes before the switch.
+      pos = { timeline: next.timeline, start: segmentStart(next.start, segSize) };
+    }
+  } finally {
+    await conn.close().catch(() => conn.destroy());
+  }
+}
+
+/**
+ * Receives until the server ends the timeline (returns the result sets that follow, which
+ * name the next timeline) or until the signal aborts (returns "stopped").
+ */
+async function receiveLoop(opts: ReceiverOptions, dir: string, copy: CopyStream, writer: SegmentWriter, pos: { timeline: Timeline; start: Lsn }, where: string) {
+  const now = opts.now ?? Date.now;
+  let written = pos.start;
+  let flushed = pos.start;
+  let serverWalEnd = pos.start;
+  let lastStatusAt = 0;
+  let lastFlushAt = now();
+  let lastStateAt = 0;
+  const stopped = new Promise<"stopped">((resolve) => {
+    if (opts.signal.aborted) resolve("stopped");
+    opts.signal.addEventListener("abort", () => resolve("stopped"), { once: true });
+  });
+
+  const state = (): ReceiverState => ({
+    timeline: pos.timeline, receivedLsn: written, flushedLsn: flushed, serverWalEnd, updatedAt: new Date(now()).toISOString(), slot: opts.slot, connectedTo: where,
+  });
+  const sendStatus = async () => {
+    await copy.write(standbyStatusUpdate(written, flushed, now()));
+    lastStatusAt = now();
+    opts.onStatus?.(state());
+    if (lastStatusAt - lastStateAt >= 1000) {
+      lastStateAt = lastStatusAt;
+      await writeState(dir, state()).catch(() => {});
+    }
+  };
+
+  for (;;) {
+    // Wake for the next duty: the 1 s flush of unsynced WAL, or the 10 s status update.
+    const untilStatus = 10_000 - (now() - lastStatusAt);
+    const untilFlush = writer.dirty ? 1000 - (now() - lastFlushAt) : Infinity;
+    const timeout = Math.max(0, Math.min(untilStatus, untilFlush));
+    const pending = copy.read(timeout);
+    const batch = await Promise.race([pending, stopped]);
+    if (batch === "stopped") {
+      pending.catch(() => {});
+      await writer.closePartial();
+      flushed = written;
+      await sendStatus().catch(() => {});
+      await finishQuietly(copy);
+      return "stopped" as const;
+    }
+    if (batch === "end") {
+      // The server finished this timeline: everything of it is written; make it durable.
+      await writer.closePartial();
+      flushed = written;
+      const results = await copy.finish();
+      opts.onStatus?.(state());
+      return results;
+    }
+
+    // 1. write what arrived
+    let replyRequested = false;
+    let runStart: Lsn | undefined;
+    const run: Uint8Array[] = [];
+    if (batch !== "timeout") {
+      for (const payload of batch) {
+        const msg = parseReplicationMessage(payload);
+        if (msg.kind === "keepalive") {
+          replyRequested ||= msg.replyRequested;
+          if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
+          continue;
+        }
+        if (msg.start !== written)
+          throw new KlioError("pg-protocol", `WAL stream from ${where} jumped from ${formatLsn(written)} to ${formatLsn(msg.start)}`);
+        runStart ??= msg.start;
+        run.push(msg.data);
+        written += BigInt(msg.data.length);
+        if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
+      }
+      if (runStart !== undefined) await writer.write(pos.timeline, runStart, run);
+    }
+
+    // 2. make it durable: after every batch in synchronous mode, at least once a second otherwise
+    const progressed = written > flushed;
+    if (writer.dirty && (opts.synchronous || now() - lastFlushAt >= 1000)) {
+      await writer.flush();
+      lastFlushAt = now();
+    }
+    // A segment completed by this batch was fsync'd on completion.
+    if (!writer.dirty) flushed = written;
+
+    // 3. only then report it
+    if ((progressed && flushed === written) || replyRequested || now() - lastStatusAt >= 10_000) await sendStatus();
+  }
+}
+
+async function finishQuietly(copy: CopyStream): Promise<void> {
+  await Promise.race([copy.finish().catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+}
