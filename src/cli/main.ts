@@ -64,7 +64,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
   } catch (e) {
     if (isKlioError(e)) {
       ctx.stderr(`klio: ${e.message}\n`);
-      return e.code === "usage" ? 2 : 1;
+      // Bad input (flags, connection strings, names, files) is exit 2, like a usage error.
+      return e.code === "usage" || e.code.startsWith("bad-") ? 2 : 1;
     }
     ctx.stderr(`klio: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     return 70;

@@ -8,7 +8,7 @@ import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { writeFileDurable } from "../util/durable-fs.ts";
-import { connect, type CopyStream, type ReplicationConnection } from "../pg/replication-connection.ts";
+import { connect, type CopyStream, type ReplicationConnection, type ResultSet } from "../pg/replication-connection.ts";
 import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { PgServerError } from "../pg/server-error.ts";
 import { formatLsn, historyFileName, segmentStart, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
@@ -18,7 +18,7 @@ import {
   type SystemIdentity,
 } from "../pg/replication-commands.ts";
 import { clusterWalDir, listArchive, type ArchiveListing } from "./archive-layout.ts";
-import { readIdentity, recordGap, writeIdentity, writeState, type ReceiverState } from "./archive-meta.ts";
+import { readGaps, readIdentity, recordGap, writeIdentity, writeState, type ReceiverState, type WalGap } from "./archive-meta.ts";
 import { createSegmentWriter, type SegmentWriter } from "./segment-writer.ts";
 import { startCompressor, type Compressor } from "./compressor.ts";
 import { acquireReceiverLock } from "./receiver-lock.ts";
@@ -36,6 +36,8 @@ export interface ReceiverOptions {
   now?: () => number;
   /** Reconnect backoff, doubled per failed attempt. */
   backoff?: { initialMs: number; maxMs: number };
+  /** Stop once WAL up to this position is durable (like pg_receivewal --endpos). */
+  endpos?: Lsn;
   /** Seen after each status update sent to the server (tests and the daemon watch it). */
   onStatus?: (s: ReceiverState) => void;
 }
@@ -61,10 +63,10 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   try {
     while (!opts.signal.aborted) {
       try {
-        await streamSession(opts, dir, compressor, () => {
+        if ((await streamSession(opts, dir, compressor, () => {
           everConnected = true;
           attempt = 0;
-        });
+        })) === "stopped") break;
       } catch (e) {
         if (isFatal(e, everConnected)) throw e;
         opts.log.warn("wal.disconnected", { error: e instanceof Error ? e.message : String(e) });
@@ -92,12 +94,18 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Where to resume: the start of the newest partial segment, or just after the newest complete one. */
-export function resumePoint(listing: ArchiveListing, segSize: SegmentSize): { timeline: Timeline; start: Lsn } | undefined {
+/**
+ * Where to resume: the start of the newest partial segment, or just after the newest
+ * complete one; past a recorded gap that begins there (the server no longer has that WAL).
+ */
+export function resumePoint(listing: ArchiveListing, segSize: SegmentSize, gaps: WalGap[]): { timeline: Timeline; start: Lsn } | undefined {
   const last = listing.segments[listing.segments.length - 1];
-  if (!last) return undefined;
-  const segno = last.kind === "partial" ? last.segno : last.segno + 1n;
-  return { timeline: last.timeline, start: segno * BigInt(segSize) };
+  let pos: { timeline: Timeline; start: Lsn } | undefined;
+  if (last) pos = { timeline: last.timeline, start: (last.kind === "partial" ? last.segno : last.segno + 1n) * BigInt(segSize) };
+  for (const gap of gaps) {
+    if (pos && gap.from <= pos.start && gap.to > pos.start) pos = { timeline: gap.timeline, start: gap.to };
+  }
+  return pos;
 }
 
 async function checkIdentity(dir: string, cluster: string, ident: SystemIdentity, segSize: SegmentSize, where: string): Promise<void> {
@@ -130,7 +138,7 @@ async function archiveHistories(conn: ReplicationConnection, dir: string, upTo: 
 }
 
 /** One connection's life: identify, pick the start, stream timeline after timeline. */
-async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, onStreaming: () => void): Promise<void> {
+async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, onStreaming: () => void): Promise<"stopped" | "reconnect"> {
   const where = describeConnInfo(opts.conninfo);
   const conn = await connect(opts.conninfo, { replication: "true", signal: opts.signal });
   try {
@@ -145,7 +153,7 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
     const listing = await listArchive(dir, segSize);
     const histories = new Set(listing.histories);
     await archiveHistories(conn, dir, ident.timeline, histories, opts.log);
-    let pos = resumePoint(listing, segSize) ?? {
+    let pos = resumePoint(listing, segSize, await readGaps(dir)) ?? {
       timeline: slot.restartTimeline ?? ident.timeline,
       start: segmentStart(slot.restartLsn ?? ident.xlogpos, segSize),
     };
@@ -154,24 +162,27 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
       compressor.wake();
     });
     for (;;) {
-      let copy: CopyStream;
+      const progress = { written: pos.start };
+      let ended: ResultSet[] | "stopped";
       try {
-        copy = await startReplication(conn, { slot: opts.slot, start: pos.start, timeline: pos.timeline });
+        const copy = await startReplication(conn, { slot: opts.slot, start: pos.start, timeline: pos.timeline });
+        opts.log.info("wal.streaming", { from: formatLsn(pos.start), timeline: pos.timeline, server: where, synchronous: opts.synchronous });
+        onStreaming();
+        ended = await receiveLoop(opts, dir, copy, writer, pos, progress, where);
       } catch (e) {
         if (!(e instanceof PgServerError) || e.sqlstate !== "58P01") throw e;
-        // The server no longer has the WAL we need: record the hole loudly, never paper over it.
-        const resumeAt = segmentStart(ident.xlogpos, segSize);
-        await recordGap(dir, { timeline: pos.timeline, from: pos.start, to: resumeAt, detectedAt: new Date().toISOString(), reason: e.message });
-        opts.log.error("wal.gap", { timeline: pos.timeline, from: formatLsn(pos.start), to: formatLsn(resumeAt), reason: e.message });
-        pos = { timeline: ident.timeline, start: resumeAt };
-        continue;
+        // The server no longer has the WAL we need: record the hole loudly, never paper over
+        // it. The next session resumes after it (resumePoint reads the recorded gaps).
+        await writer.closePartial();
+        const to = segmentStart(slot.restartLsn ?? ident.xlogpos, segSize);
+        const gap = { timeline: pos.timeline, from: progress.written, to, detectedAt: new Date().toISOString(), reason: e.message };
+        await recordGap(dir, gap);
+        opts.log.error("wal.gap", { timeline: gap.timeline, from: formatLsn(gap.from), to: formatLsn(to), reason: e.message });
+        throw new KlioError("wal-gap", `WAL from ${formatLsn(gap.from)} to ${formatLsn(to)} is missing on ${where}: recorded as a gap`);
       }
-      opts.log.info("wal.streaming", { from: formatLsn(pos.start), timeline: pos.timeline, server: where, synchronous: opts.synchronous });
-      onStreaming();
-      const ended = await receiveLoop(opts, dir, copy, writer, pos, where);
-      if (ended === "stopped") return;
+      if (ended === "stopped") return "stopped";
       const next = nextTimeline(ended);
-      if (!next) return; // the server ended the stream without a next timeline: reconnect
+      if (!next) return "reconnect"; // the server ended the stream without naming a next timeline
       await archiveHistories(conn, dir, next.timeline, histories, opts.log);
       opts.log.info("wal.timeline_switch", { from_timeline: pos.timeline, timeline: next.timeline, at: formatLsn(next.start) });
       // Like pg_receivewal: the new timeline's first segment is streamed from its start,
@@ -187,7 +198,10 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
  * Receives until the server ends the timeline (returns the result sets that follow, which
  * name the next timeline) or until the signal aborts (returns "stopped").
  */
-async function receiveLoop(opts: ReceiverOptions, dir: string, copy: CopyStream, writer: SegmentWriter, pos: { timeline: Timeline; start: Lsn }, where: string) {
+async function receiveLoop(
+  opts: ReceiverOptions, dir: string, copy: CopyStream, writer: SegmentWriter,
+  pos: { timeline: Timeline; start: Lsn }, progress: { written: Lsn }, where: string,
+): Promise<ResultSet[] | "stopped"> {
   const now = opts.now ?? Date.now;
   let written = pos.start;
   let flushed = pos.start;
@@ -220,7 +234,7 @@ async function receiveLoop(opts: ReceiverOptions, dir: string, copy: CopyStream,
     const timeout = Math.max(0, Math.min(untilStatus, untilFlush));
     const pending = copy.read(timeout);
     const batch = await Promise.race([pending, stopped]);
-    if (batch === "stopped") {
+    if (batch === "stopped" || (opts.endpos !== undefined && flushed >= opts.endpos)) {
       pending.catch(() => {});
       await writer.closePartial();
       flushed = written;
@@ -254,6 +268,7 @@ async function receiveLoop(opts: ReceiverOptions, dir: string, copy: CopyStream,
         runStart ??= msg.start;
         run.push(msg.data);
         written += BigInt(msg.data.length);
+        progress.written = written;
         if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
       }
       if (runStart !== undefined) await writer.write(pos.timeline, runStart, run);
@@ -261,7 +276,8 @@ async function receiveLoop(opts: ReceiverOptions, dir: string, copy: CopyStream,
 
     // 2. make it durable: after every batch in synchronous mode, at least once a second otherwise
     const progressed = written > flushed;
-    if (writer.dirty && (opts.synchronous || now() - lastFlushAt >= 1000)) {
+    const atEnd = opts.endpos !== undefined && written >= opts.endpos;
+    if (writer.dirty && (opts.synchronous || atEnd || now() - lastFlushAt >= 1000)) {
       await writer.flush();
       lastFlushAt = now();
     }
@@ -270,6 +286,11 @@ async function receiveLoop(opts: ReceiverOptions, dir: string, copy: CopyStream,
 
     // 3. only then report it
     if ((progressed && flushed === written) || replyRequested || now() - lastStatusAt >= 10_000) await sendStatus();
+    if (atEnd) {
+      await writer.closePartial();
+      await finishQuietly(copy);
+      return "stopped";
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 // root, so when the tests run as root the server runs as the `postgres` user. Every server
 // listens on 127.0.0.1 on a free port, with its socket in its own temporary directory.
 import { spawn, execFileSync, type SpawnOptions } from "node:child_process";
-import { mkdtempSync, chownSync, writeFileSync, appendFileSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, chownSync, writeFileSync, appendFileSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -49,6 +49,13 @@ export function pgTempDir(prefix: string): string {
   return dir;
 }
 
+function ownedDir(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const { uid, gid } = runAs();
+  if (uid !== undefined && gid !== undefined) chownSync(dir, uid, gid);
+  return dir;
+}
+
 function run(cmd: string, args: string[], opts: SpawnOptions = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...runAs(), ...opts, stdio: ["ignore", "pipe", "pipe"] });
@@ -72,6 +79,8 @@ export interface StartOptions {
   walSegmentMb?: number;
   /** Superuser password (set with ALTER ROLE after start). */
   password?: string;
+  /** Use this directory (created and handed to the server's user) instead of a temporary one. */
+  baseDir?: string;
 }
 
 export interface PgServer {
@@ -117,7 +126,7 @@ function confText(settings: Record<string, string | number>): string {
 
 export async function startPostgres(opts: StartOptions): Promise<PgServer> {
   const bin = binDir(opts.version);
-  const baseDir = pgTempDir(`klio-pg${opts.version}-`);
+  const baseDir = opts.baseDir ? ownedDir(opts.baseDir) : pgTempDir(`klio-pg${opts.version}-`);
   const dataDir = path.join(baseDir, "data");
   const port = await freePort();
   const initArgs = ["-D", dataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"];

@@ -2,6 +2,7 @@ import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
 import { createLogger, parseLogLevel } from "../../util/log.ts";
 import { parseConnInfo } from "../../pg/conninfo.ts";
+import { parseLsn } from "../../pg/lsn.ts";
 import { validateSlotName } from "../../pg/replication-commands.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { runReceiver } from "../../wal/receiver.ts";
@@ -18,6 +19,7 @@ export const command: Command = {
       slot: { kind: "string", value: "NAME", help: "physical replication slot", default: "klio" },
       "create-slot": { kind: "boolean", help: "create the slot (RESERVE_WAL) if it does not exist" },
       synchronous: { kind: "boolean", help: "fsync and report after every message batch (for synchronous_standby_names)" },
+      endpos: { kind: "string", value: "LSN", help: "stop once WAL up to this position is archived and fsync'd (like pg_receivewal --endpos)" },
       "application-name": { kind: "string", value: "NAME", help: "application_name the server sees (default: the connection string's, else klio)" },
       "log-format": { kind: "string", value: "text|json", help: "log line format (default text on a terminal, json otherwise)" },
       "log-level": { kind: "string", value: "LEVEL", help: "debug, info, warn or error", default: "info" },
@@ -42,6 +44,7 @@ export const command: Command = {
     await runReceiver({
       repo: String(f.repo), cluster, conninfo, slot,
       createSlot: Boolean(f["create-slot"]), synchronous: Boolean(f.synchronous),
+      endpos: f.endpos === undefined ? undefined : parseLsn(String(f.endpos)),
       log, signal: ctx.signal,
     });
     log.info("wal.stopped", {});

@@ -1,0 +1,74 @@
+// Runs klio from the sources as a separate process, the way an operator (or PostgreSQL's
+// restore_command) does, so that tests can kill -9 it, SIGSTOP it and read its exit code.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const MAIN = path.join(ROOT, "src", "cli", "main.ts");
+
+export function klioArgv(args: string[]): string[] {
+  return ["--import", "tsx", MAIN, ...args];
+}
+
+export interface KlioRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runKlio(args: string[], env: NodeJS.ProcessEnv = {}): KlioRun {
+  const r = spawnSync(process.execPath, klioArgv(args), { cwd: ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000, input: "" });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface KlioProcess {
+  child: ChildProcess;
+  /** Everything written to stderr so far (the log). */
+  log(): string;
+  /** Resolves when a log line matches. */
+  waitForLog(re: RegExp, timeoutMs?: number): Promise<void>;
+  /** SIGTERM and wait for exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+  kill9(): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+export function startKlio(args: string[], env: NodeJS.ProcessEnv = {}): KlioProcess {
+  const child = spawn(process.execPath, klioArgv(args), { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  child.stdout!.on("data", (d) => (log += d));
+  child.stderr!.on("data", (d) => (log += d));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    exited,
+    log: () => log,
+    async waitForLog(re, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!re.test(log)) {
+        if (child.exitCode !== null) throw new Error(`klio exited (${child.exitCode}) before logging ${re}:\n${log}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} in klio's log:\n${log}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      return await exited;
+    },
+    async kill9() {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
