@@ -69,6 +69,7 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
         })) === "stopped") break;
       } catch (e) {
         if (isFatal(e, everConnected)) throw e;
+        if (opts.signal.aborted) break;
         opts.log.warn("wal.disconnected", { error: e instanceof Error ? e.message : String(e) });
       }
       if (opts.signal.aborted) break;
@@ -140,7 +141,17 @@ async function archiveHistories(conn: ReplicationConnection, dir: string, upTo: 
 /** One connection's life: identify, pick the start, stream timeline after timeline. */
 async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, onStreaming: () => void): Promise<"stopped" | "reconnect"> {
   const where = describeConnInfo(opts.conninfo);
-  const conn = await connect(opts.conninfo, { replication: "true", signal: opts.signal });
+  // The signal may interrupt connecting; once connected, receiveLoop stops on it gracefully
+  // (flush, report the last durable position), which a torn-down socket would prevent.
+  const connecting = new AbortController();
+  const interrupt = () => connecting.abort(opts.signal.reason);
+  opts.signal.addEventListener("abort", interrupt, { once: true });
+  let conn: ReplicationConnection;
+  try {
+    conn = await connect(opts.conninfo, { replication: "true", signal: connecting.signal });
+  } finally {
+    opts.signal.removeEventListener("abort", interrupt);
+  }
   try {
     const ident = await identifySystem(conn);
     const segSize = await walSegmentSize(conn);
@@ -239,6 +250,7 @@ async function receiveLoop(
       await writer.closePartial();
       flushed = written;
       await sendStatus().catch(() => {});
+      await writeState(dir, state()).catch(() => {});
       await finishQuietly(copy);
       return "stopped" as const;
     }
@@ -288,6 +300,7 @@ async function receiveLoop(
     if ((progressed && flushed === written) || replyRequested || now() - lastStatusAt >= 10_000) await sendStatus();
     if (atEnd) {
       await writer.closePartial();
+      await writeState(dir, state()).catch(() => {});
       await finishQuietly(copy);
       return "stopped";
     }
