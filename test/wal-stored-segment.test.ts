@@ -19,10 +19,12 @@ describe("stored WAL segment container", () => {
   });
 
   it("detects every kind of damage with a clear error", async () => {
-    const wal = new Uint8Array(64 * 1024).fill(7);
+    const wal = new Uint8Array(64 * 1024);
+    for (let i = 0; i < wal.length; i++) wal[i] = (i * 7919) % 251 < 40 ? i & 0xff : 0;
     const stored = await encodeStoredSegment(wal);
+    expect(stored[8]).toBe(1);
     const flipped = stored.slice();
-    flipped[flipped.length - 3]! ^= 0xff;
+    flipped[48 + Math.floor((stored.length - 48) / 2)]! ^= 0xff;
     expect(() => decodeStoredSegment(flipped, "WAL segment X")).toThrow(/WAL segment X is damaged/);
     expect(() => decodeStoredSegment(stored.subarray(0, 40), "X")).toThrow(/bad header/);
     const badSum = stored.slice();
