@@ -110,6 +110,14 @@ export interface ConnectOptions {
 const HIGH_WATER = 8 * 1024 * 1024;
 /** CopyData payloads up to this size are sent as one buffer; larger ones as header + payload. */
 const SMALL_WRITE = 16 * 1024;
+/**
+ * After CopyBothResponse, how long copy() waits for the first message. The walsender sends
+ * CopyBothResponse before it reads any WAL, so "requested WAL segment has already been
+ * removed" arrives just behind it; waiting for the first CopyData or ErrorResponse lets
+ * copy() reject with it as callers expect. A server that is caught up sends nothing, so the
+ * wait is bounded; an error later than this still reaches read().
+ */
+const COPY_BOTH_GRACE_MS = 250;
 
 // ---------------------------------------------------------------- errors
 
@@ -386,6 +394,8 @@ interface Exchange {
   reject: (e: Error) => void;
   /** copy(): called when the Copy*Response arrives (or at ReadyForQuery when the server skipped COPY, with x = null). */
   begin?: (c: CopyState, x: Exchange | null) => void;
+  /** CopyBoth: the grace timer before begin (see COPY_BOTH_GRACE_MS). */
+  grace?: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface CopyState {
@@ -557,6 +567,15 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
     if (e.severity === "FATAL" || e.severity === "PANIC") fatal = e;
     if (current === null) return; // e.g. "terminating connection due to administrator command" while idle
     current.error ??= e;
+    if (current.grace !== undefined) {
+      if (current.copy!.queue.length > 0) {
+        beginNow(current); // data came first: the stream delivers it, then this error
+      } else {
+        clearTimeout(current.grace); // copy() rejects with this error at ReadyForQuery
+        current.grace = undefined;
+        current.begin = undefined;
+      }
+    }
     const c = current.copy;
     if (c !== null && !c.serverDone) {
       // The server left COPY mode; what it sends next belongs to no stream.
@@ -648,7 +667,19 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
       c.clientDone = true;
       return;
     }
-    x.begin!(c, x);
+    if (mode === "both") {
+      x.grace = setTimeout(() => beginNow(x), COPY_BOTH_GRACE_MS);
+    } else {
+      x.begin!(c, x);
+    }
+  }
+
+  /** Ends the CopyBoth grace: hands the stream to copy()'s caller. */
+  function beginNow(x: Exchange): void {
+    if (x.grace === undefined) return;
+    clearTimeout(x.grace);
+    x.grace = undefined;
+    x.begin!(x.copy!, x);
   }
 
   function CopyData(b: Uint8Array): void {
@@ -672,6 +703,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
   // ------------------------------------------------------------ exchanges
 
   function settle(x: Exchange): void {
+    if (x.grace !== undefined) beginNow(x); // the whole COPY came in one chunk
     const c = x.copy;
     if (c !== null) {
       c.over = true;
@@ -850,6 +882,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
     const x = current;
     current = null;
     if (x !== null) {
+      clearTimeout(x.grace);
       // A server error that came before the close says more than the close.
       const reason = x.error ?? e;
       const c = x.copy;
@@ -872,13 +905,17 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
   function onData(chunk: Uint8Array): void {
     if (phase === "closed") return; // after close(): what the server still sends is of no interest
     try {
-      framer.push(chunk);
+      // A plain view of the Buffer, so payloads behave as Uint8Array (slice() copies) on every runtime.
+      framer.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     } catch (e) {
       fail(e instanceof Error ? e : new Error(String(e)));
       return;
     }
-    const c = current?.copy;
-    if (c) wake(c);
+    const x = current;
+    const c = x?.copy;
+    if (!x || !c) return;
+    if (x.grace !== undefined && (c.queue.length > 0 || c.serverDone)) beginNow(x);
+    wake(c);
   }
 
   function onClose(): void {
