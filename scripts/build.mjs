@@ -10,6 +10,10 @@
 //   3. A copy of this Node binary is stripped (before injection: strip would drop the blob)
 //      and the blob is injected with postject.
 //
+// A Node 20 SEA still reads NODE_OPTIONS: V8 flags there (e.g. --max-old-space-size) make
+// V8 reject the code cache, with a "Code cache data rejected" warning on stderr; klio still
+// works, just starts a little slower.
+//
 // Usage: node scripts/build.mjs [--if-stale] [--no-code-cache] [--out PATH]
 //   --if-stale       do nothing when dist/klio was built from the same inputs (sources,
 //                    lockfile, this script, this Node binary); tests call this.
