@@ -49,42 +49,42 @@ export function parseArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
       const eq = arg.indexOf("=");
       const name = arg.slice(2, eq === -1 ? undefined : eq);
       const f = spec.flags[name];
-      if (!f) throw new KlioError("usage", `klio ${spec.name}: unknown flag --${name} (see klio ${spec.name} --help)`);
+      if (!f) throw new KlioError("usage", `${spec.name}: unknown flag --${name} (see klio ${spec.name} --help)`);
       let raw: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1);
       if (f.kind === "boolean") {
         if (raw !== undefined && raw !== "true" && raw !== "false")
-          throw new KlioError("usage", `klio ${spec.name}: --${name} takes no value (or =true/=false), got "${raw}"`);
+          throw new KlioError("usage", `${spec.name}: --${name} takes no value (or =true/=false), got "${raw}"`);
         flags[name] = raw !== "false";
         continue;
       }
       if (raw === undefined) {
-        if (i + 1 >= argv.length) throw new KlioError("usage", `klio ${spec.name}: --${name} needs a value`);
+        if (i + 1 >= argv.length) throw new KlioError("usage", `${spec.name}: --${name} needs a value`);
         raw = argv[++i]!;
       }
       if (f.kind === "number") {
         const n = Number(raw);
         if (raw.trim() === "" || !Number.isFinite(n))
-          throw new KlioError("usage", `klio ${spec.name}: --${name} must be a number, got "${raw}"`);
+          throw new KlioError("usage", `${spec.name}: --${name} must be a number, got "${raw}"`);
         flags[name] = n;
       } else {
         flags[name] = raw;
       }
       continue;
     }
-    if (arg.startsWith("-") && arg !== "-") throw new KlioError("usage", `klio ${spec.name}: unknown option ${arg} (see klio ${spec.name} --help)`);
+    if (arg.startsWith("-") && arg !== "-") throw new KlioError("usage", `${spec.name}: unknown option ${arg} (see klio ${spec.name} --help)`);
     positionals.push(arg);
   }
   if (help) return { flags, positionals, help };
   for (const [name, f] of Object.entries(spec.flags)) {
     if (flags[name] === undefined && f.default !== undefined) flags[name] = f.default;
-    if (flags[name] === undefined && f.required) throw new KlioError("usage", `klio ${spec.name}: --${name} is required`);
+    if (flags[name] === undefined && f.required) throw new KlioError("usage", `${spec.name}: --${name} is required`);
   }
   const declared = spec.positionals ?? [];
   const needed = declared.filter((p) => p.required !== false).length;
   if (positionals.length < needed)
-    throw new KlioError("usage", `klio ${spec.name}: missing ${declared[positionals.length]!.name} (usage: ${spec.usage})`);
+    throw new KlioError("usage", `${spec.name}: missing ${declared[positionals.length]!.name} (usage: ${spec.usage})`);
   if (positionals.length > declared.length)
-    throw new KlioError("usage", `klio ${spec.name}: unexpected argument "${positionals[declared.length]}" (usage: ${spec.usage})`);
+    throw new KlioError("usage", `${spec.name}: unexpected argument "${positionals[declared.length]}" (usage: ${spec.usage})`);
   return { flags, positionals, help };
 }
 

@@ -26,7 +26,7 @@ export const command: Command = {
     const req = parseWalRequest(walName, archive.identity.walSegmentSize, Boolean(args.flags.partial));
     const found = await readWalFile(archive, req);
     if (!found) {
-      ctx.stderr(`klio get-wal: ${walName} is not in the archive of cluster ${archive.cluster}\n`);
+      ctx.stderr(`klio: get-wal: ${walName} is not in the archive of cluster ${archive.cluster}\n`);
       return 1;
     }
     // Never leave a half-written file under the name PostgreSQL will read.

@@ -35,9 +35,9 @@ export const command: Command = {
     const cluster = validateClusterName(String(f.cluster));
     const slot = validateSlotName(String(f.slot));
     const level = parseLogLevel(String(f["log-level"]));
-    if (!level) throw new KlioError("usage", `klio wal stream: --log-level must be debug, info, warn or error, got "${f["log-level"]}"`);
+    if (!level) throw new KlioError("usage", `wal stream: --log-level must be debug, info, warn or error, got "${f["log-level"]}"`);
     const format = f["log-format"] ?? (ctx.isTTY ? "text" : "json");
-    if (format !== "text" && format !== "json") throw new KlioError("usage", `klio wal stream: --log-format must be text or json, got "${format}"`);
+    if (format !== "text" && format !== "json") throw new KlioError("usage", `wal stream: --log-format must be text or json, got "${format}"`);
     const conninfo = parseConnInfo(String(f.pg), ctx.env, { application_name: "klio" });
     if (f["application-name"] !== undefined) conninfo.application_name = String(f["application-name"]);
     const log = createLogger({ write: ctx.stderr, format, level, base: { cluster } });
