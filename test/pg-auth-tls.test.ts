@@ -144,8 +144,9 @@ describe.each(PG_VERSIONS)("authentication and TLS against PostgreSQL %i", (vers
     expect(await run(ci({ sslmode: "disable" }))).toEqual(["false"]);
     expect(await run(ci({ sslmode: "verify-ca", sslrootcert: pki.ca }))).toEqual(["true"]);
     expect(await run(ci({ sslmode: "verify-full", sslrootcert: pki.ca }))).toEqual(["true"]);
-    // TLS on a replication connection too
+    // TLS on a replication connection too, with SCRAM over it (the server offers -PLUS; we take plain SCRAM-SHA-256)
     expect((await run(ci({ sslmode: "verify-full", sslrootcert: pki.ca }), "IDENTIFY_SYSTEM", {}))[0]).toMatch(/^\d+$/);
+    expect((await run(ci({ user: "scram_user", password: PASSWORDS.scram_user, sslmode: "require" }), "IDENTIFY_SYSTEM", {}))[0]).toMatch(/^\d+$/);
     // the certificate names 127.0.0.1 and localhost, not 127.0.0.2: the chain is fine, the name is not
     expect(await run(ci({ host: "127.0.0.2", sslmode: "verify-ca", sslrootcert: pki.ca }))).toEqual(["true"]);
     const name = await connect(ci({ host: "127.0.0.2", sslmode: "verify-full", sslrootcert: pki.ca })).catch((e: unknown) => e);

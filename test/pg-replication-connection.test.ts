@@ -272,6 +272,17 @@ describe.each(PG_VERSIONS)("replication connection to PostgreSQL %i", (version) 
     expect(notices).toEqual(["NOTICE: hello"]);
   });
 
+  it("says why when the server ends an idle connection (pg_terminate_backend)", async () => {
+    const conn = await connect({ ...ci, application_name: "terminate-me" });
+    await sql.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'terminate-me'");
+    for (let i = 0; i < 50 && !conn.closed; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(conn.closed).toBe(true);
+    const err = await conn.query("IDENTIFY_SYSTEM").catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "pg-closed" });
+    expect((err as Error).message).toMatch(/^the server closed the connection to postgres@127\.0\.0\.1:\d+: terminating connection due to administrator command$/);
+    expect((err as Error).cause).toMatchObject({ sqlstate: "57P01", severity: "FATAL" });
+  });
+
   it("refuses a second command while COPY is running, and reads with a timeout", async () => {
     const conn = await connect(ci);
     try {

@@ -246,9 +246,14 @@ async function connectOnce(ci: ConnInfo, opts: ConnectOptions, wantTls: boolean,
 /** Resolves when `socket` connected; rejects (and destroys it) on error or interrupt. */
 function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = ci.host.startsWith("/")
-      ? net.createConnection({ path: path.posix.join(ci.host, `.s.PGSQL.${ci.port}`) })
-      : net.createConnection({ host: ci.host, port: ci.port });
+    let socket: net.Socket;
+    try {
+      socket = ci.host.startsWith("/")
+        ? net.createConnection({ path: path.posix.join(ci.host, `.s.PGSQL.${ci.port}`) })
+        : net.createConnection({ host: ci.host, port: ci.port });
+    } catch (e) {
+      return reject(new KlioError("pg-connect", `cannot connect to ${where}: ${socketErrorText(e)}`, { cause: e }));
+    }
     const done = (e?: Error) => {
       socket.off("connect", onConnect);
       socket.off("error", onError);
