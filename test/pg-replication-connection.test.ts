@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createServer, type Server, type Socket } from "node:net";
 import { Buffer } from "node:buffer";
-import { startPostgres, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
+import { startPostgres, startStandby, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
 import { connect, type ReplicationConnection, type ResultSet } from "../src/pg/replication-connection.ts";
 import { parseConnInfo, type ConnInfo } from "../src/pg/conninfo.ts";
 import { createFramer } from "../src/pg/protocol.ts";
@@ -322,6 +322,57 @@ describe.each(PG_VERSIONS)("replication connection to PostgreSQL %i", (version) 
     await expect(stream.finish()).rejects.toMatchObject({ code: "pg-closed" });
     await expect(conn.query("IDENTIFY_SYSTEM")).rejects.toMatchObject({ code: "pg-closed" });
     await conn.close();
+  });
+});
+
+describe.each(PG_VERSIONS)("timeline switch on PostgreSQL %i", (version) => {
+  let primary: PgServer;
+  let standby: PgServer;
+  afterAll(async () => {
+    await standby?.destroy();
+    await primary?.destroy();
+  });
+
+  it("ends the old timeline's stream with CopyDone and names the next timeline in the result that follows", async () => {
+    primary = await startPostgres({ version });
+    standby = await startStandby(primary);
+    const ci = parseConnInfo(standby.connString(), { HOME: standby.baseDir });
+    const admin = await connect(ci, { replication: false });
+    expect(only(await admin.query("SELECT pg_promote()")).rows).toEqual([["t"]]);
+    await admin.close();
+
+    const conn = await connect(ci);
+    try {
+      expect(only(await conn.query("IDENTIFY_SYSTEM")).rows[0]![1]).toBe("2");
+      const history = only(await conn.query("TIMELINE_HISTORY 2")).rows[0]!;
+      expect(history[0]).toBe("00000002.history");
+      const switchPoint = /^1\t([0-9A-F]+\/[0-9A-F]+)/m.exec(history[1]!)![1]!;
+      const segmentStart = lsn(switchPoint) & ~0xffffffn;
+
+      // From inside the old timeline: WAL up to the switch point, CopyDone, then the next timeline.
+      const stream = await conn.copy(`START_REPLICATION PHYSICAL ${lsnText(segmentStart)} TIMELINE 1`);
+      let next = segmentStart;
+      for (;;) {
+        const batch = await stream.read(10_000);
+        expect(batch).not.toBe("timeout");
+        if (batch === "end" || batch === "timeout") break;
+        for (const p of batch) if (p[0] === 0x77) next = new DataView(p.buffer, p.byteOffset).getBigUint64(1) + BigInt(p.length - 25);
+      }
+      expect(next).toBe(lsn(switchPoint));
+      const after = await stream.finish();
+      const nextTimeline = after.find((s) => s.columns.length === 2)!;
+      expect(nextTimeline.columns.map((c) => c.name)).toEqual(["next_tli", "next_tli_startpos"]);
+      expect(nextTimeline.rows).toEqual([["2", switchPoint]]);
+
+      // Exactly at the end of the old timeline the server skips COPY: an ended stream, the same answer.
+      const skipped = await conn.copy(`START_REPLICATION PHYSICAL ${switchPoint} TIMELINE 1`);
+      expect(skipped.preceding).toEqual([]);
+      expect(await skipped.read()).toBe("end");
+      expect((await skipped.finish()).find((s) => s.columns.length === 2)!.rows).toEqual([["2", switchPoint]]);
+      expect(only(await conn.query("IDENTIFY_SYSTEM")).rows[0]![1]).toBe("2");
+    } finally {
+      await conn.close();
+    }
   });
 });
 

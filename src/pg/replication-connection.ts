@@ -173,7 +173,7 @@ function abortError(signal: AbortSignal): Error {
   return r instanceof Error ? r : new KlioError("aborted", "the operation was aborted");
 }
 
-/** ConnInfo → the text of the libpq default file, for sslrootcert left out under verify-ca/verify-full. */
+/** libpq's default root certificate file, used when verify-ca / verify-full name no sslrootcert. */
 function defaultRootCert(): string {
   return path.join(homedir(), ".postgresql", "root.crt");
 }
