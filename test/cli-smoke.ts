@@ -1,11 +1,14 @@
 // The smoke every way of running klio must pass: the shipped single executable
 // (single-executable.test.ts) and the sources under Deno (deno.test.ts). Each run is a
 // fresh process, exactly as PostgreSQL runs `klio get-wal` from restore_command.
-import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect, it } from "vitest";
+import { startPostgres } from "./harness/postgres.ts";
+import { waitFor } from "./harness/klio.ts";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const PACKAGE_VERSION: string = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).version;
@@ -99,5 +102,44 @@ export function smokeTests(klio: () => Runner): void {
     expect(r.stdout).toBe("");
     expect(r.stderr).toMatch(/^[^\n]*no-such-command[^\n]*\n$/);
     expectQuiet(r);
+  });
+}
+
+export interface Launch {
+  file: string;
+  prefix: string[];
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/** Declares the end-to-end check: stream a real server's WAL, serve a segment back as restore_command. */
+export function streamingTest(launch: () => Launch): void {
+  it("streams WAL from a real PostgreSQL 18 and serves it back as restore_command", async () => {
+    const { file, prefix, cwd, env } = launch();
+    const klio = runner(file, prefix, { cwd, env });
+    const pg = await startPostgres({ version: 18, walSegmentMb: 1, conf: { wal_keep_size: "'64MB'" } });
+    const work = mkdtempSync(path.join(tmpdir(), "klio-stream-"));
+    const repo = path.join(work, "repo");
+    const child = spawn(file, [...prefix, "wal", "stream", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--create-slot"], { cwd, env, stdio: ["ignore", "ignore", "pipe"] });
+    let log = "";
+    child.stderr.on("data", (d) => (log += d));
+    try {
+      await waitFor("streaming", () => log.includes("wal.streaming"));
+      const sql = pg.sql();
+      await sql`create table t as select g, md5(g::text) from generate_series(1, 20000) g`;
+      const [{ name }] = await sql`select pg_walfile_name(pg_switch_wal()) as name`;
+      const target = path.join(work, "RECOVERYXLOG");
+      // Compressed and checksummed in the background; get-wal serves either form.
+      await waitFor(`${name} stored`, () => existsSync(path.join(repo, "wal", "db1", `${name}.kwal`)));
+      expect(klio(["get-wal", name, target, "--repo", repo]).code).toBe(0);
+      expect(readFileSync(target).equals(readFileSync(path.join(pg.dataDir, "pg_wal", name)))).toBe(true);
+      // JSON log lines when stderr is not a terminal.
+      expect(JSON.parse(log.split("\n")[0]!).event).toBeTypeOf("string");
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+      await pg.destroy();
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 }

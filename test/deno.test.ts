@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { describe } from "vitest";
-import { ROOT, cleanEnv, runner, smokeTests } from "./cli-smoke.ts";
+import { ROOT, cleanEnv, runner, smokeTests, streamingTest } from "./cli-smoke.ts";
 
 /** The deno binary itself: npm puts it beside its wrapper only when install scripts ran. */
 function denoBinary(): string {
@@ -24,5 +24,7 @@ function denoBinary(): string {
 
 describe("the sources under Deno 2", () => {
   const env = cleanEnv({ NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", DENO_NO_PROMPT: "1" });
-  smokeTests(() => runner(denoBinary(), ["run", "-A", path.join(ROOT, "src", "cli", "main.ts")], { cwd: ROOT, env }));
+  const prefix = ["run", "-A", path.join(ROOT, "src", "cli", "main.ts")];
+  smokeTests(() => runner(denoBinary(), prefix, { cwd: ROOT, env }));
+  streamingTest(() => ({ file: denoBinary(), prefix, cwd: ROOT, env }));
 });
