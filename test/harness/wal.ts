@@ -63,6 +63,17 @@ export async function expectArchiveMatchesServer(pg: PgServer, repo: string, clu
 
 /** How far the archive's newest partial segment agrees with the server's copy. */
 export async function archiveContentEnd(pg: PgServer, repo: string, cluster: string): Promise<Lsn> {
+  // The receiver may rename a partial segment between our listing and our read: list again.
+  for (;;) {
+    try {
+      return await contentEndOnce(pg, repo, cluster);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+}
+
+async function contentEndOnce(pg: PgServer, repo: string, cluster: string): Promise<Lsn> {
   const archive = await openClusterArchive(repo, cluster);
   const segSize = archive.identity.walSegmentSize;
   const { segments } = await listArchive(archive.dir, segSize);
