@@ -7,6 +7,7 @@ import path from "node:path";
 import { PG_VERSIONS, startPostgres, startStandby, type PgServer } from "./harness/postgres.ts";
 import { runKlio, startKlio, waitFor, type KlioProcess } from "./harness/klio.ts";
 import { archiveContentEnd, archivedBytes, currentLsn, expectArchiveMatchesServer, generateWal, serverSegment, switchWal } from "./harness/wal.ts";
+import { startTcpProxy } from "./harness/tcp-proxy.ts";
 import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -141,6 +142,32 @@ describe.each(PG_VERSIONS)("WAL receiver on PostgreSQL %i", (version) => {
     expect(names.filter((n) => n.endsWith(".partial")).length).toBeLessThanOrEqual(1);
     const status = JSON.parse(runKlio(["wal", "status", "--repo", repo, "--json"]).stdout);
     expect(status.gaps).toEqual([]);
+    await k.stop();
+  });
+
+  it("notices a silent network cut and a reset connection, reconnects, and loses nothing", async () => {
+    // The server holds the slot for the frozen connection's walsender until wal_sender_timeout.
+    const pg = await server(version, { conf: { wal_sender_timeout: "'3s'" } });
+    const proxy = await startTcpProxy(pg.port);
+    cleanups.push(() => proxy.close());
+    const repo = tempRepo();
+    const k = startKlio(["wal", "stream", "--repo", repo, "--cluster", "db1", "--pg", `host=127.0.0.1 port=${proxy.port} user=postgres`, "--create-slot", "--log-format", "text", "--status-interval", "1"]);
+    cleanups.push(async () => void (await k.kill9()));
+    await k.waitForLog(/wal.streaming/);
+    const sql = pg.sql();
+    await generateWal(sql, 0.5);
+    proxy.freeze(); // no FIN, no RST: only the missing answers tell
+    await generateWal(sql, 0.5);
+    await k.waitForLog(/wal.disconnected.*has not answered for [0-9]+ s/, 20_000);
+    await k.waitForLog(/wal.disconnected[\s\S]*wal.streaming/, 20_000);
+    proxy.cut();
+    await generateWal(sql, 0.5);
+    await k.waitForLog(/wal.disconnected[\s\S]*wal.disconnected[\s\S]*wal.streaming/, 20_000);
+    const last = await switchWal(sql);
+    await archived(repo, last);
+    const { checked } = await expectArchiveMatchesServer(pg, repo, "db1");
+    expect(checked.length).toBeGreaterThanOrEqual(1);
+    expect(JSON.parse(runKlio(["wal", "status", "--repo", repo, "--json"]).stdout).gaps).toEqual([]);
     await k.stop();
   });
 

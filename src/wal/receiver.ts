@@ -36,6 +36,12 @@ export interface ReceiverOptions {
   now?: () => number;
   /** Reconnect backoff, doubled per failed attempt. */
   backoff?: { initialMs: number; maxMs: number };
+  /**
+   * Longest silence between status updates (default 10 s, like pg_receivewal -s). An idle
+   * update asks the server to answer; no answer for three intervals means the connection is
+   * dead (a silent network cut), and the receiver reconnects.
+   */
+  statusIntervalMs?: number;
   /** Stop once WAL up to this position is durable (like pg_receivewal --endpos). */
   endpos?: Lsn;
   /** Seen after each status update sent to the server (tests and the daemon watch it). */
@@ -147,6 +153,7 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
   const interrupt = () => connecting.abort(opts.signal.reason);
   opts.signal.addEventListener("abort", interrupt, { once: true });
   let conn: ReplicationConnection;
+  let writer: SegmentWriter | undefined;
   try {
     conn = await connect(opts.conninfo, { replication: "true", signal: connecting.signal });
   } finally {
@@ -168,7 +175,7 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
       timeline: slot.restartTimeline ?? ident.timeline,
       start: segmentStart(slot.restartLsn ?? ident.xlogpos, segSize),
     };
-    const writer = createSegmentWriter(dir, segSize, (name) => {
+    writer = createSegmentWriter(dir, segSize, (name) => {
       opts.log.info("wal.segment_archived", { segment: name });
       compressor.wake();
     });
@@ -200,7 +207,13 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
       // since the promoted server's copy of it holds the old timeline's bytes before the switch.
       pos = { timeline: next.timeline, start: segmentStart(next.start, segSize) };
     }
+  } catch (e) {
+    if (e instanceof PgServerError && e.sqlstate === "55006")
+      throw new KlioError("slot-busy", `${e.message}: an earlier connection of ours that ${where} has not yet noticed is dead (it notices after wal_sender_timeout), or another receiver`, { cause: e });
+    throw e;
   } finally {
+    // What was written is kept (fsync'd) as a partial segment; the next session resumes there.
+    await writer?.closePartial().catch(() => {});
     await conn.close().catch(() => conn.destroy());
   }
 }
@@ -214,10 +227,12 @@ async function receiveLoop(
   pos: { timeline: Timeline; start: Lsn }, progress: { written: Lsn }, where: string,
 ): Promise<ResultSet[] | "stopped"> {
   const now = opts.now ?? Date.now;
+  const interval = opts.statusIntervalMs ?? 10_000;
   let written = pos.start;
   let flushed = pos.start;
   let serverWalEnd = pos.start;
   let lastStatusAt = 0;
+  let lastHeardAt = now();
   let lastFlushAt = now();
   let lastStateAt = 0;
   const stopped = new Promise<"stopped">((resolve) => {
@@ -228,8 +243,8 @@ async function receiveLoop(
   const state = (): ReceiverState => ({
     timeline: pos.timeline, receivedLsn: written, flushedLsn: flushed, serverWalEnd, updatedAt: new Date(now()).toISOString(), slot: opts.slot, connectedTo: where,
   });
-  const sendStatus = async () => {
-    await copy.write(standbyStatusUpdate(written, flushed, now()));
+  const sendStatus = async (askForReply = false) => {
+    await copy.write(standbyStatusUpdate(written, flushed, now(), askForReply));
     lastStatusAt = now();
     opts.onStatus?.(state());
     if (lastStatusAt - lastStateAt >= 1000) {
@@ -239,8 +254,8 @@ async function receiveLoop(
   };
 
   for (;;) {
-    // Wake for the next duty: the 1 s flush of unsynced WAL, or the 10 s status update.
-    const untilStatus = 10_000 - (now() - lastStatusAt);
+    // Wake for the next duty: the 1 s flush of unsynced WAL, or the periodic status update.
+    const untilStatus = interval - (now() - lastStatusAt);
     const untilFlush = writer.dirty ? 1000 - (now() - lastFlushAt) : Infinity;
     const timeout = Math.max(0, Math.min(untilStatus, untilFlush));
     const pending = copy.read(timeout);
@@ -268,6 +283,7 @@ async function receiveLoop(
     let runStart: Lsn | undefined;
     const run: Uint8Array[] = [];
     if (batch !== "timeout") {
+      lastHeardAt = now();
       for (const payload of batch) {
         const msg = parseReplicationMessage(payload);
         if (msg.kind === "keepalive") {
@@ -297,7 +313,10 @@ async function receiveLoop(
     if (!writer.dirty) flushed = written;
 
     // 3. only then report it
-    if ((progressed && flushed === written) || replyRequested || now() - lastStatusAt >= 10_000) await sendStatus();
+    if (now() - lastHeardAt > 3 * interval)
+      throw new KlioError("pg-timeout", `${where} has not answered for ${Math.round((now() - lastHeardAt) / 1000)} s: the connection is dead`);
+    const idle = now() - lastStatusAt >= interval;
+    if ((progressed && flushed === written) || replyRequested || idle) await sendStatus(idle);
     if (atEnd) {
       await writer.closePartial();
       await writeState(dir, state()).catch(() => {});

@@ -19,6 +19,7 @@ export const command: Command = {
       slot: { kind: "string", value: "NAME", help: "physical replication slot", default: "klio" },
       "create-slot": { kind: "boolean", help: "create the slot (RESERVE_WAL) if it does not exist" },
       synchronous: { kind: "boolean", help: "fsync and report after every message batch (for synchronous_standby_names)" },
+      "status-interval": { kind: "number", value: "SECONDS", help: "seconds between status updates when idle; no answer for 3 intervals = dead connection", default: 10 },
       endpos: { kind: "string", value: "LSN", help: "stop once WAL up to this position is archived and fsync'd (like pg_receivewal --endpos)" },
       "application-name": { kind: "string", value: "NAME", help: "application_name the server sees (default: the connection string's, else klio)" },
       "log-format": { kind: "string", value: "text|json", help: "log line format (default text on a terminal, json otherwise)" },
@@ -38,12 +39,15 @@ export const command: Command = {
     if (!level) throw new KlioError("usage", `wal stream: --log-level must be debug, info, warn or error, got "${f["log-level"]}"`);
     const format = f["log-format"] ?? (ctx.isTTY ? "text" : "json");
     if (format !== "text" && format !== "json") throw new KlioError("usage", `wal stream: --log-format must be text or json, got "${format}"`);
+    const interval = Number(f["status-interval"]);
+    if (!(interval >= 1 && interval <= 3600)) throw new KlioError("usage", `wal stream: --status-interval must be between 1 and 3600 seconds, got ${interval}`);
     const conninfo = parseConnInfo(String(f.pg), ctx.env, { application_name: "klio" });
     if (f["application-name"] !== undefined) conninfo.application_name = String(f["application-name"]);
     const log = createLogger({ write: ctx.stderr, format, level, base: { cluster } });
     await runReceiver({
       repo: String(f.repo), cluster, conninfo, slot,
       createSlot: Boolean(f["create-slot"]), synchronous: Boolean(f.synchronous),
+      statusIntervalMs: interval * 1000,
       endpos: f.endpos === undefined ? undefined : parseLsn(String(f.endpos)),
       log, signal: ctx.signal,
     });
