@@ -235,9 +235,11 @@ async function receiveLoop(
   let lastHeardAt = now();
   let lastFlushAt = now();
   let lastStateAt = 0;
+  let onAbort = () => {};
   const stopped = new Promise<"stopped">((resolve) => {
+    onAbort = () => resolve("stopped");
     if (opts.signal.aborted) resolve("stopped");
-    opts.signal.addEventListener("abort", () => resolve("stopped"), { once: true });
+    opts.signal.addEventListener("abort", onAbort, { once: true });
   });
 
   const state = (): ReceiverState => ({
@@ -253,75 +255,84 @@ async function receiveLoop(
     }
   };
 
-  for (;;) {
-    // Wake for the next duty: the 1 s flush of unsynced WAL, or the periodic status update.
-    const untilStatus = interval - (now() - lastStatusAt);
-    const untilFlush = writer.dirty ? 1000 - (now() - lastFlushAt) : Infinity;
-    const timeout = Math.max(0, Math.min(untilStatus, untilFlush));
-    const pending = copy.read(timeout);
-    const batch = await Promise.race([pending, stopped]);
-    if (batch === "stopped" || (opts.endpos !== undefined && flushed >= opts.endpos)) {
-      pending.catch(() => {});
-      await writer.closePartial();
-      flushed = written;
-      await sendStatus().catch(() => {});
-      await writeState(dir, state()).catch(() => {});
-      await finishQuietly(copy);
-      return "stopped" as const;
-    }
-    if (batch === "end") {
-      // The server finished this timeline: everything of it is written; make it durable.
-      await writer.closePartial();
-      flushed = written;
-      const results = await copy.finish();
-      opts.onStatus?.(state());
-      return results;
-    }
+  try {
+    return await receiveBatches();
+  } finally {
+    // One listener per stream; a receiver reconnecting for days must not pile them up.
+    opts.signal.removeEventListener("abort", onAbort);
+  }
 
-    // 1. write what arrived
-    let replyRequested = false;
-    let runStart: Lsn | undefined;
-    const run: Uint8Array[] = [];
-    if (batch !== "timeout") {
-      lastHeardAt = now();
-      for (const payload of batch) {
-        const msg = parseReplicationMessage(payload);
-        if (msg.kind === "keepalive") {
-          replyRequested ||= msg.replyRequested;
-          if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
-          continue;
-        }
-        if (msg.start !== written)
-          throw new KlioError("pg-protocol", `WAL stream from ${where} jumped from ${formatLsn(written)} to ${formatLsn(msg.start)}`);
-        runStart ??= msg.start;
-        run.push(msg.data);
-        written += BigInt(msg.data.length);
-        progress.written = written;
-        if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
+  async function receiveBatches(): Promise<ResultSet[] | "stopped"> {
+    for (;;) {
+      // Wake for the next duty: the 1 s flush of unsynced WAL, or the periodic status update.
+      const untilStatus = interval - (now() - lastStatusAt);
+      const untilFlush = writer.dirty ? 1000 - (now() - lastFlushAt) : Infinity;
+      const timeout = Math.max(0, Math.min(untilStatus, untilFlush));
+      const pending = copy.read(timeout);
+      const batch = await Promise.race([pending, stopped]);
+      if (batch === "stopped" || (opts.endpos !== undefined && flushed >= opts.endpos)) {
+        pending.catch(() => {});
+        await writer.closePartial();
+        flushed = written;
+        await sendStatus().catch(() => {});
+        await writeState(dir, state()).catch(() => {});
+        await finishQuietly(copy);
+        return "stopped" as const;
       }
-      if (runStart !== undefined) await writer.write(pos.timeline, runStart, run);
-    }
+      if (batch === "end") {
+        // The server finished this timeline: everything of it is written; make it durable.
+        await writer.closePartial();
+        flushed = written;
+        const results = await copy.finish();
+        opts.onStatus?.(state());
+        return results;
+      }
 
-    // 2. make it durable: after every batch in synchronous mode, at least once a second otherwise
-    const progressed = written > flushed;
-    const atEnd = opts.endpos !== undefined && written >= opts.endpos;
-    if (writer.dirty && (opts.synchronous || atEnd || now() - lastFlushAt >= 1000)) {
-      await writer.flush();
-      lastFlushAt = now();
-    }
-    // A segment completed by this batch was fsync'd on completion.
-    if (!writer.dirty) flushed = written;
+      // 1. write what arrived
+      let replyRequested = false;
+      let runStart: Lsn | undefined;
+      const run: Uint8Array[] = [];
+      if (batch !== "timeout") {
+        lastHeardAt = now();
+        for (const payload of batch) {
+          const msg = parseReplicationMessage(payload);
+          if (msg.kind === "keepalive") {
+            replyRequested ||= msg.replyRequested;
+            if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
+            continue;
+          }
+          if (msg.start !== written)
+            throw new KlioError("pg-protocol", `WAL stream from ${where} jumped from ${formatLsn(written)} to ${formatLsn(msg.start)}`);
+          runStart ??= msg.start;
+          run.push(msg.data);
+          written += BigInt(msg.data.length);
+          progress.written = written;
+          if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
+        }
+        if (runStart !== undefined) await writer.write(pos.timeline, runStart, run);
+      }
 
-    // 3. only then report it
-    if (now() - lastHeardAt > 3 * interval)
-      throw new KlioError("pg-timeout", `${where} has not answered for ${Math.round((now() - lastHeardAt) / 1000)} s: the connection is dead`);
-    const idle = now() - lastStatusAt >= interval;
-    if ((progressed && flushed === written) || replyRequested || idle) await sendStatus(idle);
-    if (atEnd) {
-      await writer.closePartial();
-      await writeState(dir, state()).catch(() => {});
-      await finishQuietly(copy);
-      return "stopped";
+      // 2. make it durable: after every batch in synchronous mode, at least once a second otherwise
+      const progressed = written > flushed;
+      const atEnd = opts.endpos !== undefined && written >= opts.endpos;
+      if (writer.dirty && (opts.synchronous || atEnd || now() - lastFlushAt >= 1000)) {
+        await writer.flush();
+        lastFlushAt = now();
+      }
+      // A segment completed by this batch was fsync'd on completion.
+      if (!writer.dirty) flushed = written;
+
+      // 3. only then report it
+      if (now() - lastHeardAt > 3 * interval)
+        throw new KlioError("pg-timeout", `${where} has not answered for ${Math.round((now() - lastHeardAt) / 1000)} s: the connection is dead`);
+      const idle = now() - lastStatusAt >= interval;
+      if ((progressed && flushed === written) || replyRequested || idle) await sendStatus(idle);
+      if (atEnd) {
+        await writer.closePartial();
+        await writeState(dir, state()).catch(() => {});
+        await finishQuietly(copy);
+        return "stopped";
+      }
     }
   }
 }
