@@ -35,7 +35,11 @@ export async function compressSegmentFile(dir: string, name: string): Promise<vo
   await fsyncDir(dir);
 }
 
-export function startCompressor(dir: string, log: Logger): Compressor {
+/**
+ * `deferWhile()`: while it answers true (the receiver is catching up on a backlog), the
+ * compressor waits: CPU goes to making WAL durable first; raw segments are servable meanwhile.
+ */
+export function startCompressor(dir: string, log: Logger, deferWhile: () => boolean = () => false): Compressor {
   let running: Promise<void> | undefined;
   let again = false;
 
@@ -49,6 +53,7 @@ export function startCompressor(dir: string, log: Logger): Compressor {
           await unlink(path.join(dir, name));
           continue;
         }
+        while (deferWhile()) await new Promise((r) => setTimeout(r, 250));
         try {
           await compressSegmentFile(dir, name);
         } catch (e) {

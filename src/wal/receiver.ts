@@ -48,6 +48,12 @@ export interface ReceiverOptions {
   onStatus?: (s: ReceiverState) => void;
 }
 
+interface Pace {
+  catchingUp: boolean;
+}
+/** Further behind the server than this, the receiver is draining a backlog. */
+const CATCHING_UP_BYTES = 64n * 1024n * 1024n;
+
 /** Errors that no retry can fix: the operator must act. */
 const FATAL = new Set(["system-id-mismatch", "segment-size-mismatch", "slot-missing", "slot-wrong-type", "bad-conninfo", "usage", "bad-archive", "receiver-locked", "bad-segment-size"]);
 
@@ -61,7 +67,9 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   const dir = clusterWalDir(opts.repo, opts.cluster);
   await mkdir(dir, { recursive: true, mode: 0o750 });
   const release = await acquireReceiverLock(dir, opts.cluster);
-  const compressor = startCompressor(dir, opts.log);
+  // Shared with the compressor: true while the server is far ahead of the archive.
+  const pace = { catchingUp: false };
+  const compressor = startCompressor(dir, opts.log, () => pace.catchingUp && !opts.signal.aborted);
   compressor.wake(); // segments completed before a crash
   const backoff = opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
   let attempt = 0;
@@ -69,11 +77,12 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   try {
     while (!opts.signal.aborted) {
       try {
-        if ((await streamSession(opts, dir, compressor, () => {
+        if ((await streamSession(opts, dir, compressor, pace, () => {
           everConnected = true;
           attempt = 0;
         })) === "stopped") break;
       } catch (e) {
+        pace.catchingUp = false;
         if (isFatal(e, everConnected)) throw e;
         if (opts.signal.aborted) break;
         opts.log.warn("wal.disconnected", { error: e instanceof Error ? e.message : String(e) });
@@ -145,7 +154,7 @@ async function archiveHistories(conn: ReplicationConnection, dir: string, upTo: 
 }
 
 /** One connection's life: identify, pick the start, stream timeline after timeline. */
-async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, onStreaming: () => void): Promise<"stopped" | "reconnect"> {
+async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, pace: Pace, onStreaming: () => void): Promise<"stopped" | "reconnect"> {
   const where = describeConnInfo(opts.conninfo);
   // The signal may interrupt connecting; once connected, receiveLoop stops on it gracefully
   // (flush, report the last durable position), which a torn-down socket would prevent.
@@ -186,12 +195,12 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
         const copy = await startReplication(conn, { slot: opts.slot, start: pos.start, timeline: pos.timeline });
         opts.log.info("wal.streaming", { from: formatLsn(pos.start), timeline: pos.timeline, server: where, synchronous: opts.synchronous });
         onStreaming();
-        ended = await receiveLoop(opts, dir, copy, writer, pos, progress, where);
+        ended = await receiveLoop(opts, dir, copy, writer, pos, progress, where, pace);
       } catch (e) {
         if (!(e instanceof PgServerError) || e.sqlstate !== "58P01") throw e;
         // The server no longer has the WAL we need: record the hole loudly, never paper over
         // it. The next session resumes after it (resumePoint reads the recorded gaps).
-        await writer.closePartial();
+        writer.closePartial();
         const to = segmentStart(slot.restartLsn ?? ident.xlogpos, segSize);
         const gap = { timeline: pos.timeline, from: progress.written, to, detectedAt: new Date().toISOString(), reason: e.message };
         await recordGap(dir, gap);
@@ -213,7 +222,11 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
     throw e;
   } finally {
     // What was written is kept (fsync'd) as a partial segment; the next session resumes there.
-    await writer?.closePartial().catch(() => {});
+    try {
+      writer?.closePartial();
+    } catch (e) {
+      opts.log.error("wal.close_failed", { error: String(e) });
+    }
     await conn.close().catch(() => conn.destroy());
   }
 }
@@ -224,7 +237,7 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
  */
 async function receiveLoop(
   opts: ReceiverOptions, dir: string, copy: CopyStream, writer: SegmentWriter,
-  pos: { timeline: Timeline; start: Lsn }, progress: { written: Lsn }, where: string,
+  pos: { timeline: Timeline; start: Lsn }, progress: { written: Lsn }, where: string, pace: Pace,
 ): Promise<ResultSet[] | "stopped"> {
   const now = opts.now ?? Date.now;
   const interval = opts.statusIntervalMs ?? 10_000;
@@ -258,6 +271,7 @@ async function receiveLoop(
   try {
     return await receiveBatches();
   } finally {
+    pace.catchingUp = false;
     // One listener per stream; a receiver reconnecting for days must not pile them up.
     opts.signal.removeEventListener("abort", onAbort);
   }
@@ -272,7 +286,7 @@ async function receiveLoop(
       const batch = await Promise.race([pending, stopped]);
       if (batch === "stopped" || (opts.endpos !== undefined && flushed >= opts.endpos)) {
         pending.catch(() => {});
-        await writer.closePartial();
+        writer.closePartial();
         flushed = written;
         await sendStatus().catch(() => {});
         await writeState(dir, state()).catch(() => {});
@@ -281,7 +295,7 @@ async function receiveLoop(
       }
       if (batch === "end") {
         // The server finished this timeline: everything of it is written; make it durable.
-        await writer.closePartial();
+        writer.closePartial();
         flushed = written;
         const results = await copy.finish();
         opts.onStatus?.(state());
@@ -309,14 +323,15 @@ async function receiveLoop(
           progress.written = written;
           if (msg.serverWalEnd > serverWalEnd) serverWalEnd = msg.serverWalEnd;
         }
-        if (runStart !== undefined) await writer.write(pos.timeline, runStart, run);
+        if (runStart !== undefined) writer.write(pos.timeline, runStart, run);
+        pace.catchingUp = serverWalEnd - written > CATCHING_UP_BYTES;
       }
 
       // 2. make it durable: after every batch in synchronous mode, at least once a second otherwise
       const progressed = written > flushed;
       const atEnd = opts.endpos !== undefined && written >= opts.endpos;
       if (writer.dirty && (opts.synchronous || atEnd || now() - lastFlushAt >= 1000)) {
-        await writer.flush();
+        writer.flush();
         lastFlushAt = now();
       }
       // A segment completed by this batch was fsync'd on completion.
@@ -328,7 +343,7 @@ async function receiveLoop(
       const idle = now() - lastStatusAt >= interval;
       if ((progressed && flushed === written) || replyRequested || idle) await sendStatus(idle);
       if (atEnd) {
-        await writer.closePartial();
+        writer.closePartial();
         await writeState(dir, state()).catch(() => {});
         await finishQuietly(copy);
         return "stopped";

@@ -16,11 +16,14 @@ import { KlioError } from "../util/errors.ts";
 const MAGIC = new TextEncoder().encode("KLIOWAL\x01");
 const HEADER = 48;
 /**
- * node:zlib at level 1. Measured on real WAL (`npm run bench:compress`, README): zlib level 1
- * packs ~580 MB/s to 7.0 %, fflate level 1 ~60 MB/s to 6.8 %, zlib level 6 ~130 MB/s to 6.4 %.
- * Compression has to keep up with ingest (>200 MB/s) on a 2-core VM, so speed wins.
+ * node:zlib at level 1. Measured on real WAL (`npm run bench:compress`, README): on pgbench
+ * WAL zlib level 1 packs ~580 MB/s to 7.0 %, fflate level 1 ~60 MB/s to 6.8 %, zlib level 6
+ * ~130 MB/s to 6.4 %; on less compressible WAL (bench:wal's mixed load) zlib level 1 does
+ * 120–165 MB/s. Compression has to keep up with ingest on a 2-core VM, so speed wins.
  */
 export const WAL_COMPRESSION_LEVEL = 1;
+/** zlib's default 16 KiB output chunks cost 15–25 % on 16 MB segments (bench:wal). */
+const DEFLATE_CHUNK = 1024 * 1024;
 
 export function sha256(data: Uint8Array): Uint8Array {
   return new Uint8Array(createHash("sha256").update(data).digest());
@@ -29,12 +32,16 @@ export function sha256(data: Uint8Array): Uint8Array {
 function deflateOffThread(data: Uint8Array, level: number): Promise<Uint8Array> {
   // zlib's async API compresses on the thread pool: the receiver's event loop keeps
   // draining the replication socket meanwhile.
-  return new Promise((resolve, reject) => deflateRaw(data, { level }, (err, out) => (err ? reject(err) : resolve(new Uint8Array(out.buffer, out.byteOffset, out.byteLength)))));
+  return new Promise((resolve, reject) => deflateRaw(data, { level, chunkSize: DEFLATE_CHUNK }, (err, out) => (err ? reject(err) : resolve(new Uint8Array(out.buffer, out.byteOffset, out.byteLength)))));
 }
 
 export async function encodeStoredSegment(raw: Uint8Array, level = WAL_COMPRESSION_LEVEL): Promise<Uint8Array> {
-  const digest = sha256(raw);
-  const packed = level > 0 ? await deflateOffThread(raw, level) : raw;
+  // Both off the event loop: Web Crypto digests on the thread pool, like zlib.
+  const [digestBuffer, packed] = await Promise.all([
+    crypto.subtle.digest("SHA-256", raw as Uint8Array<ArrayBuffer>),
+    level > 0 ? deflateOffThread(raw, level) : raw,
+  ]);
+  const digest = new Uint8Array(digestBuffer);
   const compressed = packed.length < raw.length;
   const payload = compressed ? packed : raw;
   const out = new Uint8Array(HEADER + payload.length);
