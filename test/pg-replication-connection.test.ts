@@ -1,5 +1,10 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createServer, type Server, type Socket } from "node:net";
+import { TLSSocket } from "node:tls";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { Buffer } from "node:buffer";
 import { startPostgres, startStandby, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
 import { connect, type ReplicationConnection, type ResultSet } from "../src/pg/replication-connection.ts";
@@ -452,14 +457,19 @@ const copyBoth = backend("W", new Uint8Array([0]), int16(0));
 const copyData = (payload: Uint8Array) => backend("d", payload);
 const errorResponse = (code: string, message: string) => backend("E", "SERROR", "VERROR", `C${code}`, `M${message}`, new Uint8Array([0]));
 
-/** A server that answers the startup with HELLO, each query with what `answer` writes, and the client's CopyDone with its own (unless `sentCopyDone` has the socket). */
+/**
+ * A server that answers the startup with HELLO, each query with what `answer` writes, and the
+ * client's CopyDone with its own (unless `sentCopyDone` has the socket). With `tls`, it accepts
+ * SSLRequest and talks TLS from then on; without, it refuses it ('N').
+ */
 const sentCopyDone = new WeakSet<Socket>();
-async function scripted(answer: (sql: string, socket: Socket) => void): Promise<{ server: Server; ci: ConnInfo }> {
-  const server = createServer((socket) => {
+async function scripted(answer: (sql: string, socket: Socket) => void, tls?: { key: Buffer; cert: Buffer }): Promise<{ server: Server; ci: ConnInfo }> {
+  const server = createServer((plain) => serve(plain));
+  function serve(socket: Socket): void {
     let buf = new Uint8Array(0);
     let started = false;
     socket.on("error", () => {});
-    socket.on("data", (chunk: Uint8Array) => {
+    socket.on("data", function onData(chunk: Uint8Array) {
       const joined = new Uint8Array(buf.length + chunk.length);
       joined.set(buf);
       joined.set(chunk, buf.length);
@@ -472,7 +482,16 @@ async function scripted(answer: (sql: string, socket: Socket) => void): Promise<
         const type = started ? String.fromCharCode(buf[0]!) : "";
         const body = buf.subarray(head + 4, head + len);
         buf = buf.subarray(head + len);
-        if (!started) {
+        if (!started && len === 8 && new DataView(body.buffer, body.byteOffset).getInt32(0) === 80877103) {
+          if (!tls) {
+            socket.write("N");
+            continue;
+          }
+          socket.off("data", onData);
+          socket.write("S");
+          serve(new TLSSocket(socket, { isServer: true, ...tls }));
+          return;
+        } else if (!started) {
           started = true;
           for (const m of HELLO) socket.write(m);
         } else if (type === "Q") {
@@ -484,7 +503,7 @@ async function scripted(answer: (sql: string, socket: Socket) => void): Promise<
         }
       }
     });
-  });
+  }
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as { port: number }).port;
   return { server, ci: { host: "127.0.0.1", port, user: "u", dbname: "u", sslmode: "disable", application_name: "klio" } };
@@ -613,6 +632,85 @@ describe("against a scripted server", () => {
     } finally {
       server.close();
     }
+  });
+
+  describe("CopyData lifetime: a batch is intact until the next read(), through more than the arena holds", () => {
+    // The connection copies CopyData into one 32 MB arena; a batch's regions are reused only
+    // after the next read(). A payload larger than the arena is allocated on its own.
+    let certs: { key: Buffer; cert: Buffer };
+    let dir: string;
+    beforeAll(() => {
+      dir = mkdtempSync(path.join(tmpdir(), "klio-tls-"));
+      execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-days", "2", "-subj", "/CN=localhost"], { cwd: dir, stdio: "pipe" });
+      certs = { key: readFileSync(path.join(dir, "k.pem")), cert: readFileSync(path.join(dir, "c.pem")) };
+    });
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    // Like XLogData: mostly 128 KiB + 25 bytes (they span reads), small ones between, and one
+    // of 40 MB (more than the arena). Every payload starts with its index; its bytes follow from it.
+    const MB = 1024 * 1024;
+    const sizes: number[] = [];
+    for (let i = 0, total = 0; total < 100 * MB; i++) {
+      const size = i === 300 ? 40 * MB : i % 7 === 3 ? 18 + (i % 50) : i % 11 === 5 ? 70_000 + i : 128 * 1024 + 25;
+      sizes.push(size);
+      total += size;
+    }
+    const byteOf = (index: number, offset: number) => (index * 13 + offset * 31) & 0xff;
+    function payload(index: number): Uint8Array {
+      const p = new Uint8Array(sizes[index]!);
+      for (let i = 4; i < p.length; i++) p[i] = byteOf(index, i);
+      new DataView(p.buffer).setUint32(0, index);
+      return p;
+    }
+    function check(p: Uint8Array, index: number): void {
+      expect(new DataView(p.buffer, p.byteOffset).getUint32(0)).toBe(index);
+      expect(p.length).toBe(sizes[index]);
+      for (let i = 4; i < p.length; i++) if (p[i] !== byteOf(index, i)) expect.fail(`payload ${index} byte ${i} is ${p[i]}, not ${byteOf(index, i)}`);
+    }
+
+    it.each([
+      ["plain TCP, read into one reused buffer", "disable", false],
+      ["TLS (sslmode=require): 'data' events", "require", true],
+      ["TLS on a socket that reads with onread (sslmode=prefer)", "prefer", true],
+    ] as const)("%s", async (_name, sslmode, withTls) => {
+      // Given a server that writes 100 MB of CopyData as fast as the client takes it,
+      const { server, ci } = await scripted((_sql, s) => {
+        s.write(copyBoth);
+        let i = 0;
+        const more = () => {
+          while (i < sizes.length) {
+            if (!s.write(copyData(payload(i++)))) return void s.once("drain", more);
+          }
+          s.write(backend("c"));
+          sentCopyDone.add(s);
+        };
+        more();
+      }, withTls ? certs : undefined);
+      try {
+        const conn = await connect({ ...ci, sslmode });
+        const stream = await conn.copy("START_REPLICATION PHYSICAL 0/0");
+        // when the client first lets it queue up to the backpressure limit, and then holds each
+        // batch while more arrives before it checks it,
+        await new Promise((r) => setTimeout(r, 300));
+        let next = 0;
+        let batches = 0;
+        for (;;) {
+          const batch = await stream.read();
+          if (batch === "end") break;
+          if (batch === "timeout") continue;
+          batches++;
+          await new Promise((r) => setTimeout(r, batches % 4 === 0 ? 20 : 0));
+          // then every payload of the batch is whole and in order, with not a byte overwritten.
+          for (const p of batch) check(p, next++);
+        }
+        expect(next).toBe(sizes.length);
+        expect(batches).toBeGreaterThan(10);
+        await stream.finish();
+        await conn.close();
+      } finally {
+        server.close();
+      }
+    }, 60_000);
   });
 
   it("rejects a pending query with pg-closed when the server hangs up", async () => {

@@ -265,13 +265,25 @@ export function parseNegotiateProtocolVersion(b: Uint8Array): { minor: number; u
 
 // ---------------------------------------------------------------- framing
 
-export type MessageHandler = (type: number, body: Uint8Array) => void;
+/**
+ * `body` is the message without its type byte and length. `gathered` says where it lives:
+ * true, in a buffer of its own (from FramerOptions.gather, or the shared empty one) that the
+ * handler may keep; false, in the chunk passed to push(), valid for as long as that chunk is
+ * (a reader that reads into one buffer again and again must copy what it keeps).
+ */
+export type MessageHandler = (type: number, body: Uint8Array, gathered: boolean) => void;
+
+export interface FramerOptions {
+  /** The buffer to gather a body of `size` bytes into when it spans chunks; default a new Uint8Array. */
+  gather?: (type: number, size: number) => Uint8Array;
+}
 
 /**
  * Cuts a byte stream into messages. A message that lies within one chunk is handed over as a
  * view into that chunk; one that spans chunks is gathered into a buffer of exactly its size,
- * so every byte is copied at most once. Handlers may throw: the exception propagates out of
- * push() and the framer must not be used again (the connection is dead anyway).
+ * so every byte is copied at most once. The framer keeps no reference to a chunk after push()
+ * returns. Handlers may throw: the exception propagates out of push() and the framer must not
+ * be used again (the connection is dead anyway).
  */
 export interface Framer {
   push(chunk: Uint8Array): void;
@@ -279,7 +291,10 @@ export interface Framer {
   readonly pending: number;
 }
 
-export function createFramer(onMessage: MessageHandler): Framer {
+const EMPTY = new Uint8Array(0);
+
+export function createFramer(onMessage: MessageHandler, opts: FramerOptions = {}): Framer {
+  const gather = opts.gather ?? ((_type: number, size: number) => new Uint8Array(size));
   const head = new Uint8Array(5); // a header split across chunks
   let headLen = 0;
   let body: Uint8Array | null = null; // the body being gathered
@@ -289,12 +304,14 @@ export function createFramer(onMessage: MessageHandler): Framer {
   function startBody(type: number, length: number): Uint8Array | null {
     if (length < 4 || length > MAX_MESSAGE) throw protocolError(`invalid message length ${length} for message type '${String.fromCharCode(type)}'`);
     if (length === 4) {
-      onMessage(type, new Uint8Array(0));
+      onMessage(type, EMPTY, true);
       return null;
     }
+    const b = gather(type, length - 4);
+    if (b.length !== length - 4) throw new RangeError(`gather() returned ${b.length} bytes for a body of ${length - 4}`);
     bodyType = type;
     bodyFilled = 0;
-    return (body = new Uint8Array(length - 4));
+    return (body = b);
   }
 
   function push(chunk: Uint8Array): void {
@@ -309,7 +326,7 @@ export function createFramer(onMessage: MessageHandler): Framer {
       if (bodyFilled < body.length) return;
       const done = body;
       body = null;
-      onMessage(bodyType, done);
+      onMessage(bodyType, done, true);
     }
 
     if (headLen > 0) {
@@ -327,7 +344,7 @@ export function createFramer(onMessage: MessageHandler): Framer {
         at += take2;
         if (bodyFilled < b.length) return;
         body = null;
-        onMessage(bodyType, b);
+        onMessage(bodyType, b, true);
       }
     }
 
@@ -336,7 +353,7 @@ export function createFramer(onMessage: MessageHandler): Framer {
       const length = readInt32(chunk, at + 1) >>> 0;
       const end = at + 1 + length;
       if (end <= n && length >= 4) {
-        onMessage(type, chunk.subarray(at + 5, end));
+        onMessage(type, chunk.subarray(at + 5, end), false);
         at = end;
         continue;
       }
@@ -358,5 +375,65 @@ export function createFramer(onMessage: MessageHandler): Framer {
     get pending() {
       return body !== null ? bodyFilled + 5 : headLen;
     },
+  };
+}
+
+// ---------------------------------------------------------------- arena
+
+/**
+ * A ring of memory for CopyData payloads, allocated once (on first use), so that a stream of
+ * WAL does not cost a fresh, zeroed buffer per message. Regions are handed out in ring order;
+ * the caller says which is the oldest it still needs (release), and everything from there on
+ * stays untouched. When no contiguous free region is large enough, alloc() returns null and
+ * the caller allocates one-off: correctness never depends on the arena's size.
+ */
+export interface Arena {
+  /** A region of `size` bytes that overlaps no live one, or null if there is none. */
+  alloc(size: number): Uint8Array | null;
+  /** Frees every region allocated before `oldest` (a region alloc() returned, live), or all when null. */
+  release(oldest: Uint8Array | null): void;
+  /** Whether `b` is (part of) a region of this arena. */
+  holds(b: Uint8Array): boolean;
+}
+
+export function createArena(size: number): Arena {
+  let mem: Uint8Array | null = null;
+  let head = 0; // where the next region starts
+  let tail = 0; // where the oldest live region starts
+  let empty = true; // with head === tail: nothing live (else: full)
+  const holds = (b: Uint8Array) => mem !== null && b.buffer === mem.buffer;
+
+  return {
+    alloc(n) {
+      if (n > size || n === 0) return null;
+      mem ??= new Uint8Array(size);
+      let at: number;
+      if (empty) {
+        at = 0;
+        tail = 0;
+      } else if (head > tail) {
+        // live: [tail, head); free: [head, size) and [0, tail)
+        if (size - head >= n) at = head;
+        else if (tail >= n) at = 0;
+        else return null;
+      } else {
+        // wrapped (or full): live from tail to the end of the last region before the wrap, and [0, head)
+        if (tail - head >= n) at = head;
+        else return null;
+      }
+      head = at + n;
+      empty = false;
+      return mem.subarray(at, head);
+    },
+    release(oldest) {
+      if (oldest === null) {
+        empty = true;
+        head = tail = 0;
+        return;
+      }
+      if (!holds(oldest)) throw new RangeError("release() of a region the arena does not hold");
+      tail = oldest.byteOffset;
+    },
+    holds,
   };
 }

@@ -7,6 +7,10 @@
 // as the server framed them, handed over in batches of whatever has arrived; an ErrorResponse
 // instead of COPY that rejects the call and leaves the connection usable; and no way for a
 // socket error to escape as an uncaught exception.
+//
+// In steady state a WAL stream allocates nothing per message: a plain socket reads into one
+// reused buffer (onread), and CopyData payloads are copied once into a per-connection arena,
+// which is why a batch is only valid until the next read().
 import net from "node:net";
 import tls from "node:tls";
 import { readFileSync } from "node:fs";
@@ -23,6 +27,7 @@ import {
   copyDataHeader,
   copyDone,
   copyFail,
+  createArena,
   createFramer,
   parseCString,
   parseDataRow,
@@ -39,6 +44,7 @@ import {
   sslRequest,
   startupMessage,
   terminate,
+  type Arena,
 } from "./protocol.ts";
 import { scramSha256, type ScramExchange } from "./scram.ts";
 import { PgServerError } from "./server-error.ts";
@@ -66,6 +72,11 @@ export interface CopyStream {
    * or "timeout" when nothing arrived within timeoutMs (omit: wait forever). Rejects with
    * PgServerError if the server sent ErrorResponse, or KlioError("pg-closed") if the
    * connection closed. Payloads that arrived before an error or the end are delivered first.
+   *
+   * Lifetime: the payloads of a batch are valid until the next read() or finish() call on
+   * this stream, which hands their memory back to the connection (it reuses one arena for
+   * CopyData rather than allocating per message). Use or write out a batch before reading
+   * again; copy (slice()) whatever must outlive it.
    */
   read(timeoutMs?: number): Promise<Uint8Array[] | "end" | "timeout">;
   /** Sends one CopyData message (CopyBoth/CopyIn); resolves once the socket took it (waits for 'drain' when full). */
@@ -108,6 +119,17 @@ export interface ConnectOptions {
 
 /** Unread CopyData above which the socket is paused until read() takes it. */
 const HIGH_WATER = 8 * 1024 * 1024;
+/**
+ * The CopyData arena of a connection (allocated on the first COPY). What it must hold at
+ * once: the unread queue (up to HIGH_WATER plus one read), the batch the caller holds (as
+ * much again) and the message being gathered; twice that leaves room for the ring's wrap.
+ * Whatever does not fit is allocated one-off.
+ */
+const ARENA_BYTES = 32 * 1024 * 1024;
+/** The buffer a plain socket reads into, again and again (net.connect's onread). */
+const READ_BUFFER_BYTES = 256 * 1024;
+/** Deno runs node:net, but a TLS upgrade of a socket that reads with onread stalls there. */
+const IS_DENO = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
 /** CopyData payloads up to this size are sent as one buffer; larger ones as header + payload. */
 const SMALL_WRITE = 16 * 1024;
 /**
@@ -225,12 +247,17 @@ function worthRetrying(e: unknown, triedTls: boolean, tlsInUse: boolean): boolea
 
 async function connectOnce(ci: ConnInfo, opts: ConnectOptions, wantTls: boolean, attempt: { tls: boolean }, interrupt: AbortSignal): Promise<ReplicationConnection> {
   const where = describeConnInfo(ci);
-  let socket: net.Socket = await openSocket(ci, where, interrupt);
+  // Read a plain socket into one reused buffer. When TLS is asked for, the plain socket is
+  // only used on if the server refuses it (sslmode=prefer); Node upgrades an onread socket
+  // to TLS fine, Deno does not, so there the socket keeps 'data' events.
+  const onread = !wantTls || (!IS_DENO && ci.sslmode === "prefer");
+  let { socket, input } = await openSocket(ci, where, interrupt, onread);
   try {
     if (wantTls) {
-      const accepted = await requestTls(socket, where, interrupt);
+      const accepted = await requestTls(socket, input, where, interrupt);
       if (accepted) {
         socket = await startTls(socket, ci, where, interrupt);
+        input = dataEvents(socket);
         attempt.tls = true;
       } else if (ci.sslmode !== "prefer" && ci.sslmode !== "allow") {
         throw new KlioError("pg-tls", `cannot connect to ${where}: the server does not support SSL, but sslmode=${ci.sslmode} requires it`);
@@ -240,17 +267,62 @@ async function connectOnce(ci: ConnInfo, opts: ConnectOptions, wantTls: boolean,
     socket.destroy();
     throw e;
   }
-  return await wire(socket, ci, opts, interrupt);
+  return await wire(socket, input, ci, opts, interrupt);
+}
+
+type Sink = (chunk: Uint8Array) => void;
+
+/**
+ * How a socket's bytes reach us: as 'data' events, each chunk a Buffer of its own, or (onread)
+ * read into one buffer that is filled again as soon as the sink returns (`reused`: the sink
+ * copies what it keeps).
+ */
+interface Input {
+  readonly reused: boolean;
+  /** Sends the socket's bytes to `sink` from now on; null: nowhere (none are expected). */
+  listen(sink: Sink | null): void;
+}
+
+function dataEvents(socket: net.Socket): Input {
+  let current: Sink | null = null;
+  return {
+    reused: false,
+    listen(sink) {
+      if (current !== null) socket.off("data", current);
+      current = sink;
+      if (sink !== null) socket.on("data", sink);
+    },
+  };
 }
 
 /** Resolves when `socket` connected; rejects (and destroys it) on error or interrupt. */
-function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal): Promise<net.Socket> {
+function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal, reuse: boolean): Promise<{ socket: net.Socket; input: Input }> {
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
+    let input: Input;
     try {
+      let sink: Sink | null = null;
+      const onread: net.OnReadOpts | undefined = reuse
+        ? {
+            buffer: new Uint8Array(READ_BUFFER_BYTES),
+            callback(n: number, buffer: Uint8Array) {
+              sink?.(buffer.subarray(0, n));
+              return true;
+            },
+          }
+        : undefined;
+      const common = onread ? { onread } : {};
       socket = ci.host.startsWith("/")
-        ? net.createConnection({ path: path.posix.join(ci.host, `.s.PGSQL.${ci.port}`) })
-        : net.createConnection({ host: ci.host, port: ci.port });
+        ? net.createConnection({ path: path.posix.join(ci.host, `.s.PGSQL.${ci.port}`), ...common })
+        : net.createConnection({ host: ci.host, port: ci.port, ...common });
+      input = reuse
+        ? {
+            reused: true,
+            listen(s) {
+              sink = s;
+            },
+          }
+        : dataEvents(socket);
     } catch (e) {
       return reject(new KlioError("pg-connect", `cannot connect to ${where}: ${socketErrorText(e)}`, { cause: e }));
     }
@@ -262,7 +334,7 @@ function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal): Promis
         socket.destroy();
         reject(e);
       } else {
-        resolve(socket);
+        resolve({ socket, input });
       }
     };
     const onConnect = () => {
@@ -279,10 +351,10 @@ function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal): Promis
 }
 
 /** SSLRequest; true if the server answered 'S'. */
-function requestTls(socket: net.Socket, where: string, interrupt: AbortSignal): Promise<boolean> {
+function requestTls(socket: net.Socket, input: Input, where: string, interrupt: AbortSignal): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const done = (e: Error | null, ok = false) => {
-      socket.off("data", onData);
+      input.listen(null);
       socket.off("error", onError);
       socket.off("close", onClose);
       interrupt.removeEventListener("abort", onInterrupt);
@@ -299,7 +371,7 @@ function requestTls(socket: net.Socket, where: string, interrupt: AbortSignal): 
     const onError = (e: Error) => done(new KlioError("pg-connect", `cannot connect to ${where}: ${socketErrorText(e)}`, { cause: e }));
     const onClose = () => done(new KlioError("pg-connect", `cannot connect to ${where}: the server closed the connection during SSL negotiation`));
     const onInterrupt = () => done(interrupt.reason as Error);
-    socket.on("data", onData);
+    input.listen(onData);
     socket.once("error", onError);
     socket.once("close", onClose);
     interrupt.addEventListener("abort", onInterrupt, { once: true });
@@ -408,6 +480,8 @@ interface CopyState {
   preceding: ResultSet[];
   queue: Uint8Array[];
   queued: number;
+  /** The first arena region of the batch the caller holds (until its next read() or finish()). */
+  held: Uint8Array | null;
   serverDone: boolean;
   clientDone: boolean;
   discarding: boolean;
@@ -420,7 +494,7 @@ interface CopyState {
 }
 
 /** Runs startup and authentication on a connected socket and returns the connection at its first ReadyForQuery. */
-function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt: AbortSignal): Promise<ReplicationConnection> {
+function wire(socket: net.Socket, input: Input, ci: ConnInfo, opts: ConnectOptions, interrupt: AbortSignal): Promise<ReplicationConnection> {
   const where = describeConnInfo(ci);
   const parameters = new Map<string, string>();
   const queue: Exchange[] = []; // waiting to be sent
@@ -436,11 +510,46 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
   let settleStartup!: { resolve: (c: ReplicationConnection) => void; reject: (e: Error) => void };
   const started = new Promise<ReplicationConnection>((resolve, reject) => (settleStartup = { resolve, reject }));
 
-  const framer = createFramer((type, body) => {
-    const handler = handlers[type];
-    if (handler === undefined) throw protocolError(`unexpected message type '${String.fromCharCode(type)}' (${type})`);
-    handler(body);
-  });
+  // CopyData payloads live in the arena (see ARENA_BYTES), of which the copy stream `arenaUser`
+  // is the only user; `gathering` is the region a CopyData that spans reads is being gathered in.
+  let arena: Arena | null = null;
+  let arenaUser: CopyState | null = null;
+  let gathering: Uint8Array | null = null;
+
+  const framer = createFramer(
+    (type, body, gathered) => {
+      const handler = handlers[type];
+      if (handler === undefined) throw protocolError(`unexpected message type '${String.fromCharCode(type)}' (${type})`);
+      handler(body, gathered);
+    },
+    { gather },
+  );
+
+  function gather(type: number, size: number): Uint8Array {
+    if (type !== Backend.CopyData) return new Uint8Array(size);
+    gathering = (arena ??= createArena(ARENA_BYTES)).alloc(size);
+    return gathering ?? new Uint8Array(size);
+  }
+
+  /** A copy of a payload that is only a view of the read buffer. */
+  function keep(b: Uint8Array): Uint8Array {
+    const out = (arena ??= createArena(ARENA_BYTES)).alloc(b.length) ?? new Uint8Array(b.length);
+    out.set(b);
+    return out;
+  }
+
+  function firstInArena(payloads: Uint8Array[]): Uint8Array | null {
+    if (arena === null) return null;
+    for (const p of payloads) if (arena.holds(p)) return p;
+    return null;
+  }
+
+  /** The caller of read()/finish() is done with the batch it holds: its regions are free again. */
+  function release(c: CopyState): void {
+    c.held = null;
+    if (arenaUser !== c || arena === null) return;
+    arena.release(firstInArena(c.queue) ?? gathering);
+  }
 
   function protocolError(message: string): KlioError {
     return new KlioError("pg-protocol", `protocol violation from ${where}: ${message}`);
@@ -453,7 +562,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
 
   // ------------------------------------------------------------ handlers, keyed by type byte
 
-  const handlers: Record<number, (body: Uint8Array) => void> = {
+  const handlers: Record<number, (body: Uint8Array, gathered: boolean) => void> = {
     [Backend.Authentication]: Authentication,
     [Backend.ParameterStatus]: ParameterStatus,
     [Backend.BackendKeyData]: BackendKeyData,
@@ -653,6 +762,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
       preceding: x.results,
       queue: [],
       queued: 0,
+      held: null,
       serverDone: mode === "in", // the server sends no CopyData in COPY IN
       clientDone: false,
       discarding: false,
@@ -663,6 +773,12 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
     };
     x.results = [];
     x.copy = c;
+    if (arenaUser !== null && (arenaUser.held !== null || firstInArena(arenaUser.queue) !== null)) {
+      arena = null; // the last stream's caller still has payloads in it: leave them be, start another
+    } else {
+      arena?.release(null);
+    }
+    arenaUser = c;
     if (!x.wantCopy) {
       // query() ran something that starts COPY: end it and fail the call.
       x.misuse = true;
@@ -687,12 +803,17 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
     x.begin!(x.copy!, x);
   }
 
-  function CopyData(b: Uint8Array): void {
+  function CopyData(b: Uint8Array, gathered: boolean): void {
+    gathering = null;
     const c = exchange("CopyData").copy;
     if (c === null || c.serverDone) throw protocolError("CopyData outside COPY");
-    if (c.discarding) return;
-    c.queue.push(b);
-    c.queued += b.length;
+    if (c.discarding) {
+      if (arenaUser === c) arena?.release(null); // nothing of this stream is queued or held any more
+      return;
+    }
+    const payload = gathered || !input.reused ? b : keep(b);
+    c.queue.push(payload);
+    c.queued += payload.length;
     if (c.queued > HIGH_WATER && !paused) {
       paused = true;
       socket.pause();
@@ -726,6 +847,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
         preceding: [],
         queue: [],
         queued: 0,
+        held: null,
         serverDone: true,
         clientDone: true,
         discarding: true,
@@ -788,6 +910,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
     const batch = c.queue;
     c.queue = [];
     c.queued = 0;
+    c.held = arenaUser === c ? firstInArena(batch) : null;
     if (paused && phase !== "closed") {
       paused = false;
       socket.resume();
@@ -808,6 +931,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
       read(timeoutMs?: number) {
         return new Promise((resolve, reject) => {
           if (c.reader !== null) return reject(new KlioError("pg-usage", "read() called while another read() is pending"));
+          release(c);
           if (c.queue.length > 0) return resolve(take(c));
           if (c.error !== null) return reject(c.error);
           if (c.serverDone || c.discarding) return resolve("end");
@@ -846,6 +970,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
         c.discarding = true;
         c.queue = [];
         c.queued = 0;
+        release(c);
         if (paused && phase !== "closed") {
           paused = false;
           socket.resume();
@@ -910,8 +1035,8 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
   function onData(chunk: Uint8Array): void {
     if (phase === "closed") return; // after close(): what the server still sends is of no interest
     try {
-      // A plain view of the Buffer, so payloads behave as Uint8Array (slice() copies) on every runtime.
-      framer.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      // A plain view of a Buffer, so payloads behave as Uint8Array (slice() copies) on every runtime.
+      framer.push(input.reused ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     } catch (e) {
       fail(e instanceof Error ? e : new Error(String(e)));
       return;
@@ -979,7 +1104,7 @@ function wire(socket: net.Socket, ci: ConnInfo, opts: ConnectOptions, interrupt:
     },
   };
 
-  socket.on("data", onData);
+  input.listen(onData);
   socket.on("error", (e: Error) => {
     socketError ??= e;
   });
