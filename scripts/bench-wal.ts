@@ -354,8 +354,9 @@ function countFiles(dir: string): FileCounts & { newestKwalMtime: number } {
   const c = { kwal: 0, raw: 0, partial: 0, gz: 0, other: 0, storedBytes: 0, newestKwalMtime: 0 };
   if (!existsSync(dir)) return c;
   for (const name of readdirSync(dir)) {
-    const st = statSync(path.join(dir, name));
-    if (!st.isFile()) continue;
+    // klio renames files while we look (state.json.tmp, .partial → segment): skip the vanished.
+    const st = statSync(path.join(dir, name), { throwIfNoEntry: false });
+    if (!st?.isFile()) continue;
     if (/^[0-9A-F]{24}\.kwal$/.test(name)) {
       c.kwal++;
       c.storedBytes += st.size;
