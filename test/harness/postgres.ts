@@ -176,6 +176,22 @@ export async function startStandby(primary: PgServer): Promise<PgServer> {
   return standby;
 }
 
+/**
+ * Postmasters this process started and has not stopped. When a test's cleanup never runs
+ * (a timed-out hook, a crash), they are shut down (SIGQUIT: immediate) as the process exits,
+ * instead of living on after the test run.
+ */
+const running = new Set<string>();
+process.once("exit", () => {
+  for (const pidFile of running) {
+    try {
+      process.kill(Number(readFileSync(pidFile, "utf8").split("\n")[0]), "SIGQUIT");
+    } catch {
+      // already gone
+    }
+  }
+});
+
 function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir: string; port: number }): PgServer {
   const logFile = path.join(p.baseDir, "server.log");
   const clients: postgres.Sql[] = [];
@@ -199,6 +215,7 @@ function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir
     },
     async start() {
       await pgCtl(["-w", "-t", "60", "-l", logFile, "start"]);
+      running.add(path.join(p.dataDir, "postmaster.pid"));
     },
     async stop(mode = "fast") {
       await Promise.all(clients.splice(0).map((c) => c.end({ timeout: 1 }).catch(() => {})));
@@ -241,6 +258,7 @@ function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir
     },
     async destroy() {
       await server.stop("immediate").catch(() => {});
+      running.delete(path.join(p.dataDir, "postmaster.pid"));
       rmSync(p.baseDir, { recursive: true, force: true });
     },
     logText() {
