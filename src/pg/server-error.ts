@@ -27,7 +27,3 @@ export class PgServerError extends KlioError {
     this.fields = fields;
   }
 }
-
-export function isPgServerError(e: unknown): e is PgServerError {
-  return e instanceof PgServerError;
-}

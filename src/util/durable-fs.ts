@@ -1,6 +1,7 @@
 // The write-once discipline of the repository (DESIGN invariant 2): new files are written
 // under a temporary name, fsync'd, renamed into place, and the directory fsync'd, so a crash
 // at any instant leaves either the old state or the complete new file.
+import { closeSync, fsyncSync, openSync } from "node:fs";
 import { open, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
@@ -33,8 +34,12 @@ export async function writeFileDurable(file: string, data: Uint8Array | string):
   await fsyncDir(path.dirname(file));
 }
 
-/** Rename within one directory and make the rename itself durable. */
-export async function renameDurable(from: string, to: string): Promise<void> {
-  await rename(from, to);
-  await fsyncDir(path.dirname(to));
+/** The same, blocking: for the receive path, where every step waits for the previous anyway. */
+export function fsyncDirSync(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -36,5 +36,3 @@ export function createLogger(opts: { write: (line: string) => void; format: "jso
   };
   return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
-
-export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };

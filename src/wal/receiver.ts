@@ -13,6 +13,7 @@ import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { PgServerError } from "../pg/server-error.ts";
 import { formatLsn, historyFileName, segmentStart, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
 import { parseReplicationMessage, standbyStatusUpdate } from "../pg/replication-messages.ts";
+import { parseTimelineHistory } from "../pg/timeline-history.ts";
 import {
   createPhysicalSlot, identifySystem, nextTimeline, readReplicationSlot, startReplication, timelineHistory, walSegmentSize,
   type SystemIdentity,
@@ -143,6 +144,8 @@ async function archiveHistories(conn: ReplicationConnection, dir: string, upTo: 
     if (have.has(tli)) continue;
     try {
       const { content } = await timelineHistory(conn, tli);
+      // Refuse to archive something recovery could not read.
+      parseTimelineHistory(new TextDecoder().decode(content));
       await writeFileDurable(path.join(dir, historyFileName(tli)), content);
       have.add(tli);
       log.info("wal.history_archived", { timeline: tli });

@@ -8,6 +8,7 @@
 // ~150 µs per commit in synchronous mode (measured with bench:wal) for nothing in return.
 import { closeSync, fdatasyncSync, fstatSync, fsyncSync, openSync, renameSync, writeSync, writevSync } from "node:fs";
 import path from "node:path";
+import { fsyncDirSync } from "../util/durable-fs.ts";
 import { walFileName, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
 import { PARTIAL_SUFFIX } from "./archive-layout.ts";
 
@@ -31,15 +32,6 @@ export interface SegmentWriter {
   readonly dirty: boolean;
   /** Flush and close the open partial segment, keeping its `.partial` name. */
   closePartial(): void;
-}
-
-export function fsyncDirSync(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 export function createSegmentWriter(dir: string, segSize: SegmentSize, onCompleted: (name: string) => void): SegmentWriter {
