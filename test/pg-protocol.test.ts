@@ -13,6 +13,15 @@ function intact(b: Uint8Array, id: number): boolean {
   return true;
 }
 
+/** One protocol message: type byte, int32 length, body. */
+const msg = (type: string, body: Uint8Array) => {
+  const out = new Uint8Array(body.length + 5);
+  out[0] = type.charCodeAt(0);
+  new DataView(out.buffer).setInt32(1, body.length + 4);
+  out.set(body, 5);
+  return out;
+};
+
 describe("arena", () => {
   it("never hands out a region that overlaps one still live, and says null when none fits", () => {
     // Given a small arena and a consumer that frees its oldest regions in random steps,
@@ -80,13 +89,6 @@ describe("arena", () => {
 });
 
 describe("framer gathering", () => {
-  const msg = (type: string, body: Uint8Array) => {
-    const out = new Uint8Array(body.length + 5);
-    out[0] = type.charCodeAt(0);
-    new DataView(out.buffer).setInt32(1, body.length + 4);
-    out.set(body, 5);
-    return out;
-  };
 
   it("gathers a message that spans chunks into the buffer gather() gives, and says so", () => {
     // Given a framer whose gather() hands out buffers it remembers,
@@ -119,5 +121,46 @@ describe("framer gathering", () => {
     expect(got[1]!.body).toBe(given[0]);
     expect(got[1]!.body).toEqual(big);
     expect(Array.from(got[0]!.body)).toEqual([1, 2]);
+  });
+});
+
+describe("framer", () => {
+  const stream = (() => {
+    const parts = [msg("d", new Uint8Array([1, 2, 3])), msg("c", new Uint8Array(0)), msg("d", new Uint8Array(300).fill(7)), msg("Z", new Uint8Array([73]))];
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      all.set(p, at);
+      at += p.length;
+    }
+    return all;
+  })();
+
+  it("yields the same messages however the bytes are split", () => {
+    const expected: string[] = [];
+    createFramer((t, b) => expected.push(`${String.fromCharCode(t)}:${Array.from(b).join(",")}`)).push(stream);
+    expect(expected).toHaveLength(4);
+    for (let a = 0; a <= stream.length; a++) {
+      for (const b of [a, Math.min(stream.length, a + 1), Math.min(stream.length, a + 7), stream.length]) {
+        const got: string[] = [];
+        const f = createFramer((t, body) => got.push(`${String.fromCharCode(t)}:${Array.from(body).join(",")}`));
+        f.push(stream.subarray(0, a));
+        f.push(stream.subarray(a, b));
+        f.push(stream.subarray(b));
+        expect(got).toEqual(expected);
+        expect(f.pending).toBe(0);
+      }
+    }
+  });
+
+  it("hands over views into the chunk when a message lies within it", () => {
+    const bodies: Uint8Array[] = [];
+    createFramer((_t, b) => bodies.push(b)).push(stream);
+    expect(bodies[0]!.buffer).toBe(stream.buffer);
+  });
+
+  it("rejects an impossible length", () => {
+    const f = createFramer(() => {});
+    expect(() => f.push(new Uint8Array([0x64, 0, 0, 0, 2]))).toThrow(/invalid message length/);
   });
 });

@@ -9,7 +9,6 @@ import { Buffer } from "node:buffer";
 import { startPostgres, startStandby, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
 import { connect, type ReplicationConnection, type ResultSet } from "../src/pg/replication-connection.ts";
 import { parseConnInfo, type ConnInfo } from "../src/pg/conninfo.ts";
-import { createFramer } from "../src/pg/protocol.ts";
 import { PgServerError } from "../src/pg/server-error.ts";
 import { KlioError } from "../src/util/errors.ts";
 
@@ -378,56 +377,6 @@ describe.each(PG_VERSIONS)("timeline switch on PostgreSQL %i", (version) => {
     } finally {
       await conn.close();
     }
-  });
-});
-
-// ------------------------------------------------------------------ framing, without a server
-
-describe("framer", () => {
-  const msg = (type: string, body: Uint8Array) => {
-    const out = new Uint8Array(body.length + 5);
-    out[0] = type.charCodeAt(0);
-    new DataView(out.buffer).setInt32(1, body.length + 4);
-    out.set(body, 5);
-    return out;
-  };
-  const stream = (() => {
-    const parts = [msg("d", new Uint8Array([1, 2, 3])), msg("c", new Uint8Array(0)), msg("d", new Uint8Array(300).fill(7)), msg("Z", new Uint8Array([73]))];
-    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      all.set(p, at);
-      at += p.length;
-    }
-    return all;
-  })();
-
-  it("yields the same messages however the bytes are split", () => {
-    const expected: string[] = [];
-    createFramer((t, b) => expected.push(`${String.fromCharCode(t)}:${Array.from(b).join(",")}`)).push(stream);
-    expect(expected).toHaveLength(4);
-    for (let a = 0; a <= stream.length; a++) {
-      for (const b of [a, Math.min(stream.length, a + 1), Math.min(stream.length, a + 7), stream.length]) {
-        const got: string[] = [];
-        const f = createFramer((t, body) => got.push(`${String.fromCharCode(t)}:${Array.from(body).join(",")}`));
-        f.push(stream.subarray(0, a));
-        f.push(stream.subarray(a, b));
-        f.push(stream.subarray(b));
-        expect(got).toEqual(expected);
-        expect(f.pending).toBe(0);
-      }
-    }
-  });
-
-  it("hands over views into the chunk when a message lies within it", () => {
-    const bodies: Uint8Array[] = [];
-    createFramer((_t, b) => bodies.push(b)).push(stream);
-    expect(bodies[0]!.buffer).toBe(stream.buffer);
-  });
-
-  it("rejects an impossible length", () => {
-    const f = createFramer(() => {});
-    expect(() => f.push(new Uint8Array([0x64, 0, 0, 0, 2]))).toThrow(/invalid message length/);
   });
 });
 
