@@ -204,8 +204,13 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
         // The server no longer has the WAL we need: record the hole loudly, never paper over
         // it. The next session resumes after it (resumePoint reads the recorded gaps).
         writer.closePartial();
-        const to = segmentStart(slot.restartLsn ?? ident.xlogpos, segSize);
-        const gap = { timeline: pos.timeline, from: progress.written, to, detectedAt: new Date().toISOString(), reason: e.message };
+        // Resume where the server's WAL starts again: the slot's restart_lsn, or failing that
+        // (a slot older than the hole) the server's current position.
+        const from = progress.written;
+        const candidates = [slot.restartLsn, ident.xlogpos].map((l) => (l === undefined ? 0n : segmentStart(l, segSize)));
+        const to = candidates.find((l) => l > from);
+        if (to === undefined) throw e; // nothing to resume from yet: retry later, record nothing
+        const gap = { timeline: pos.timeline, from, to, detectedAt: new Date().toISOString(), reason: e.message };
         await recordGap(dir, gap);
         opts.log.error("wal.gap", { timeline: gap.timeline, from: formatLsn(gap.from), to: formatLsn(to), reason: e.message });
         throw new KlioError("wal-gap", `WAL from ${formatLsn(gap.from)} to ${formatLsn(to)} is missing on ${where}: recorded as a gap`);
