@@ -13,23 +13,24 @@ function unhex(s: string): Buffer {
   return Buffer.from(s.replace(/\\x/g, ""), "hex");
 }
 
+/** strace pads pids to five columns: "2993  write(…" as well as "22497 write(…". */
 function* events(log: string): Generator<SyscallEvent> {
   const pending = new Map<string, { name: string; args: string }>();
   for (const line of log.split("\n")) {
-    let m = /^(\d+) <\.\.\. (\w+) resumed>(.*)\) += (-?\d+)/.exec(line);
+    let m = /^(\d+) +<\.\.\. (\w+) resumed>(.*)\) += (-?\d+)/.exec(line);
     if (m) {
       const start = pending.get(m[1]!);
       pending.delete(m[1]!);
       yield { pid: m[1]!, name: m[2]!, phase: "end", args: (start?.args ?? "") + m[3], ret: Number(m[4]) };
       continue;
     }
-    m = /^(\d+) (\w+)\((.*) <unfinished \.\.\.>$/.exec(line);
+    m = /^(\d+) +(\w+)\((.*) <unfinished \.\.\.>$/.exec(line);
     if (m) {
       pending.set(m[1]!, { name: m[2]!, args: m[3]! });
       yield { pid: m[1]!, name: m[2]!, phase: "start", args: m[3]! };
       continue;
     }
-    m = /^(\d+) (\w+)\((.*)\) += (-?\d+)/.exec(line);
+    m = /^(\d+) +(\w+)\((.*)\) += (-?\d+)/.exec(line);
     if (m) {
       yield { pid: m[1]!, name: m[2]!, phase: "start", args: m[3]! };
       yield { pid: m[1]!, name: m[2]!, phase: "end", args: m[3]!, ret: Number(m[4]) };
