@@ -55,7 +55,6 @@ export interface ReceiverState {
   updatedAt: string;
   slot?: string;
   connectedTo?: string;
-  lastError?: string;
 }
 
 interface ReceiverStateJson extends Omit<ReceiverState, "receivedLsn" | "flushedLsn" | "serverWalEnd"> {

@@ -1,8 +1,8 @@
 // Turns completed raw segments into their stored (compressed, checksummed) form, away from
 // the receive path: the receiver only renames a finished segment and wakes this worker.
-import { readFile, unlink, open, readdir, rename } from "node:fs/promises";
+import { readFile, unlink, readdir } from "node:fs/promises";
 import path from "node:path";
-import { fsyncDir, TEMP_SUFFIX } from "../util/durable-fs.ts";
+import { fsyncDir, writeFileDurable } from "../util/durable-fs.ts";
 import { encodeStoredSegment } from "./stored-segment.ts";
 import { isSegmentName } from "../pg/lsn.ts";
 import { STORED_SUFFIX } from "./archive-layout.ts";
@@ -17,18 +17,7 @@ export interface Compressor {
 
 export async function compressSegmentFile(dir: string, name: string): Promise<void> {
   const rawPath = path.join(dir, name);
-  const stored = await encodeStoredSegment(await readFile(rawPath));
-  const finalPath = rawPath + STORED_SUFFIX;
-  const tmp = finalPath + TEMP_SUFFIX;
-  const fh = await open(tmp, "w", 0o640);
-  try {
-    await fh.writeFile(stored);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, finalPath);
-  await fsyncDir(dir);
+  await writeFileDurable(rawPath + STORED_SUFFIX, await encodeStoredSegment(await readFile(rawPath)));
   // Only now is the raw copy redundant; a crash before this unlink leaves both, and the
   // next pass removes the raw one again.
   await unlink(rawPath);

@@ -2,6 +2,7 @@
 // original bytes in TARGET, 1 when the archive does not have the file.
 import { rename, writeFile, unlink } from "node:fs/promises";
 import type { Command } from "../command.ts";
+import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
 import { openClusterArchive, parseWalRequest, readWalFile } from "../../wal/archive-reader.ts";
 
 export const command: Command = {
@@ -30,7 +31,7 @@ export const command: Command = {
       return 1;
     }
     // Never leave a half-written file under the name PostgreSQL will read.
-    const tmp = `${target}.klio-tmp`;
+    const tmp = target + TEMP_SUFFIX;
     try {
       await writeFile(tmp, found.bytes);
       await rename(tmp, target);
