@@ -1,0 +1,293 @@
+// `klio backup run`: a hot base backup over the replication protocol into the repository.
+//
+// BASE_BACKUP's tar streams are read as they arrive, every file is cut into chunks that fit
+// its kind (8 KB pages for relation files), each chunk is stored once, and the file list
+// records which chunks make each file. Memory stays flat whatever the database size: a few
+// chunks in flight and one piece of the file list.
+//
+// The order is the correctness argument: chunks durable (writer.flush), then the WAL from
+// the backup's start to its end in the archive, then — and only then — the snapshot object
+// that makes the backup visible. A backup interrupted at any step leaves no snapshot; the
+// chunks it stored are reused by the next one.
+import { KlioError } from "../util/errors.ts";
+import { concatBytes } from "../util/bytes.ts";
+import type { Logger } from "../util/log.ts";
+import { connect, type ReplicationConnection } from "../pg/replication-connection.ts";
+import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
+import { formatLsn } from "../pg/lsn.ts";
+import { runBaseBackup, type BaseBackupEvent } from "../pg/base-backup.ts";
+import { chunkIdHex, type ChunkId } from "../repo/chunk-id.ts";
+import { createChunker } from "../repo/chunker.ts";
+import { FileListWriter } from "../repo/file-list.ts";
+import type { ChunkWriter, Repository } from "../repo/repository.ts";
+import { openClusterArchive } from "../wal/archive-reader.ts";
+import { waitForWalCoverage } from "../wal/archive-coverage.ts";
+import { chunkingFor } from "./file-kind.ts";
+import { readTar } from "./tar-reader.ts";
+import { listSnapshots, newSnapshotId, saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
+
+export interface BackupProgress {
+  phase: "copying" | "waiting-for-wal" | "done";
+  doneBytes: number;
+  totalBytes: number | null;
+}
+
+export interface BackupOptions {
+  repoDir: string;
+  repo: Repository;
+  cluster: string;
+  conninfo: ConnInfo;
+  name?: string;
+  log: Logger;
+  signal: AbortSignal;
+  /** How long to wait for the archive to hold the backup's WAL before failing. */
+  walTimeoutMs: number;
+  /** Chunks being stored at once (compression may run in the thread pool). */
+  concurrency?: number;
+  onProgress?: (p: BackupProgress) => void;
+  now?: () => Date;
+}
+
+/** Small files of the data directory kept in the snapshot itself as well. */
+const LABEL_FILES = new Set(["backup_label", "tablespace_map"]);
+const LABEL_FILE_MAX = 1024 * 1024;
+const MANIFEST_PIECE = 1024 * 1024;
+
+interface SourceFacts {
+  pgVersion: number;
+  inRecovery: boolean;
+  systemIdentifier: string;
+  tablespaceNames: Map<number, string>;
+}
+
+export async function runBackup(o: BackupOptions): Promise<Snapshot> {
+  const now = o.now ?? (() => new Date());
+  const started = now();
+  const where = describeConnInfo(o.conninfo);
+  const archive = await openClusterArchive(o.repoDir, o.cluster).catch((e) => {
+    if ((e as KlioError).code === "no-archive")
+      throw new KlioError("no-archive", `cluster ${o.cluster} has no WAL archive in ${o.repoDir}: start \`klio wal stream --cluster ${o.cluster}\` first (a backup without its WAL cannot be restored)`);
+    throw e;
+  });
+  const facts = await readSourceFacts(o.conninfo, o.signal);
+  if (facts.systemIdentifier !== archive.identity.systemIdentifier)
+    throw new KlioError("system-id-mismatch", `${where} has system identifier ${facts.systemIdentifier}, but cluster ${o.cluster}'s archive holds WAL of ${archive.identity.systemIdentifier}: wrong server or wrong --cluster`);
+
+  const { snapshots } = await listSnapshots(o.repo, o.cluster);
+  const id = newSnapshotId(started, new Set(snapshots.map((s) => s.id)));
+  o.log.info("backup.start", { id, server: where, standby: facts.inRecovery });
+
+  const writer = o.repo.writer();
+  const pieces: string[] = [];
+  const fileList = new FileListWriter(async (piece) => {
+    const r = await writer.put(piece);
+    pieces.push(chunkIdHex(r.id));
+  });
+  const store = new OrderedPuts(writer, o.concurrency ?? 4);
+  const stats = { files: 0, bytes: 0, zeroBytes: 0 };
+  const labels = new Map<string, string>();
+  const manifestChunks: string[] = [];
+  let manifestBytes = 0;
+  let start: Extract<BaseBackupEvent, { kind: "start" }> | undefined;
+  let end: Extract<BaseBackupEvent, { kind: "end" }> | undefined;
+  // When the server wrote the backup's end: a recovery target time must not be earlier.
+  let copiedAt = started;
+
+  const conn = await connect(o.conninfo, { replication: "true", signal: o.signal });
+  try {
+    const events = new EventReader(runBaseBackup(conn, { label: `klio ${id}`, fastCheckpoint: true, manifestChecksums: "CRC32C" })[Symbol.asyncIterator]());
+    let done = 0;
+    const progress = (phase: BackupProgress["phase"]) => o.onProgress?.({ phase, doneBytes: done, totalBytes: start?.totalBytes ?? null });
+    for (;;) {
+      const ev = await events.next();
+      if (ev === undefined) break;
+      switch (ev.kind) {
+        case "start":
+          start = ev;
+          o.log.info("backup.started", { id, start_lsn: formatLsn(ev.startLsn), timeline: ev.timeline, tablespaces: ev.tablespaces.length });
+          progress("copying");
+          break;
+        case "progress":
+          done = ev.doneBytes;
+          progress("copying");
+          break;
+        case "archive": {
+          const root = ev.tablespaceOid ?? 0;
+          for await (const { entry, content } of readTar(events.dataOf(() => progress("copying"), (n) => (done = n)))) {
+            if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted");
+            const head = { root, path: entry.path, mode: entry.mode, mtime: entry.mtime };
+            if (entry.type === "directory") {
+              await fileList.dir(head);
+              continue;
+            }
+            if (entry.type === "symlink") {
+              await fileList.symlink({ ...head, target: entry.linkTarget ?? "" });
+              continue;
+            }
+            stats.files++;
+            stats.bytes += entry.size;
+            await fileList.beginFile({ ...head, size: entry.size });
+            const keepText = root === 0 && LABEL_FILES.has(entry.path) && entry.size <= LABEL_FILE_MAX;
+            const text: Uint8Array[] = [];
+            const chunker = createChunker(chunkingFor(entry.path, entry.size));
+            for await (const bytes of content) {
+              if (keepText) text.push(bytes.slice());
+              for (const c of chunker.push(bytes)) await store.add(c, fileList, stats);
+            }
+            for (const c of chunker.end()) await store.add(c, fileList, stats);
+            await store.drain(fileList);
+            await fileList.endFile();
+            if (keepText) labels.set(entry.path, new TextDecoder().decode(concatBytes(text)));
+          }
+          // The tar reader stops at the end-of-archive blocks; what may follow is padding.
+          for await (const _ of events.dataOf(() => progress("copying"), (n) => (done = n)));
+          break;
+        }
+        case "manifest":
+          for (let at = 0; at < ev.bytes.length; at += MANIFEST_PIECE) {
+            const r = await writer.put(ev.bytes.subarray(at, at + MANIFEST_PIECE));
+            manifestChunks.push(chunkIdHex(r.id));
+          }
+          manifestBytes = ev.bytes.length;
+          break;
+        case "end":
+          end = ev;
+          copiedAt = now();
+          break;
+        case "data":
+          throw new KlioError("pg-protocol", "BASE_BACKUP sent archive data before naming the archive");
+      }
+    }
+  } finally {
+    await conn.close().catch(() => conn.destroy());
+  }
+  if (!start || !end) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} ended without its start or end position`);
+  if (manifestChunks.length === 0) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_manifest`);
+  const backupLabel = labels.get("backup_label");
+  if (backupLabel === undefined) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_label`);
+  const entries = await fileList.finish();
+  await writer.flush();
+  o.log.info("backup.copied", { id, files: stats.files, bytes: stats.bytes, end_lsn: formatLsn(end.endLsn) });
+
+  // The backup is only restorable with the WAL from its start to its end.
+  o.onProgress?.({ phase: "waiting-for-wal", doneBytes: stats.bytes, totalBytes: start.totalBytes });
+  const coverage = await waitForWalCoverage(archive.dir, archive.identity.walSegmentSize, start.timeline, start.startLsn, end.endLsn, {
+    timeoutMs: o.walTimeoutMs, signal: o.signal,
+    onWait: (missing) => o.log.info("backup.waiting_for_wal", { id, segment: missing }),
+  });
+  if (!coverage.covered) {
+    if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted while waiting for its WAL");
+    throw new KlioError("wal-missing",
+      `backup ${id} needs WAL up to ${formatLsn(end.endLsn)}, but ${coverage.missing} has not reached the archive after ${Math.round(o.walTimeoutMs / 1000)} s: ` +
+      `is \`klio wal stream --cluster ${o.cluster}\` running? The backup is not recorded (its data is kept for the next one).`);
+  }
+
+  const w = writer.stats;
+  const snapshot: Snapshot = {
+    format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, id, cluster: o.cluster, name: o.name ?? null,
+    startTime: started.toISOString(), endTime: copiedAt.toISOString(),
+    startLsn: formatLsn(start.startLsn), endLsn: formatLsn(end.endLsn), timeline: start.timeline, endTimeline: end.timeline,
+    systemIdentifier: facts.systemIdentifier, pgVersion: facts.pgVersion, walSegmentSize: archive.identity.walSegmentSize,
+    fromStandby: facts.inRecovery,
+    backupLabel, tablespaceMap: labels.get("tablespace_map") ?? null,
+    tablespaces: start.tablespaces.map((t): SnapshotTablespace => ({ oid: t.oid, name: facts.tablespaceNames.get(t.oid) ?? null, location: t.location })),
+    fileList: { pieces, entries },
+    backupManifest: { chunks: manifestChunks, bytes: manifestBytes },
+    stats: {
+      ...stats, chunks: w.chunks, newChunks: w.newChunks, newBytes: w.newPlainBytes, storedBytes: w.storedBytes,
+      durationMs: now().getTime() - started.getTime(),
+    },
+  };
+  await saveSnapshot(o.repo, snapshot);
+  o.onProgress?.({ phase: "done", doneBytes: stats.bytes, totalBytes: start.totalBytes });
+  o.log.info("backup.done", { id, files: stats.files, bytes: stats.bytes, new_bytes: w.newPlainBytes, stored_bytes: w.storedBytes });
+  return snapshot;
+}
+
+/** What BASE_BACKUP does not say: version, standby or not, system identifier, tablespace names. */
+async function readSourceFacts(ci: ConnInfo, signal: AbortSignal): Promise<SourceFacts> {
+  const conn: ReplicationConnection = await connect(ci, { replication: false, signal });
+  try {
+    const [facts] = await conn.query(
+      "select current_setting('server_version_num'), pg_is_in_recovery(), (select system_identifier from pg_control_system())",
+    );
+    const [spaces] = await conn.query("select oid, spcname from pg_tablespace");
+    const row = facts!.rows[0]!;
+    return {
+      pgVersion: Number(row[0]),
+      inRecovery: row[1] === "t",
+      systemIdentifier: String(row[2]),
+      tablespaceNames: new Map(spaces!.rows.map((r) => [Number(r[0]), String(r[1])])),
+    };
+  } finally {
+    await conn.close().catch(() => conn.destroy());
+  }
+}
+
+/**
+ * Stores chunks with a few in flight, and writes their file-list records in file order as
+ * they complete.
+ */
+class OrderedPuts {
+  private queue: { length: number; result: Promise<{ id: ChunkId }> }[] = [];
+  constructor(private readonly writer: ChunkWriter, private readonly depth: number) {}
+
+  async add(c: { length: number; data: Uint8Array | null }, list: FileListWriter, stats: { zeroBytes: number }): Promise<void> {
+    if (c.data === null) {
+      await this.drain(list);
+      stats.zeroBytes += c.length;
+      await list.zeros(c.length);
+      return;
+    }
+    const result = this.writer.put(c.data);
+    result.catch(() => {}); // awaited below, in order
+    this.queue.push({ length: c.length, result });
+    if (this.queue.length >= this.depth) await this.writeOldest(list);
+  }
+
+  async drain(list: FileListWriter): Promise<void> {
+    while (this.queue.length) await this.writeOldest(list);
+  }
+
+  private async writeOldest(list: FileListWriter): Promise<void> {
+    const head = this.queue.shift()!;
+    const { id } = await head.result;
+    await list.chunk(head.length, id);
+  }
+}
+
+/**
+ * BASE_BACKUP's events, read one at a time, with the data of one archive available as a
+ * byte stream for the tar reader: it stops at the next event that is not data (left for
+ * next()).
+ */
+class EventReader {
+  private ahead: BaseBackupEvent | undefined;
+  constructor(private readonly it: AsyncIterator<BaseBackupEvent>) {}
+
+  async next(): Promise<BaseBackupEvent | undefined> {
+    if (this.ahead) {
+      const ev = this.ahead;
+      this.ahead = undefined;
+      return ev;
+    }
+    const r = await this.it.next();
+    return r.done ? undefined : r.value;
+  }
+
+  async *dataOf(onProgress: () => void, setDone: (n: number) => void): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const ev = await this.next();
+      if (ev === undefined) return;
+      if (ev.kind === "data") {
+        yield ev.bytes;
+      } else if (ev.kind === "progress") {
+        setDone(ev.doneBytes);
+        onProgress();
+      } else {
+        this.ahead = ev;
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,147 @@
+// The snapshot manifest: what one completed base backup is. One small JSON object per
+// backup, stored through the repository (encrypted when it is) under
+// snapshots/<cluster>/<id>; written last, after every chunk it names is durable and the WAL
+// it needs is archived, so a snapshot that exists is a restorable backup. The file list
+// (every file and its chunks) and PostgreSQL's backup_manifest are stored as chunks and
+// named here by id. Format documented in docs/FORMAT.md ("Snapshots").
+import { KlioError } from "../util/errors.ts";
+import { parseChunkId, type ChunkId } from "../repo/chunk-id.ts";
+import type { Repository } from "../repo/repository.ts";
+import { validateClusterName } from "../wal/archive-layout.ts";
+
+export const SNAPSHOT_FORMAT = "klio-snapshot";
+export const SNAPSHOT_VERSION = 1;
+
+export interface SnapshotTablespace {
+  oid: number;
+  /** spcname, when the backup could read it (needed by restore --tablespaces name:path). */
+  name: string | null;
+  /** Where the tablespace lived on the source server. */
+  location: string;
+}
+
+export interface Snapshot {
+  format: typeof SNAPSHOT_FORMAT;
+  version: typeof SNAPSHOT_VERSION;
+  id: string;
+  cluster: string;
+  /** --name given to backup run, if any. */
+  name: string | null;
+  startTime: string;
+  endTime: string;
+  startLsn: string;
+  endLsn: string;
+  timeline: number;
+  endTimeline: number;
+  systemIdentifier: string;
+  /** server_version_num of the source, e.g. 150018. */
+  pgVersion: number;
+  walSegmentSize: number;
+  /** Taken on a hot standby. */
+  fromStandby: boolean;
+  backupLabel: string;
+  tablespaceMap: string | null;
+  tablespaces: SnapshotTablespace[];
+  /** The file list (src/repo/file-list.ts): its pieces in order. */
+  fileList: { pieces: string[]; entries: number };
+  /** PostgreSQL's backup_manifest, as chunks in order. */
+  backupManifest: { chunks: string[]; bytes: number };
+  stats: {
+    files: number;
+    /** Bytes of all files. */
+    bytes: number;
+    /** Bytes that were all-zero chunks, not stored. */
+    zeroBytes: number;
+    chunks: number;
+    newChunks: number;
+    /** Plain bytes of the chunks this backup stored first. */
+    newBytes: number;
+    /** What those took in the repository (compressed, encrypted). */
+    storedBytes: number;
+    durationMs: number;
+  };
+}
+
+const ID_PATTERN = /^\d{8}T\d{6}Z(?:-\d+)?$/;
+
+export function snapshotKey(cluster: string, id: string): string {
+  return `snapshots/${validateClusterName(cluster)}/${validateSnapshotId(id)}`;
+}
+
+export function validateSnapshotId(id: string): string {
+  if (!ID_PATTERN.test(id)) throw new KlioError("bad-backup-id", `"${id}" is not a backup id (like 20261124T071500Z)`);
+  return id;
+}
+
+/** A new id from the time: 20261124T071500Z, with -2, -3… if that second is taken. */
+export function newSnapshotId(now: Date, taken: Set<string>): string {
+  const base = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  if (!taken.has(base)) return base;
+  for (let n = 2; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
+}
+
+export async function saveSnapshot(repo: Repository, s: Snapshot): Promise<void> {
+  await repo.putObject(snapshotKey(s.cluster, s.id), new TextEncoder().encode(JSON.stringify(s, null, 1) + "\n"));
+}
+
+export async function loadSnapshot(repo: Repository, cluster: string, id: string): Promise<Snapshot> {
+  const key = snapshotKey(cluster, id);
+  let bytes: Uint8Array;
+  try {
+    bytes = await repo.getObject(key);
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT" || (e as { code?: string }).code === "missing-object")
+      throw new KlioError("no-backup", `cluster ${cluster} has no backup ${id}`);
+    throw e;
+  }
+  return parseSnapshot(bytes, key);
+}
+
+export function parseSnapshot(bytes: Uint8Array, where: string): Snapshot {
+  let s: Partial<Snapshot>;
+  try {
+    s = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw new KlioError("bad-snapshot", `${where} is not valid JSON`);
+  }
+  if (s.format !== SNAPSHOT_FORMAT) throw new KlioError("bad-snapshot", `${where} is not a klio snapshot`);
+  if (s.version !== SNAPSHOT_VERSION) throw new KlioError("bad-snapshot", `${where} has snapshot format version ${s.version}; this klio reads version ${SNAPSHOT_VERSION}`);
+  const ok = typeof s.id === "string" && ID_PATTERN.test(s.id) && typeof s.cluster === "string" &&
+    typeof s.startLsn === "string" && typeof s.endLsn === "string" && typeof s.endTime === "string" &&
+    Number.isInteger(s.timeline) && Array.isArray(s.fileList?.pieces) && Array.isArray(s.backupManifest?.chunks) &&
+    Array.isArray(s.tablespaces) && typeof s.backupLabel === "string";
+  if (!ok) throw new KlioError("bad-snapshot", `${where} lacks fields a snapshot must have`);
+  return s as Snapshot;
+}
+
+/** The backups of a cluster, oldest first (ids sort by time). Unreadable ones are reported, not hidden. */
+export async function listSnapshots(repo: Repository, cluster: string): Promise<{ snapshots: Snapshot[]; unreadable: { id: string; error: string }[] }> {
+  const prefix = `snapshots/${validateClusterName(cluster)}/`;
+  const keys = (await repo.listObjects(prefix)).filter((k) => ID_PATTERN.test(k.slice(prefix.length))).sort();
+  const snapshots: Snapshot[] = [];
+  const unreadable: { id: string; error: string }[] = [];
+  for (const key of keys) {
+    const id = key.slice(prefix.length);
+    try {
+      snapshots.push(parseSnapshot(await repo.getObject(key), key));
+    } catch (e) {
+      unreadable.push({ id, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  return { snapshots, unreadable };
+}
+
+/** Clusters that have snapshots. */
+export async function listSnapshotClusters(repo: Repository): Promise<string[]> {
+  const keys = await repo.listObjects("snapshots/");
+  return [...new Set(keys.map((k) => k.split("/")[1]!).filter(Boolean))].sort();
+}
+
+export function chunkIds(hex: string[]): ChunkId[] {
+  return hex.map(parseChunkId);
+}
+
+/** Reads chunks in order, one at a time. */
+export async function* readChunks(repo: Repository, ids: string[]): AsyncGenerator<Uint8Array> {
+  for (const id of chunkIds(ids)) yield await repo.readChunk(id);
+}

@@ -1,0 +1,141 @@
+// `klio restore`: a backup from the repository into a new data directory, set up to recover
+// to a point in time with this same binary as its restore_command.
+import { readdir, mkdir, readFile, writeFile, appendFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { KlioError } from "../util/errors.ts";
+import { concatBytes } from "../util/bytes.ts";
+import type { Logger } from "../util/log.ts";
+import { writeFileDurable } from "../util/durable-fs.ts";
+import { shellQuote } from "../util/self-command.ts";
+import type { Repository } from "../repo/repository.ts";
+import { listSnapshots, loadSnapshot, readChunks, type Snapshot } from "../backup/snapshot.ts";
+import { materialize } from "./materialize.ts";
+import { chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
+
+export interface TablespaceMapping {
+  /** A tablespace name or oid. */
+  key: string;
+  path: string;
+}
+
+export interface RestoreOptions {
+  repoDir: string;
+  repo: Repository;
+  cluster: string;
+  dest: string;
+  /** A backup id, or "latest"/undefined: the newest that can reach the target. */
+  backupId?: string;
+  target: RecoveryTarget;
+  action: TargetAction;
+  timeline: string;
+  tablespaces: TablespaceMapping[];
+  /** argv that runs this klio (util/self-command.ts), for restore_command. */
+  klio: string[];
+  /** Extra get-wal flags for restore_command (e.g. a spool). */
+  getWalFlags?: string[];
+  concurrency: number;
+  log: Logger;
+  signal: AbortSignal;
+  onProgress?: (bytes: number, total: number) => void;
+}
+
+export interface RestoreResult {
+  snapshot: Snapshot;
+  dest: string;
+  files: number;
+  bytes: number;
+  tablespaces: { oid: number; name: string | null; path: string }[];
+}
+
+export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
+  const dest = path.resolve(o.dest);
+  const snapshot = await pickSnapshot(o);
+  const tablespaceDirs = mapTablespaces(snapshot, o.tablespaces, dest);
+  await mustBeEmpty(dest, "the restore destination");
+  for (const dir of tablespaceDirs.values()) await mustBeEmpty(dir, "a tablespace directory");
+
+  o.log.info("restore.start", { backup: snapshot.id, dest, end_lsn: snapshot.endLsn });
+  await mkdir(dest, { recursive: true, mode: 0o700 });
+  for (const dir of tablespaceDirs.values()) await mkdir(dir, { recursive: true, mode: 0o700 });
+  const { files, bytes } = await materialize({
+    repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal,
+    onProgress: (n) => o.onProgress?.(n, snapshot.stats.bytes),
+  });
+
+  // PostgreSQL's own manifest, so that pg_verifybackup can check the restored directory.
+  const manifest: Uint8Array[] = [];
+  for await (const piece of readChunks(o.repo, snapshot.backupManifest.chunks)) manifest.push(piece);
+  await writeFile(path.join(dest, "backup_manifest"), concatBytes(manifest), { mode: 0o600 });
+  if (snapshot.tablespaceMap !== null) await writeTablespaceMap(dest, snapshot, tablespaceDirs);
+  await writeRecoveryConfig(dest, snapshot, o);
+  o.log.info("restore.done", { backup: snapshot.id, dest, files, bytes });
+  return {
+    snapshot, dest, files, bytes,
+    tablespaces: snapshot.tablespaces.map((t) => ({ oid: t.oid, name: t.name, path: tablespaceDirs.get(t.oid)! })),
+  };
+}
+
+async function pickSnapshot(o: RestoreOptions): Promise<Snapshot> {
+  if (o.backupId !== undefined && o.backupId !== "latest") return loadSnapshot(o.repo, o.cluster, o.backupId);
+  const { snapshots } = await listSnapshots(o.repo, o.cluster);
+  if (snapshots.length === 0) throw new KlioError("no-backup", `cluster ${o.cluster} has no backup in ${o.repoDir}`);
+  const chosen = chooseBackup(snapshots, o.target);
+  if (!chosen) {
+    const what = o.target.kind === "time" ? `ends before ${o.target.text}` : "ends before the target LSN";
+    throw new KlioError("no-backup", `no backup of cluster ${o.cluster} ${what} (the oldest ends at ${snapshots[0]!.endTime}, LSN ${snapshots[0]!.endLsn})`);
+  }
+  return chosen;
+}
+
+/** oid → directory: mapped ones where the operator said, the others where they were. */
+function mapTablespaces(s: Snapshot, mappings: TablespaceMapping[], dest: string): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const m of mappings) {
+    const t = s.tablespaces.find((t) => t.name === m.key || String(t.oid) === m.key);
+    if (!t) throw new KlioError("usage", `restore: backup ${s.id} has no tablespace "${m.key}" (it has: ${s.tablespaces.map((t) => `${t.name ?? "?"} (oid ${t.oid})`).join(", ") || "none"})`);
+    if (!path.isAbsolute(m.path)) throw new KlioError("usage", `restore: tablespace directory ${m.path} must be an absolute path`);
+    out.set(t.oid, path.resolve(m.path));
+  }
+  for (const t of s.tablespaces) if (!out.has(t.oid)) out.set(t.oid, t.location);
+  for (const [oid, dir] of out) {
+    if (dir === dest || dir.startsWith(dest + path.sep) || dest.startsWith(dir + path.sep))
+      throw new KlioError("usage", `restore: tablespace ${oid}'s directory ${dir} overlaps the destination ${dest}`);
+  }
+  return out;
+}
+
+async function mustBeEmpty(dir: string, what: string): Promise<void> {
+  let entries: string[];
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) throw new KlioError("dest-not-empty", `${what} ${dir} exists and is not a directory`);
+    entries = await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  if (entries.length > 0) throw new KlioError("dest-not-empty", `${what} ${dir} is not empty: restore writes only into an empty or new directory`);
+}
+
+/** tablespace_map lines are "<oid> <path>": point them where the tablespaces now are. */
+async function writeTablespaceMap(dest: string, s: Snapshot, dirs: Map<number, string>): Promise<void> {
+  const lines = s.tablespaces.map((t) => `${t.oid} ${dirs.get(t.oid)!.replace(/\\/g, "\\\\").replace(/\n/g, "\\\n")}\n`);
+  await writeFile(path.join(dest, "tablespace_map"), lines.join(""), { mode: 0o600 });
+}
+
+/** recovery.signal and the recovery settings, with get-wal of this same binary as restore_command. */
+async function writeRecoveryConfig(dest: string, s: Snapshot, o: RestoreOptions): Promise<void> {
+  const getWal = [...o.klio, "get-wal"];
+  const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", ...(o.getWalFlags ?? [])];
+  const restoreCommand = `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`;
+  const settings: [string, string][] = [["restore_command", restoreCommand], ...targetSettings(o.target, o.action, o.timeline)];
+  const conf = path.join(dest, "postgresql.auto.conf");
+  const existing = await readFile(conf, "utf8").catch(() => "");
+  const block = [
+    existing.endsWith("\n") || existing === "" ? "" : "\n",
+    `# Recovery settings written by klio restore from backup ${s.id} of cluster ${s.cluster}.\n`,
+    ...settings.map(([k, v]) => `${k} = '${v.replace(/\\/g, "\\\\").replace(/'/g, "''")}'\n`),
+  ].join("");
+  await appendFile(conf, block, { mode: 0o600 });
+  await writeFileDurable(path.join(dest, "recovery.signal"), "");
+}
