@@ -12,6 +12,13 @@ const COMMANDS: Record<string, { summary: string; load: Loader }> = {
   "wal stream": { summary: "stream WAL from a primary into the repository (foreground)", load: () => import("./commands/wal-stream.ts") },
   "wal status": { summary: "show the WAL archive's position, timelines, segments and gaps", load: () => import("./commands/wal-status.ts") },
   "get-wal": { summary: "fetch a WAL segment or history file (PostgreSQL restore_command)", load: () => import("./commands/get-wal.ts") },
+  "backup run": { summary: "take a hot base backup into the repository", load: () => import("./commands/backup-run.ts") },
+  "backup list": { summary: "list backups", load: () => import("./commands/backup-list.ts") },
+  "backup show": { summary: "show one backup", load: () => import("./commands/backup-show.ts") },
+  "backup verify": { summary: "check a backup against PostgreSQL's backup_manifest", load: () => import("./commands/backup-verify.ts") },
+  "backup delete": { summary: "delete a backup", load: () => import("./commands/backup-delete.ts") },
+  "repo check": { summary: "check the repository (--read-data: every chunk)", load: () => import("./commands/repo-check.ts") },
+  restore: { summary: "restore a backup to a point in time into a new data directory", load: () => import("./commands/restore.ts") },
 };
 
 function topHelp(): string {

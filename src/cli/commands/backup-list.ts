@@ -1,0 +1,55 @@
+import type { Command } from "../command.ts";
+import { validateClusterName } from "../../wal/archive-layout.ts";
+import { listSnapshotClusters, listSnapshots, type Snapshot } from "../../backup/snapshot.ts";
+import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { bytes } from "../progress.ts";
+
+export const command: Command = {
+  spec: {
+    name: "backup list",
+    summary: "List the backups in the repository, oldest first.",
+    usage: "klio backup list --repo DIR [--cluster NAME] [--json]",
+    flags: {
+      ...REPO_FLAGS,
+      cluster: { kind: "string", value: "NAME", help: "only this cluster's backups" },
+      json: { kind: "boolean", help: "print JSON for scripts" },
+    },
+  },
+  async run(args, ctx) {
+    const f = args.flags;
+    const repo = await openRepoFromFlags(f, ctx);
+    try {
+      const clusters = f.cluster !== undefined ? [validateClusterName(String(f.cluster))] : await listSnapshotClusters(repo);
+      const all: Snapshot[] = [];
+      const unreadable: { cluster: string; id: string; error: string }[] = [];
+      for (const c of clusters) {
+        const r = await listSnapshots(repo, c);
+        all.push(...r.snapshots);
+        unreadable.push(...r.unreadable.map((u) => ({ cluster: c, ...u })));
+      }
+      if (f.json) {
+        ctx.stdout(JSON.stringify({ backups: all.map(summary), unreadable }, null, 2) + "\n");
+      } else {
+        const rows = [["ID", "CLUSTER", "END TIME", "SIZE", "NEW", "STORED", "START LSN", "END LSN", "FROM", "NAME"]];
+        for (const s of all) {
+          const x = summary(s);
+          rows.push([x.id, x.cluster, x.endTime.replace("T", " ").replace(/\.\d+Z$/, "Z"), bytes(x.bytes), bytes(x.newBytes), bytes(x.storedBytes), x.startLsn, x.endLsn, x.fromStandby ? "standby" : "primary", x.name ?? ""]);
+        }
+        const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+        ctx.stdout(rows.map((r) => r.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n");
+        for (const u of unreadable) ctx.stderr(`klio: backup ${u.id} of ${u.cluster} is unreadable: ${u.error}\n`);
+      }
+      return unreadable.length ? 1 : 0;
+    } finally {
+      await repo.close();
+    }
+  },
+};
+
+function summary(s: Snapshot) {
+  return {
+    id: s.id, cluster: s.cluster, name: s.name, startTime: s.startTime, endTime: s.endTime, startLsn: s.startLsn, endLsn: s.endLsn,
+    timeline: s.timeline, pgVersion: s.pgVersion, fromStandby: s.fromStandby, files: s.stats.files, bytes: s.stats.bytes,
+    newBytes: s.stats.newBytes, storedBytes: s.stats.storedBytes,
+  };
+}

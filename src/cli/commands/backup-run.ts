@@ -1,0 +1,54 @@
+import type { Command } from "../command.ts";
+import { KlioError } from "../../util/errors.ts";
+import { parseConnInfo } from "../../pg/conninfo.ts";
+import { validateClusterName } from "../../wal/archive-layout.ts";
+import { runBackup } from "../../backup/backup-run.ts";
+import { commandLogger, openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { bytes, createProgress } from "../progress.ts";
+
+export const command: Command = {
+  spec: {
+    name: "backup run",
+    summary: "Take a hot base backup of a cluster over the replication protocol into the repository.",
+    usage: "klio backup run --repo DIR --cluster NAME --pg CONNSTR [--name N] [--progress] [--json]",
+    flags: {
+      ...REPO_FLAGS,
+      cluster: { kind: "string", value: "NAME", help: "cluster name (its WAL must be streamed into the same repository)", required: true },
+      pg: { kind: "string", value: "CONNSTR", help: "libpq connection string or URI of the primary or a standby", default: "" },
+      name: { kind: "string", value: "N", help: "a label kept with the backup" },
+      progress: { kind: "boolean", help: "show progress (a bar on a terminal, a line every 10 s otherwise)" },
+      "wal-timeout": { kind: "number", value: "SECONDS", help: "how long to wait for the backup's WAL to reach the archive", default: 300 },
+      json: { kind: "boolean", help: "print the finished backup as JSON on stdout (logs stay on stderr)" },
+    },
+    details: [
+      "The backup is recorded only once every chunk is durable and the WAL from its start to its end is in the",
+      "archive (klio wal stream must be running for the cluster). An interrupted backup leaves nothing visible;",
+      "the next one reuses the data it had stored.",
+    ].join("\n"),
+  },
+  async run(args, ctx) {
+    const f = args.flags;
+    const cluster = validateClusterName(String(f.cluster));
+    const walTimeout = Number(f["wal-timeout"]);
+    if (!(walTimeout >= 1 && walTimeout <= 86_400)) throw new KlioError("usage", `backup run: --wal-timeout must be between 1 and 86400 seconds, got ${walTimeout}`);
+    if (f.name !== undefined && (String(f.name).length > 200 || /[\0-\x1f]/.test(String(f.name)))) throw new KlioError("usage", "backup run: --name must be at most 200 printable characters");
+    const conninfo = parseConnInfo(String(f.pg), ctx.env, { application_name: "klio" });
+    const repo = await openRepoFromFlags(f, ctx);
+    const log = commandLogger(ctx, !ctx.isTTY);
+    const progress = createProgress(ctx, "backup", Boolean(f.progress));
+    try {
+      const s = await runBackup({
+        repoDir: String(f.repo), repo, cluster, conninfo, name: f.name as string | undefined, log, signal: ctx.signal,
+        walTimeoutMs: walTimeout * 1000,
+        onProgress: (p) => progress.update(p.doneBytes, p.totalBytes, p.phase === "waiting-for-wal" ? "waiting for WAL" : undefined),
+      });
+      progress.end();
+      if (f.json) ctx.stdout(JSON.stringify(s, null, 2) + "\n");
+      else ctx.stdout(`backup ${s.id} of ${cluster}: ${s.stats.files} files, ${bytes(s.stats.bytes)}, ${bytes(s.stats.newBytes)} new, ${bytes(s.stats.storedBytes)} stored, ${s.startLsn} … ${s.endLsn} in ${(s.stats.durationMs / 1000).toFixed(1)} s\n`);
+      return 0;
+    } finally {
+      progress.end();
+      await repo.close();
+    }
+  },
+};

@@ -1,0 +1,43 @@
+import type { Command } from "../command.ts";
+import { validateClusterName } from "../../wal/archive-layout.ts";
+import { loadSnapshot } from "../../backup/snapshot.ts";
+import { verifyBackup } from "../../backup/backup-verify.ts";
+import { resolveCluster } from "../backup-cluster.ts";
+import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { bytes, createProgress } from "../progress.ts";
+
+export const command: Command = {
+  spec: {
+    name: "backup verify",
+    summary: "Re-read every file of a backup and check it against PostgreSQL's backup_manifest checksums.",
+    usage: "klio backup verify ID --repo DIR [--cluster NAME] [--progress] [--json]",
+    positionals: [{ name: "ID", help: "backup id (see klio backup list)" }],
+    flags: {
+      ...REPO_FLAGS,
+      cluster: { kind: "string", value: "NAME", help: "cluster (needed when the repository holds several)" },
+      progress: { kind: "boolean", help: "show progress" },
+      json: { kind: "boolean", help: "print JSON for scripts" },
+    },
+    details: "Exit 0 when every file matches, 1 when a problem is found (each one printed).",
+  },
+  async run(args, ctx) {
+    const f = args.flags;
+    const repo = await openRepoFromFlags(f, ctx);
+    try {
+      const cluster = await resolveCluster(repo, f.cluster === undefined ? undefined : validateClusterName(String(f.cluster)));
+      const s = await loadSnapshot(repo, cluster, args.positionals[0]!);
+      const progress = createProgress(ctx, "verify", Boolean(f.progress));
+      const r = await verifyBackup(repo, s, (n) => progress.update(n, s.stats.bytes));
+      progress.end();
+      if (f.json) {
+        ctx.stdout(JSON.stringify({ backup: s.id, cluster, ok: r.problems.length === 0, ...r }, null, 2) + "\n");
+      } else {
+        for (const p of r.problems) ctx.stdout(`PROBLEM ${p.file ? p.file + ": " : ""}${p.message}\n`);
+        ctx.stdout(`backup ${s.id}: ${r.files} files, ${bytes(r.bytes)} checked, ${r.problems.length === 0 ? "all match backup_manifest" : `${r.problems.length} problem(s)`}\n`);
+      }
+      return r.problems.length === 0 ? 0 : 1;
+    } finally {
+      await repo.close();
+    }
+  },
+};

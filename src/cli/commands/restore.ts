@@ -1,0 +1,80 @@
+import path from "node:path";
+import type { Command } from "../command.ts";
+import { KlioError } from "../../util/errors.ts";
+import { selfCommand } from "../../util/self-command.ts";
+import { validateClusterName } from "../../wal/archive-layout.ts";
+import { runRestore, type TablespaceMapping } from "../../restore/restore.ts";
+import { parseRecoveryTarget, parseTargetAction, parseTargetTimeline } from "../../restore/recovery-target.ts";
+import { resolveCluster } from "../backup-cluster.ts";
+import { commandLogger, openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { bytes, createProgress } from "../progress.ts";
+
+export const command: Command = {
+  spec: {
+    name: "restore",
+    summary: "Restore a backup into a new data directory, set up to recover to a point in time.",
+    usage: "klio restore DEST --repo DIR [--cluster NAME] [--backup-id ID|latest] [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate] [--target-action promote|pause|shutdown] [--target-timeline latest|current|N] [--tablespaces name:path,…]",
+    positionals: [{ name: "DEST", help: "the new data directory (must not exist or be empty)" }],
+    flags: {
+      ...REPO_FLAGS,
+      cluster: { kind: "string", value: "NAME", help: "cluster (needed when the repository holds several)" },
+      "backup-id": { kind: "string", value: "ID", help: "the backup to restore (default: the newest that can reach the target)" },
+      "target-time": { kind: "string", value: "T", help: "recover to this time (with a time zone, e.g. 2026-11-24 07:15:00+00)" },
+      "target-lsn": { kind: "string", value: "L", help: "recover to this WAL position" },
+      "target-xid": { kind: "string", value: "X", help: "recover to this transaction id" },
+      "target-name": { kind: "string", value: "N", help: "recover to this restore point (pg_create_restore_point)" },
+      "target-immediate": { kind: "boolean", help: "stop as soon as the backup is consistent" },
+      "target-action": { kind: "string", value: "ACTION", help: "at the target: promote (default), pause or shutdown" },
+      "target-timeline": { kind: "string", value: "TLI", help: "latest (default), current or a number" },
+      tablespaces: { kind: "string", value: "MAP", help: "where tablespaces go: name:/path or oid:/path, comma-separated (default: where they were)" },
+      concurrency: { kind: "number", value: "N", help: "chunks read at once", default: 8 },
+      progress: { kind: "boolean", help: "show progress" },
+      json: { kind: "boolean", help: "print the result as JSON" },
+    },
+    details: [
+      "With no target, recovery replays every archived WAL byte, including the segment the receiver is still",
+      "writing (get-wal --partial). The restore_command written to postgresql.auto.conf calls this same klio.",
+      "Then start PostgreSQL on DEST (pg_ctl -D DEST start).",
+    ].join("\n"),
+  },
+  async run(args, ctx) {
+    const f = args.flags;
+    const target = parseRecoveryTarget({
+      time: f["target-time"] as string | undefined, lsn: f["target-lsn"] as string | undefined, xid: f["target-xid"] as string | undefined,
+      name: f["target-name"] as string | undefined, immediate: Boolean(f["target-immediate"]),
+    });
+    const action = parseTargetAction(f["target-action"] as string | undefined, target);
+    const timeline = parseTargetTimeline(f["target-timeline"] as string | undefined);
+    const tablespaces = parseTablespaceMap(f.tablespaces as string | undefined);
+    const concurrency = Number(f.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new KlioError("usage", `restore: --concurrency must be 1 to 256, got ${f.concurrency}`);
+    const repo = await openRepoFromFlags(f, ctx);
+    const progress = createProgress(ctx, "restore", Boolean(f.progress));
+    try {
+      const cluster = await resolveCluster(repo, f.cluster === undefined ? undefined : validateClusterName(String(f.cluster)));
+      const r = await runRestore({
+        repoDir: String(f.repo), repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
+        target, action, timeline, tablespaces, klio: selfCommand(), concurrency,
+        log: commandLogger(ctx, !ctx.isTTY), signal: ctx.signal, onProgress: (done, total) => progress.update(done, total),
+      });
+      progress.end();
+      if (f.json) ctx.stdout(JSON.stringify({ backup: r.snapshot.id, cluster, dest: r.dest, files: r.files, bytes: r.bytes, tablespaces: r.tablespaces, target }, null, 2) + "\n");
+      else ctx.stdout(`restored backup ${r.snapshot.id} of ${cluster} into ${r.dest}: ${r.files} files, ${bytes(r.bytes)}; start it with: pg_ctl -D ${r.dest} start\n`);
+      return 0;
+    } finally {
+      progress.end();
+      await repo.close();
+    }
+  },
+};
+
+function parseTablespaceMap(text: string | undefined): TablespaceMapping[] {
+  if (text === undefined) return [];
+  return text.split(",").map((item) => {
+    const at = item.indexOf(":");
+    const key = item.slice(0, at).trim();
+    const dir = item.slice(at + 1).trim();
+    if (at <= 0 || dir === "" || !path.isAbsolute(dir)) throw new KlioError("usage", `restore: --tablespaces takes name:/absolute/path items, got "${item}"`);
+    return { key, path: dir };
+  });
+}

@@ -1,0 +1,35 @@
+// The flags every repository command shares, and opening the repository from them.
+import { readFile } from "node:fs/promises";
+import type { FlagSpec } from "./args.ts";
+import type { CliContext } from "./command.ts";
+import { KlioError } from "../util/errors.ts";
+import { createLogger, type Logger } from "../util/log.ts";
+import { openRepository, type Repository } from "../repo/repository.ts";
+
+export const REPO_FLAGS: Record<string, FlagSpec> = {
+  repo: { kind: "string", value: "DIR", help: "repository directory", required: true },
+  "encryption-passphrase-file": { kind: "string", value: "FILE", help: "file holding the passphrase of an encrypted repository (or KLIO_PASSPHRASE_FILE)" },
+};
+
+export async function readPassphrase(file: string | undefined): Promise<string | undefined> {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw new KlioError("bad-passphrase-file", `cannot read the passphrase file ${file}: ${(e as Error).message}`);
+  }
+  const pass = text.replace(/\r?\n$/, "");
+  if (pass === "") throw new KlioError("bad-passphrase-file", `the passphrase file ${file} is empty`);
+  return pass;
+}
+
+export async function openRepoFromFlags(flags: Record<string, unknown>, ctx: CliContext): Promise<Repository> {
+  const file = (flags["encryption-passphrase-file"] as string | undefined) ?? ctx.env.KLIO_PASSPHRASE_FILE;
+  return openRepository(String(flags.repo), { passphrase: await readPassphrase(file) });
+}
+
+/** Text log lines on stderr for commands that run a while (JSON when --log-format json). */
+export function commandLogger(ctx: CliContext, json: boolean): Logger {
+  return createLogger({ write: ctx.stderr, format: json ? "json" : "text", level: "info" });
+}
