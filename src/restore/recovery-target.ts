@@ -28,8 +28,8 @@ export function parseRecoveryTarget(f: TargetFlags): RecoveryTarget {
   if (f.time !== undefined) {
     // PostgreSQL reads recovery_target_time as a timestamptz; insist on an explicit zone so
     // the target does not depend on the restored server's TimeZone setting.
-    const m = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)$/.exec(f.time.trim());
-    const time = new Date(f.time.trim().replace(" ", "T"));
+    const m = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)(Z|[+-]\d{2})(?::?(\d{2}))?$/.exec(f.time.trim());
+    const time = new Date(m ? `${m[1]}T${m[2]}${m[3] === "Z" ? "Z" : `${m[3]}:${m[4] ?? "00"}`}` : "invalid");
     if (!m || Number.isNaN(time.getTime()))
       throw new KlioError("usage", `restore: --target-time must be a timestamp with a time zone, like 2026-11-24 07:15:00+00 or 2026-11-24T07:15:00Z, got "${f.time}"`);
     return { kind: "time", time, text: f.time.trim() };
