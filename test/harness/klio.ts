@@ -22,6 +22,30 @@ export function runKlio(args: string[], env: NodeJS.ProcessEnv = {}): KlioRun {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** The single executable (npm test builds it first): what an operator runs. */
+export const KLIO_BIN = path.join(ROOT, "dist", "klio");
+
+/**
+ * Runs klio to completion without blocking the test's event loop (other children's pipes
+ * keep draining). `bin` runs the single executable instead of the sources.
+ */
+export function runKlioAsync(args: string[], opts: { env?: NodeJS.ProcessEnv; bin?: boolean; timeoutMs?: number } = {}): Promise<KlioRun> {
+  const [cmd, argv] = opts.bin ? [KLIO_BIN, args] : [process.execPath, klioArgv(args)];
+  const child = spawn(cmd, argv, { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 300_000);
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
 export interface KlioProcess {
   child: ChildProcess;
   /** Everything written to stderr so far (the log). */

@@ -177,6 +177,22 @@ export async function startStandby(primary: PgServer): Promise<PgServer> {
 }
 
 /**
+ * Starts a server on a data directory made by someone else (a restore): handed to the
+ * server's user, on a fresh port with its socket beside the directory.
+ */
+export async function startDataDir(version: PgVersion, dataDir: string): Promise<PgServer> {
+  const baseDir = path.dirname(dataDir);
+  const port = await freePort();
+  const { uid, gid } = runAs();
+  if (uid !== undefined && gid !== undefined) execFileSync("chown", ["-R", `${uid}:${gid}`, baseDir]);
+  execFileSync("chmod", ["0700", dataDir]);
+  const server = serverAt({ version, bin: binDir(version), baseDir, dataDir, port });
+  server.appendConf({ port, unix_socket_directories: `'${baseDir}'`, listen_addresses: "'127.0.0.1'" });
+  await server.start();
+  return server;
+}
+
+/**
  * Postmasters this process started and has not stopped. When a test's cleanup never runs
  * (a timed-out hook, a crash), they are shut down (SIGQUIT: immediate) as the process exits,
  * instead of living on after the test run.
