@@ -3,68 +3,17 @@
 // the target and none after — including, with no target, rows whose WAL the receiver still
 // holds in its .partial segment.
 import { describe, it, expect, afterEach } from "vitest";
-import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, readdirSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, readdirSync, existsSync } from "node:fs";
 import path from "node:path";
-import { PG_VERSIONS, binDir, pgTempDir, startDataDir, startPostgres, type PgServer } from "./harness/postgres.ts";
-import { runKlioAsync, startKlio, waitFor, type KlioProcess } from "./harness/klio.ts";
+import { PG_VERSIONS, pgTempDir, startPostgres } from "./harness/postgres.ts";
+import { runKlioAsync, waitFor } from "./harness/klio.ts";
+import { klio, pgbench, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
 import { parseLsn, segmentNumber, walFileName } from "../src/pg/lsn.ts";
 
-const cleanups: (() => Promise<void> | void)[] = [];
+const cleanups: Cleanup[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), prefix));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function klio(args: string[], bin = false): Promise<string> {
-  const r = await runKlioAsync(args, { bin });
-  if (r.code !== 0) throw new Error(`klio ${args.join(" ")} exited ${r.code}:\n${r.stderr}\n${r.stdout}`);
-  return r.stdout;
-}
-
-function stream(pg: PgServer, repo: string): KlioProcess {
-  const k = startKlio(["wal", "stream", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--create-slot", "--log-format", "text"]);
-  cleanups.push(async () => void (await k.kill9()));
-  return k;
-}
-
-/** pgbench from Debian's PostgreSQL 15 (the PostgreSQL 18 package has none), against any server. */
-function pgbench(pg: PgServer, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(path.join(binDir(15), "pgbench"), [...args, "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "postgres"], { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout!.on("data", (d) => (out += d));
-    child.stderr!.on("data", (d) => (out += d));
-    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`pgbench ${args.join(" ")} exited ${code}: ${out}`))));
-  });
-}
-
-/** PostgreSQL runs restore_command as its own user: let it read the repository. */
-function shareRepo(repo: string): void {
-  execFileSync("chmod", ["-R", "a+rX", repo]);
-}
-
-async function restoreAndQuery(version: 15 | 18, repo: string, flags: string[], tsDir: string): Promise<{ ids: number[]; tsRows: number; pg: PgServer }> {
-  const base = pgTempDir(`klio-restore-${version}-`);
-  cleanups.push(() => rmSync(base, { recursive: true, force: true }));
-  const dest = path.join(base, "data");
-  const tsTarget = path.join(base, "ts");
-  await klio(["restore", dest, "--repo", repo, "--cluster", "db1", "--tablespaces", `ts1:${tsTarget}`, ...flags], true);
-  shareRepo(repo);
-  const pg = await startDataDir(version, dest);
-  cleanups.push(() => pg.destroy());
-  const sql = pg.sql();
-  await waitFor("recovery to end and promote", async () => (await sql`select pg_is_in_recovery() as r`)[0]!.r === false, 120_000);
-  const ids = (await sql`select id from marks order by id`).map((r) => Number(r.id));
-  const tsRows = Number((await sql`select count(*) as n from in_ts`)[0]!.n);
-  return { ids, tsRows, pg };
-}
 
 describe.each(PG_VERSIONS)("point-in-time restore on PostgreSQL %i", (version) => {
   it("restores a backup taken under load to each kind of target", { timeout: 600_000 }, async () => {
@@ -78,9 +27,9 @@ describe.each(PG_VERSIONS)("point-in-time restore on PostgreSQL %i", (version) =
     await sql`insert into in_ts select generate_series(1, 1000)`;
     await sql`create table marks (id int primary key, note text)`;
 
-    const repo = tempDir("klio-repo-");
+    const repo = tempDir(cleanups, "klio-repo-");
     await klio(["init", "--repo", repo]);
-    const receiver = stream(pg, repo);
+    const receiver = streamWal(cleanups, pg, repo);
     await receiver.waitForLog(/wal.streaming/);
     await pgbench(pg, ["-i", "-s", "2", "-q"]);
 
@@ -127,9 +76,12 @@ describe.each(PG_VERSIONS)("point-in-time restore on PostgreSQL %i", (version) =
       ["end of WAL", [], [1, 2, 3, 4]],
     ];
     for (const [what, flags, expected] of cases) {
-      const r = await restoreAndQuery(version, repo, flags, tsDir);
-      expect({ what, ids: r.ids, tsRows: r.tsRows }).toEqual({ what, ids: expected, tsRows: 1000 });
-      await r.pg.destroy();
+      const restored = await restoreAndStart(cleanups, version, repo, ["--tablespaces", "ts1:{base}/ts", ...flags]);
+      const rsql = restored.sql();
+      const ids = (await rsql`select id from marks order by id`).map((r) => Number(r.id));
+      const tsRows = Number((await rsql`select count(*) as n from in_ts`)[0]!.n);
+      expect({ what, ids, tsRows }).toEqual({ what, ids: expected, tsRows: 1000 });
+      await restored.destroy();
     }
   });
 });

@@ -1,0 +1,63 @@
+// A damaged byte in a pack is found by `repo check --read-data` (naming the backup and file
+// that use the chunk) and by `backup verify`; neither crashes.
+import { describe, it, expect, afterEach } from "vitest";
+import { openSync, readdirSync, readSync, statSync, writeSync, closeSync } from "node:fs";
+import path from "node:path";
+import { startPostgres } from "./harness/postgres.ts";
+import { runKlioAsync } from "./harness/klio.ts";
+import { klio, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+
+const cleanups: Cleanup[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function packs(repo: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith(".pack")) out.push(p);
+    }
+  };
+  walk(path.join(repo, "packs"));
+  return out;
+}
+
+describe("a corrupted pack byte", () => {
+  it("is reported by repo check --read-data and backup verify", { timeout: 180_000 }, async () => {
+    const pg = await startPostgres({ version: 15 });
+    cleanups.push(() => pg.destroy());
+    const sql = pg.sql();
+    await sql`create table big as select g as id, md5(g::text) as v from generate_series(1, 100000) g`;
+    const repo = tempDir(cleanups, "klio-repo-");
+    await klio(["init", "--repo", repo]);
+    const receiver = streamWal(cleanups, pg, repo);
+    await receiver.waitForLog(/wal.streaming/);
+    const backup = JSON.parse(await klio(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--json"]));
+    expect((await runKlioAsync(["repo", "check", "--repo", repo, "--read-data"])).code).toBe(0);
+
+    // Flip one byte in the middle of the largest pack.
+    const pack = packs(repo).sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+    const fd = openSync(pack, "r+");
+    const at = Math.floor(statSync(pack).size / 2);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+    closeSync(fd);
+
+    const check = await runKlioAsync(["repo", "check", "--repo", repo, "--read-data", "--json"]);
+    expect(check.code).toBe(1);
+    const report = JSON.parse(check.stdout);
+    expect(report.ok).toBe(false);
+    const damaged = report.problems.find((p: { chunkId?: string }) => p.chunkId);
+    expect(damaged).toBeDefined();
+    expect(damaged.usedBy).toEqual(expect.arrayContaining([expect.objectContaining({ backup: backup.id })]));
+
+    const verify = await runKlioAsync(["backup", "verify", backup.id, "--repo", repo, "--json"]);
+    expect(verify.code).toBe(1);
+    expect(JSON.parse(verify.stdout).problems.length).toBeGreaterThan(0);
+  });
+});

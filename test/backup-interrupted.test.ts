@@ -1,0 +1,67 @@
+// A backup interrupted at any moment leaves no visible backup and no damage, and the next one
+// reuses what it stored; a backup whose WAL never reaches the archive is not recorded.
+import { describe, it, expect, afterEach } from "vitest";
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { startPostgres } from "./harness/postgres.ts";
+import { runKlioAsync, startKlio, waitFor } from "./harness/klio.ts";
+import { klio, pgbench, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+
+const cleanups: Cleanup[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function packCount(repo: string): number {
+  const dir = path.join(repo, "packs");
+  if (!existsSync(dir)) return 0;
+  let n = 0;
+  for (const sub of readdirSync(dir, { withFileTypes: true })) {
+    if (sub.isDirectory()) n += readdirSync(path.join(dir, sub.name)).filter((f) => f.endsWith(".pack")).length;
+    else if (sub.name.endsWith(".pack")) n++;
+  }
+  return n;
+}
+
+describe("an interrupted backup", () => {
+  it("leaves nothing visible after kill -9, and the next backup reuses its chunks", { timeout: 300_000 }, async () => {
+    const pg = await startPostgres({ version: 15 });
+    cleanups.push(() => pg.destroy());
+    const repo = tempDir(cleanups, "klio-repo-");
+    await klio(["init", "--repo", repo]);
+    const receiver = streamWal(cleanups, pg, repo);
+    await receiver.waitForLog(/wal.streaming/);
+    await pgbench(pg, ["-i", "-s", "15", "-q"]); // ~230 MB: several packs
+
+    const first = startKlio(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString()]);
+    cleanups.push(async () => void (await first.kill9()));
+    await waitFor("a first sealed pack", () => packCount(repo) >= 1, 120_000);
+    await first.kill9();
+    expect(JSON.parse(await klio(["backup", "list", "--repo", repo, "--json"])).backups).toEqual([]);
+    expect((await runKlioAsync(["repo", "check", "--repo", repo])).code).toBe(0);
+
+    const second = JSON.parse(await klio(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--json"]));
+    expect(second.stats.newBytes).toBeLessThan(second.stats.bytes - second.stats.zeroBytes);
+    expect(JSON.parse(await klio(["backup", "list", "--repo", repo, "--json"])).backups.map((b: { id: string }) => b.id)).toEqual([second.id]);
+    expect((await runKlioAsync(["backup", "verify", second.id, "--repo", repo])).code).toBe(0);
+  });
+
+  it("is not recorded when its WAL does not reach the archive in time", { timeout: 120_000 }, async () => {
+    const pg = await startPostgres({ version: 15 });
+    cleanups.push(() => pg.destroy());
+    const repo = tempDir(cleanups, "klio-repo-");
+    await klio(["init", "--repo", repo]);
+    const receiver = streamWal(cleanups, pg, repo);
+    await receiver.waitForLog(/wal.streaming/);
+    await receiver.stop(); // the archive exists, but nothing receives the backup's WAL
+
+    const r = await runKlioAsync(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--wal-timeout", "2"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/has not reached the archive after 2 s: is `klio wal stream --cluster db1` running\?/);
+    expect(JSON.parse(await klio(["backup", "list", "--repo", repo, "--json"])).backups).toEqual([]);
+
+    const noArchive = await runKlioAsync(["backup", "run", "--repo", repo, "--cluster", "other", "--pg", pg.connString()]);
+    expect(noArchive.code).not.toBe(0);
+    expect(noArchive.stderr).toMatch(/cluster other has no WAL archive/);
+  });
+});

@@ -1,0 +1,62 @@
+// Shared steps of the backup and restore scenarios: a repository with a running receiver,
+// klio commands that must succeed, a restored server to query.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { binDir, pgTempDir, startDataDir, type PgServer, type PgVersion } from "./postgres.ts";
+import { runKlioAsync, startKlio, waitFor, type KlioProcess } from "./klio.ts";
+
+export type Cleanup = () => Promise<void> | void;
+
+export function tempDir(cleanups: Cleanup[], prefix: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Runs klio (the sources, or the single executable with bin) and returns stdout; throws on failure. */
+export async function klio(args: string[], bin = false): Promise<string> {
+  const r = await runKlioAsync(args, { bin });
+  if (r.code !== 0) throw new Error(`klio ${args.join(" ")} exited ${r.code}:\n${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+export function streamWal(cleanups: Cleanup[], pg: PgServer, repo: string, cluster = "db1"): KlioProcess {
+  const k = startKlio(["wal", "stream", "--repo", repo, "--cluster", cluster, "--pg", pg.connString(), "--create-slot", "--log-format", "text"]);
+  cleanups.push(async () => void (await k.kill9()));
+  return k;
+}
+
+/** pgbench from Debian's PostgreSQL 15 (the PostgreSQL 18 package has none), against any server. */
+export function pgbench(pg: PgServer, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path.join(binDir(15), "pgbench"), [...args, "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "postgres"], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout!.on("data", (d) => (out += d));
+    child.stderr!.on("data", (d) => (out += d));
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`pgbench ${args.join(" ")} exited ${code}: ${out}`))));
+  });
+}
+
+/** PostgreSQL runs restore_command as its own user: let it read the repository. */
+export function shareRepo(repo: string): void {
+  execFileSync("chmod", ["-R", "a+rX", repo]);
+}
+
+/**
+ * `klio restore` (the single executable, as an operator runs it, so restore_command is the
+ * binary too) into a fresh directory, then the server started on it and promoted.
+ */
+export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, repo: string, flags: string[]): Promise<PgServer> {
+  const base = pgTempDir(`klio-restore-${version}-`);
+  cleanups.push(() => rmSync(base, { recursive: true, force: true }));
+  const dest = path.join(base, "data");
+  await klio(["restore", dest, "--repo", repo, "--cluster", "db1", ...flags.map((f) => f.replace("{base}", base))], true);
+  shareRepo(repo);
+  const pg = await startDataDir(version, dest);
+  cleanups.push(() => pg.destroy());
+  const sql = pg.sql();
+  await waitFor("recovery to end and promote", async () => (await sql`select pg_is_in_recovery() as r`)[0]!.r === false, 120_000);
+  return pg;
+}
