@@ -1,0 +1,271 @@
+// Cuts a file's bytes into the chunks the repository stores once each. Generic: it knows
+// nothing of PostgreSQL; src/backup/file-kind.ts picks the policy for each file.
+//
+// Three policies:
+// - fixed: boundaries at multiples of `size` from the start of the file. For files that
+//   change in place at fixed offsets (PostgreSQL relation files change page by page), a
+//   changed page costs exactly the chunk that holds it, and an unchanged one costs nothing.
+// - cdc: content-defined boundaries (FastCDC: a gear rolling hash, normalised chunking), for
+//   files whose content may shift: an insertion changes the chunks around it, and the
+//   boundaries after it fall where they fell before, so the rest deduplicates.
+// - whole: the file is one chunk (cut at `max` should it be longer): small files, where
+//   cutting buys nothing and costs an index entry per piece.
+//
+// Every policy elides all-zero chunks (data null): a relation file's never-written tail, a
+// zero-filled segment, holes. Restore writes them as zeros (or a hole).
+//
+// Measured on a real database (PostgreSQL 15, pgbench -i -s 20 plus a 100 MB untouched
+// table, ~460 MB of relation files; then 1% of pgbench_accounts updated at random and 1%
+// appended, ~16-19% of all pages changed, nearly all of them in pgbench_accounts and its
+// primary key). New distinct bytes of the second backup, as a multiple of the changed pages'
+// bytes: 8 KB chunks 1.00x, 16 KB 1.37x, 32 KB 1.71x, 64 KB 1.95x — see the figures in
+// src/backup/file-kind.ts, which picks 8 KB (one page) for relation files. The arithmetic agrees:
+// a chunk of k pages must be re-stored when any of its k pages changed; in a table where a
+// fraction q of the pages changed at random that is 1-(1-q)^k of the chunks, so the growth is
+// (1-(1-q)^k)/q times the changed bytes: with q = 0.46 (pgbench_accounts here) 1.54x for
+// k = 2 and 2.0x for k = 4. Only k = 1 meets the issue's target of 1.2x.
+//
+// Cost on the hot path: zero detection reads a chunk as 32-bit words and stops at the first
+// non-zero one (an initialised page has one in its first 16 bytes); chunks wholly inside a
+// pushed buffer are copied once (slice), and only chunks that straddle two pushes are
+// gathered. Measured figures are in the report of the change that introduced this file.
+import { createHash } from "node:crypto";
+import { KlioError } from "../util/errors.ts";
+
+export type ChunkingPolicy = { kind: "fixed"; size: number } | { kind: "cdc"; min: number; avg: number; max: number } | { kind: "whole"; max: number };
+
+export interface Chunk {
+  /** Offset of the chunk in the file. */
+  offset: number;
+  length: number;
+  /** An owned copy of the chunk's bytes; null when they are all zero (elided). */
+  data: Uint8Array | null;
+}
+
+export interface Chunker {
+  /** The chunks that `bytes` completes. `bytes` may be reused by the caller once this returns. */
+  push(bytes: Uint8Array): Chunk[];
+  /** The last chunk (if any bytes are left); the chunker is done after this. */
+  end(): Chunk[];
+}
+
+/** Largest chunk any policy may produce: chunks are held whole in memory and in packs. */
+export const MAX_CHUNK = 64 * 1024 * 1024;
+
+export function createChunker(policy: ChunkingPolicy): Chunker {
+  switch (policy.kind) {
+    case "fixed":
+      checkSize(policy.size, "fixed chunk size");
+      return fixedChunker(policy.size);
+    case "whole":
+      checkSize(policy.max, "whole-file chunk maximum");
+      return fixedChunker(policy.max);
+    case "cdc":
+      checkCdc(policy);
+      return cdcChunker(policy.min, policy.avg, policy.max);
+  }
+}
+
+function checkSize(n: number, what: string): void {
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CHUNK) throw new KlioError("bad-chunking", `${what} ${n} is not an integer from 1 to ${MAX_CHUNK}`);
+}
+
+function checkCdc(p: { min: number; avg: number; max: number }): void {
+  checkSize(p.max, "CDC maximum chunk size");
+  if (!Number.isInteger(p.min) || !Number.isInteger(p.avg) || p.min < 64 || !(p.min < p.avg && p.avg < p.max) || (p.avg & (p.avg - 1)) !== 0 || p.avg > 2 ** 28)
+    throw new KlioError("bad-chunking", `CDC sizes min ${p.min}, avg ${p.avg}, max ${p.max}: need 64 <= min < avg < max, avg a power of two up to 256 MB`);
+}
+
+// ---------------------------------------------------------------- zero detection
+
+/** True when every byte of `b` is zero. Cheap when the answer is no: it stops at the first non-zero word. */
+export function isAllZero(b: Uint8Array): boolean {
+  const n = b.length;
+  let i = 0;
+  // Up to the first 4-byte aligned address byte by byte, then words, then the tail.
+  const head = Math.min(n, (4 - (b.byteOffset & 3)) & 3);
+  for (; i < head; i++) if (b[i] !== 0) return false;
+  const words = (n - i) >>> 2;
+  if (words > 0) {
+    const w = new Int32Array(b.buffer, b.byteOffset + i, words);
+    // Most non-zero chunks are told apart by their first word; test that before the loop.
+    if (w[0] !== 0) return false;
+    let j = 0;
+    for (; j + 8 <= words; j += 8) {
+      if ((w[j]! | w[j + 1]! | w[j + 2]! | w[j + 3]! | w[j + 4]! | w[j + 5]! | w[j + 6]! | w[j + 7]!) !== 0) return false;
+    }
+    for (; j < words; j++) if (w[j] !== 0) return false;
+    i += words * 4;
+  }
+  for (; i < n; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** A copy of `b`. Not b.slice(): on a Node Buffer (what fs streams hand over) that is a view. */
+function copyOf(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length);
+  out.set(b);
+  return out;
+}
+
+// ---------------------------------------------------------------- fixed
+
+function fixedChunker(size: number): Chunker {
+  let offset = 0; // file offset of the chunk being gathered
+  let gather: Uint8Array | null = null; // a chunk that straddles pushes, `filled` bytes so far
+  let filled = 0;
+  let ended = false;
+
+  const emit = (out: Chunk[], bytes: Uint8Array, owned: boolean): void => {
+    const zero = isAllZero(bytes);
+    out.push({ offset, length: bytes.length, data: zero ? null : owned ? bytes : copyOf(bytes) });
+    offset += bytes.length;
+  };
+
+  return {
+    push(bytes) {
+      if (ended) throw new KlioError("chunker-ended", "push() after end()");
+      const out: Chunk[] = [];
+      let at = 0;
+      if (filled > 0) {
+        const take = Math.min(size - filled, bytes.length);
+        gather!.set(bytes.subarray(0, take), filled);
+        filled += take;
+        at = take;
+        if (filled < size) return out;
+        emit(out, gather!, true);
+        if (out[out.length - 1]!.data !== null) gather = null; // handed over; a zero one is reused
+        filled = 0;
+      }
+      for (; at + size <= bytes.length; at += size) emit(out, bytes.subarray(at, at + size), false);
+      if (at < bytes.length) {
+        gather ??= new Uint8Array(size);
+        gather.set(bytes.subarray(at), 0);
+        filled = bytes.length - at;
+      }
+      return out;
+    },
+    end() {
+      if (ended) return [];
+      ended = true;
+      const out: Chunk[] = [];
+      if (filled > 0) emit(out, copyOf(gather!.subarray(0, filled)), true);
+      gather = null;
+      filled = 0;
+      return out;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- content-defined (FastCDC)
+
+/**
+ * The gear table: 256 pseudo-random 32-bit values. Boundaries depend on it, so it is fixed
+ * for good (changing it would stop new backups from deduplicating against old ones): word i
+ * is the first 4 bytes (big-endian) of SHA-256("klio-gear-" + i).
+ */
+const GEAR: Int32Array = (() => {
+  const t = new Int32Array(256);
+  for (let i = 0; i < 256; i++) {
+    const d = createHash("sha256").update(`klio-gear-${i}`).digest();
+    t[i] = (d[0]! << 24) | (d[1]! << 16) | (d[2]! << 8) | d[3]!;
+  }
+  return t;
+})();
+
+/** A mask of the `bits` highest bits of a 32-bit word: those depend on the most recent 32 bytes, the low ones on fewer. */
+function topBits(bits: number): number {
+  return bits >= 32 ? -1 : ((1 << bits) - 1) << (32 - bits);
+}
+
+function cdcChunker(min: number, avg: number, max: number): Chunker {
+  const bits = Math.log2(avg);
+  // Normalised chunking (FastCDC, level 2): harder to cut before the average, easier after,
+  // which narrows the spread of chunk sizes around it.
+  const maskS = topBits(Math.min(31, bits + 2));
+  const maskL = topBits(Math.max(1, bits - 2));
+  let offset = 0; // file offset of the current chunk
+  let hash = 0;
+  // The part of the current chunk that came in earlier pushes (`filled` bytes).
+  let gather: Uint8Array | null = null;
+  let filled = 0;
+  let ended = false;
+
+  /** Emits the current chunk: the gathered part plus `tail`. */
+  const cut = (out: Chunk[], tail: Uint8Array): void => {
+    let data: Uint8Array | null;
+    if (filled === 0) {
+      data = isAllZero(tail) ? null : copyOf(tail);
+    } else {
+      data = new Uint8Array(filled + tail.length);
+      data.set(gather!.subarray(0, filled), 0);
+      data.set(tail, filled);
+      if (isAllZero(data)) data = null;
+    }
+    const length = filled + tail.length;
+    out.push({ offset, length, data });
+    offset += length;
+    hash = 0;
+    filled = 0;
+  };
+
+  return {
+    push(bytes) {
+      if (ended) throw new KlioError("chunker-ended", "push() after end()");
+      const out: Chunk[] = [];
+      const n = bytes.length;
+      let start = 0; // where the current chunk's part in `bytes` begins; its length at i is filled + i - start
+      let i = 0;
+      while (i < n) {
+        // The first `min` bytes of a chunk are not hashed (FastCDC): skip them in one step.
+        const before = filled + i - start;
+        if (before < min) {
+          i += Math.min(min - before, n - i);
+          if (filled + i - start < min) break;
+        }
+        // Bytes up to the average are tested with the strict mask, then with the loose one up to max.
+        let h = hash;
+        let at = -1;
+        const endS = Math.min(n, start + avg - filled);
+        for (; i < endS; i++) {
+          h = ((h << 1) + GEAR[bytes[i]!]!) | 0;
+          if ((h & maskS) === 0) {
+            at = i + 1;
+            break;
+          }
+        }
+        if (at < 0) {
+          const atMax = start + max - filled;
+          const endL = Math.min(n, atMax);
+          for (; i < endL; i++) {
+            h = ((h << 1) + GEAR[bytes[i]!]!) | 0;
+            if ((h & maskL) === 0) {
+              at = i + 1;
+              break;
+            }
+          }
+          if (at < 0 && i === atMax) at = i;
+        }
+        hash = h;
+        if (at < 0) break; // the chunk goes on in the next push
+        cut(out, bytes.subarray(start, at));
+        start = i = at;
+      }
+      // Keep what belongs to the unfinished chunk.
+      if (start < n) {
+        gather ??= new Uint8Array(max);
+        gather.set(bytes.subarray(start), filled);
+        filled += n - start;
+      }
+      return out;
+    },
+    end() {
+      if (ended) return [];
+      ended = true;
+      const out: Chunk[] = [];
+      if (filled > 0) cut(out, new Uint8Array(0));
+      gather = null;
+      return out;
+    },
+  };
+}
