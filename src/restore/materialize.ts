@@ -63,6 +63,17 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
     return full;
   };
 
+  const tablespaceOf = (rel: string): string | undefined => {
+    const m = TABLESPACE_LINK.exec(rel);
+    return m ? o.tablespaceDirs.get(Number(m[1])) : undefined;
+  };
+  const linkTablespace = async (rel: string) => {
+    const at = where(0, rel);
+    await mkdir(path.dirname(at), { recursive: true });
+    await symlink(tablespaceOf(rel)!, at);
+    links.add(rel);
+  };
+
   const settle = async (f: OpenFile) => {
     if (!f.ended || f.pending > 0 || f.settled) return;
     f.settled = true;
@@ -86,22 +97,22 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
       if (o.signal.aborted) throw new KlioError("aborted", "restore interrupted");
       switch (ev.kind) {
         case "dir": {
+          // With a tablespace_map, the server sends pg_tblspc/<oid> as a directory: it is
+          // the tablespace's link all the same.
+          if (ev.root === 0 && tablespaceOf(ev.path) !== undefined) {
+            await linkTablespace(ev.path);
+            break;
+          }
           const dir = where(ev.root, ev.path);
           await mkdir(dir, { recursive: true });
           await chmod(dir, ev.mode & 0o7777);
           break;
         }
-        case "symlink": {
-          const m = TABLESPACE_LINK.exec(ev.path);
-          const target = m ? o.tablespaceDirs.get(Number(m[1])) : undefined;
-          if (ev.root !== 0 || !m || target === undefined)
+        case "symlink":
+          if (ev.root !== 0 || tablespaceOf(ev.path) === undefined)
             throw new KlioError("bad-snapshot", `snapshot ${o.snapshot.id} holds a symlink ${ev.path} → ${ev.target}; only pg_tblspc/<oid> links of listed tablespaces are restored`);
-          const at = where(0, ev.path);
-          await mkdir(path.dirname(at), { recursive: true });
-          await symlink(target, at);
-          links.add(ev.path);
+          await linkTablespace(ev.path);
           break;
-        }
         case "file": {
           const full = where(ev.root, ev.path);
           await mkdir(path.dirname(full), { recursive: true });
