@@ -1,44 +1,138 @@
 // `klio get-wal WALNAME TARGET`: PostgreSQL's restore_command. Exit 0 with the exact
-// original bytes in TARGET, 1 when the archive does not have the file.
-import { rename, writeFile, unlink } from "node:fs/promises";
-import type { Command } from "../command.ts";
+// original bytes in TARGET, 1 when the archive does not have the file. With --spool, the
+// segment comes from the spool when the background prefetcher has it ready (a rename), and
+// the first call starts that prefetcher (`get-wal WALNAME --prefetcher`, detached).
+// PostgreSQL runs this once per segment: everything not needed for one call is loaded lazily.
+import { rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import process from "node:process";
+import type { Command, CliContext } from "../command.ts";
+import type { ParsedArgs } from "../args.ts";
+import { KlioError } from "../../util/errors.ts";
 import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
-import { openClusterArchive, parseWalRequest, readWalFile } from "../../wal/archive-reader.ts";
+import { copyWalFile, openClusterArchive, parseWalRequest, type ClusterArchive } from "../../wal/archive-reader.ts";
+import {
+  DEFAULT_IDLE_SECONDS, DEFAULT_PREFETCH, LOG_FILE, livePrefetcher, noteServed, openSpool, startPrefetcher, takeSpooled, type Spool,
+} from "../../wal/wal-spool.ts";
 
 export const command: Command = {
   spec: {
     name: "get-wal",
     summary: "Fetch a WAL segment or timeline history file from the archive (a PostgreSQL restore_command).",
-    usage: "klio get-wal WALNAME TARGET --repo DIR [--cluster NAME] [--partial]",
+    usage: "klio get-wal WALNAME TARGET --repo DIR [--cluster NAME] [--partial] [--spool DIR [--prefetch N] [--prefetch-idle SECONDS]]",
     positionals: [
       { name: "WALNAME", help: "file PostgreSQL asks for (%f), e.g. 000000010000000000000003 or 00000002.history" },
-      { name: "TARGET", help: "where to write it (%p)" },
+      { name: "TARGET", help: "where to write it (%p)", required: false },
     ],
     flags: {
       repo: { kind: "string", value: "DIR", help: "repository directory", required: true },
       cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },
       partial: { kind: "boolean", help: "serve the newest .partial segment when the complete one is not archived" },
+      spool: { kind: "string", value: "DIR", help: "keep the next segments ready here (a background prefetcher); inside pg_wal, e.g. DATA/pg_wal/klio-spool" },
+      prefetch: { kind: "number", value: "N", help: "segments the prefetcher keeps ready (0: use the spool, start no prefetcher)", default: DEFAULT_PREFETCH },
+      "prefetch-idle": { kind: "number", value: "SECONDS", help: "the prefetcher leaves after this long without a request", default: DEFAULT_IDLE_SECONDS },
+      prefetcher: { kind: "boolean", help: "run as the background prefetcher (get-wal starts it itself; no TARGET)" },
     },
-    details: "Example restore_command:\n  restore_command = '/usr/local/bin/klio get-wal %f %p --repo /var/lib/klio/repo --cluster db1 --partial'",
+    details:
+      "Example restore_command:\n" +
+      "  restore_command = '/usr/local/bin/klio get-wal %f %p --repo /var/lib/klio/repo --cluster db1 --partial --spool pg_wal/klio-spool'\n" +
+      "With --spool the first call starts a prefetcher that keeps the next --prefetch segments of the same\n" +
+      "timeline decompressed and verified in the spool (complete segments only, never past the archive's\n" +
+      "end); later calls rename them into place. The prefetcher leaves when recovery stops asking, and\n" +
+      "removes what it spooled. If it dies, get-wal reads the archive and starts a new one.",
   },
   async run(args, ctx) {
-    const [walName, target] = args.positionals as [string, string];
-    const archive = await openClusterArchive(String(args.flags.repo), args.flags.cluster as string | undefined);
+    const [walName, target] = args.positionals as [string, string | undefined];
+    const prefetch = intFlag(args, "prefetch", 0, 10_000);
+    const idleSeconds = numFlag(args, "prefetch-idle", 0.1, 86_400);
+    const spoolFlag = args.flags.spool as string | undefined;
+    if (args.flags.prefetcher) {
+      if (target !== undefined) throw new KlioError("usage", "get-wal: --prefetcher takes no TARGET");
+      if (spoolFlag === undefined) throw new KlioError("usage", "get-wal: --prefetcher needs --spool");
+    } else if (target === undefined) throw new KlioError("usage", `get-wal: missing TARGET (usage: ${command.spec.usage})`);
+
+    const repo = String(args.flags.repo);
+    const archive = await openClusterArchive(repo, args.flags.cluster as string | undefined);
     const req = parseWalRequest(walName, archive.identity.walSegmentSize, Boolean(args.flags.partial));
-    const found = await readWalFile(archive, req);
+    const spool = spoolFlag === undefined ? undefined : openSpool(spoolFlag, archive.dir, archive.identity.systemIdentifier);
+    if (args.flags.prefetcher) {
+      if (req.kind !== "segment") throw new KlioError("usage", "get-wal: --prefetcher starts after a WAL segment, not a history file");
+      return await runPrefetcherProcess(archive, spool!, req.name, prefetch, idleSeconds, ctx);
+    }
+
+    const useSpool = spool !== undefined && req.kind === "segment";
+    if (useSpool && (await spoolStep(ctx, "take a segment from", () => takeSpooled(spool, req.name, target!)))) {
+      await afterServed(ctx, spool, repo, archive, req.name, true, prefetch, idleSeconds);
+      return 0;
+    }
+    // Never leave a half-written file under the name PostgreSQL will read.
+    const tmp = `${target}.${process.pid}${TEMP_SUFFIX}`;
+    let found;
+    try {
+      found = await copyWalFile(archive, req, tmp);
+      if (found) await rename(tmp, target!);
+    } finally {
+      if (!found) await unlink(tmp).catch(() => {});
+    }
     if (!found) {
       ctx.stderr(`klio: get-wal: ${walName} is not in the archive of cluster ${archive.cluster}\n`);
       return 1;
     }
-    // Never leave a half-written file under the name PostgreSQL will read.
-    const tmp = target + TEMP_SUFFIX;
-    try {
-      await writeFile(tmp, found.bytes);
-      await rename(tmp, target);
-    } catch (e) {
-      await unlink(tmp).catch(() => {});
-      throw e;
-    }
+    if (useSpool) await afterServed(ctx, spool, repo, archive, req.name, found.kind !== "partial", prefetch, idleSeconds);
     return 0;
   },
 };
+
+/**
+ * Tells the prefetcher where PostgreSQL is, and starts one when none runs and the segment
+ * served was complete (after a partial one nothing complete follows yet).
+ */
+async function afterServed(ctx: CliContext, spool: Spool, repo: string, archive: ClusterArchive, name: string, complete: boolean, prefetch: number, idleSeconds: number): Promise<void> {
+  await spoolStep(ctx, "update", async () => {
+    await noteServed(spool, name);
+    if (!complete || prefetch === 0 || (await livePrefetcher(spool)) !== undefined) return;
+    const { selfCommand } = await import("../../util/self-command.ts");
+    await startPrefetcher(spool, [
+      ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", path.resolve(repo),
+      "--cluster", archive.cluster, "--spool", spool.root, "--prefetch", String(prefetch), "--prefetch-idle", String(idleSeconds),
+    ]);
+  });
+}
+
+/** The spool only ever saves time: trouble with it is reported, and the archive serves. */
+async function spoolStep<T>(ctx: CliContext, what: string, step: () => Promise<T>): Promise<T | false> {
+  try {
+    return await step();
+  } catch (e) {
+    ctx.stderr(`klio: get-wal: warning: could not ${what} the spool (${(e as Error).message}); using the archive\n`);
+    return false;
+  }
+}
+
+async function runPrefetcherProcess(archive: ClusterArchive, spool: Spool, from: string, window: number, idleSeconds: number, ctx: CliContext): Promise<number> {
+  const [{ appendFileSync, mkdirSync }, { createLogger }, { runPrefetcher }] = await Promise.all([
+    import("node:fs"), import("../../util/log.ts"), import("../../wal/wal-prefetch.ts"),
+  ]);
+  mkdirSync(spool.root, { recursive: true, mode: 0o700 });
+  const logFile = path.join(spool.root, LOG_FILE);
+  const log = createLogger({ write: (line) => appendFileSync(logFile, line), format: "json", level: "info", base: { cluster: archive.cluster } });
+  try {
+    await runPrefetcher({ archive, spool, from, window, idleMs: idleSeconds * 1000, pid: process.pid, log, signal: ctx.signal });
+    return 0;
+  } catch (e) {
+    log.error("prefetch.failed", { error: e instanceof Error ? e.message : String(e) });
+    return 1;
+  }
+}
+
+function numFlag(args: ParsedArgs, name: string, min: number, max: number): number {
+  const v = args.flags[name] as number;
+  if (!(v >= min && v <= max)) throw new KlioError("usage", `get-wal: --${name} must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function intFlag(args: ParsedArgs, name: string, min: number, max: number): number {
+  const v = numFlag(args, name, min, max);
+  if (!Number.isInteger(v)) throw new KlioError("usage", `get-wal: --${name} must be a whole number, got ${v}`);
+  return v;
+}
