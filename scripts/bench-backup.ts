@@ -799,6 +799,12 @@ async function main(): Promise<number> {
       ratioCompressed, ratioRaw, targetCompressed: TARGET_DEDUP_COMPRESSED, targetRaw: TARGET_DEDUP_RAW,
       met: { compressed: targets.dedupCompressed, raw: targets.dedupRaw },
     };
+    const said = (b: BackupRun | null) => {
+      const n = (k: string) => (typeof b?.stats?.[k] === "number" ? (b.stats[k] as number) : null);
+      const fresh = n("newBytes");
+      const stored = n("storedBytes");
+      return fresh === null || stored === null ? "n/a" : `${mb(fresh)} new, ${mb(stored)} stored`;
+    };
     const pct = (x: number) => `${f1((100 * x) / pages.relationPages)} %`;
     lines.push(
       `change            ${change.updated} of ${w.accounts} accounts updated, ${change.appendedAccounts} appended; ${change.appendedEvents} events appended`,
@@ -808,6 +814,8 @@ async function main(): Promise<number> {
         ` | ratio ${ratioCompressed === null ? "n/a" : `${f2(ratioCompressed)}×`} (target ≤ ${TARGET_DEDUP_COMPRESSED}× restic) ${targets.dedupCompressed === null ? "not measured" : verdict(targets.dedupCompressed)}`,
       `second backup growth without compression  klio ${klioGrowth.raw === null ? "n/a" : mb(klioGrowth.raw)} | restic ${resticOff === null ? "n/a" : `${mb(resticOff)} (${f2(resticOff / changedBytes)}× the changed pages)`}` +
         ` | ratio ${ratioRaw === null ? "n/a" : `${f2(ratioRaw)}×`} the changed pages (target ≤ ${TARGET_DEDUP_RAW}×) ${targets.dedupRaw === null ? "not measured" : verdict(targets.dedupRaw)}`,
+      `  as klio counts it  second backup ${said(second.compressed)} in ${f1(second.compressed.seconds)} s` +
+        (second.raw ? `; --compression none ${said(second.raw)} in ${f1(second.raw.seconds)} s` : ""),
     );
 
     // ---- 5. memory
