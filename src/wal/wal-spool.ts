@@ -17,6 +17,7 @@
 // serves for that name, now and later, so get-wal (or a shell `mv`, see
 // restoreCommandWithSpool) may hand it to PostgreSQL without asking anyone. The per-archive
 // subdirectory keeps the segments of another repository or cluster out of reach.
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -127,7 +128,6 @@ export async function touchLock(spool: Spool, at = new Date()): Promise<void> {
  */
 export async function startPrefetcher(spool: Spool, argv: string[]): Promise<number> {
   await mkdir(spool.dir, { recursive: true, mode: 0o700 });
-  const { spawn } = await import("node:child_process");
   const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: "ignore" });
   const pid = await new Promise<number>((resolve, reject) => {
     child.once("error", reject);

@@ -2,7 +2,9 @@
 // original bytes in TARGET, 1 when the archive does not have the file. With --spool, the
 // segment comes from the spool when the background prefetcher has it ready (a rename), and
 // the first call starts that prefetcher (`get-wal WALNAME --prefetcher`, detached).
-// PostgreSQL runs this once per segment: everything not needed for one call is loaded lazily.
+// PostgreSQL runs this once per segment: everything not needed for one call is loaded lazily
+// (our own modules only: the single executable cannot import() a node: builtin at run time).
+import { appendFileSync, mkdirSync } from "node:fs";
 import { rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
@@ -110,9 +112,7 @@ async function spoolStep<T>(ctx: CliContext, what: string, step: () => Promise<T
 }
 
 async function runPrefetcherProcess(archive: ClusterArchive, spool: Spool, from: string, window: number, idleSeconds: number, ctx: CliContext): Promise<number> {
-  const [{ appendFileSync, mkdirSync }, { createLogger }, { runPrefetcher }] = await Promise.all([
-    import("node:fs"), import("../../util/log.ts"), import("../../wal/wal-prefetch.ts"),
-  ]);
+  const [{ createLogger }, { runPrefetcher }] = await Promise.all([import("../../util/log.ts"), import("../../wal/wal-prefetch.ts")]);
   mkdirSync(spool.root, { recursive: true, mode: 0o700 });
   const logFile = path.join(spool.root, LOG_FILE);
   const log = createLogger({ write: (line) => appendFileSync(logFile, line), format: "json", level: "info", base: { cluster: archive.cluster } });
