@@ -26,7 +26,9 @@
 //    run reads the backlog warm) unless --drop-caches is given (root only).
 // 2. Commit latency. A fresh PostgreSQL 15 server; `pgbench -n -c 1 -j 1 -T SECONDS` with a
 //    one-row INSERT, synchronous_commit on, with no synchronous standby, with
-//    `pg_receivewal --synchronous`, and with `klio wal stream --synchronous`, each the only
+//    `pg_receivewal --synchronous`, with `klio wal stream --synchronous`, and with
+//    scripts/wal-floor.mjs (the fewest steps a Node receiver can take: the runtime's floor,
+//    as a reference for what klio's own code adds), each the only
 //    synchronous standby (synchronous_standby_names = the application_name the server shows
 //    for it, checked against the expected pg_receivewal / klio). pgbench starts once
 //    pg_stat_replication says 'sync'. Short runs in several rotated rounds, medians: other
@@ -467,7 +469,7 @@ async function klioIngest(pg: PgServer, klio: KlioCommand, backlog: Backlog, slo
 
 // ---------------------------------------------------------------- latency runs
 
-type LatencyMode = "none" | "pg_receivewal" | "klio";
+type LatencyMode = "none" | "pg_receivewal" | "klio" | "node_floor";
 
 interface LatencyRun {
   mode: LatencyMode;
@@ -507,14 +509,17 @@ async function latencyRun(
   pg: PgServer, mode: LatencyMode, round: number, opts: Options, klio: KlioCommand, scriptFile: string, work: string,
 ): Promise<LatencyRun> {
   let tool: Running | undefined;
-  const expectedName = mode === "klio" ? "klio" : "pg_receivewal";
+  const expectedName = mode === "none" ? "" : mode;
   try {
     if (mode !== "none") {
       const dir = path.join(work, `sync-${mode}-${round}`);
       mkdirSync(dir, { recursive: true });
-      tool = mode === "klio"
-        ? launch(klio.cmd, [...klio.prefix, "wal", "stream", "--repo", dir, "--cluster", "sync", "--pg", pg.connString(), "--slot", "klio_sync", "--synchronous", "--log-format", "json"])
-        : launch(path.join(PG_BIN, "pg_receivewal"), ["-D", dir, "-S", "receivewal_sync", "--synchronous", "--no-loop", ...pgArgs(pg)]);
+      if (mode === "klio")
+        tool = launch(klio.cmd, [...klio.prefix, "wal", "stream", "--repo", dir, "--cluster", "sync", "--pg", pg.connString(), "--slot", "klio_sync", "--synchronous", "--log-format", "json"]);
+      else if (mode === "pg_receivewal")
+        tool = launch(path.join(PG_BIN, "pg_receivewal"), ["-D", dir, "-S", "receivewal_sync", "--synchronous", "--no-loop", ...pgArgs(pg)]);
+      else
+        tool = launch(process.execPath, [path.join(ROOT, "scripts", "wal-floor.mjs"), pg.host, String(pg.port), "floor_sync", await sqlValue(pg, "select pg_current_wal_lsn()"), path.join(dir, "segment")]);
       // Only one walsender exists at a time: its application_name is the one to name.
       const name = await waitFor(`${mode} to stream`, async () => {
         const rows = await sqlOf(pg)`select application_name from pg_stat_replication where state = 'streaming'`;
@@ -684,9 +689,10 @@ async function main(): Promise<number> {
       await sqlOf(pg).unsafe("create table bench_sync (id int, at timestamptz default now())");
       await sqlOf(pg).unsafe("select pg_create_physical_replication_slot('klio_sync', true)");
       await sqlOf(pg).unsafe("select pg_create_physical_replication_slot('receivewal_sync', true)");
+      await sqlOf(pg).unsafe("select pg_create_physical_replication_slot('floor_sync', true)");
       const scriptFile = path.join(work, "insert.sql");
       writeFileSync(scriptFile, "INSERT INTO bench_sync (id) VALUES (1);\n");
-      const modes: LatencyMode[] = ["none", "pg_receivewal", "klio"];
+      const modes: LatencyMode[] = ["none", "pg_receivewal", "klio", "node_floor"];
       const runs: LatencyRun[] = [];
       for (let round = 1; round <= opts.latencyRounds; round++) {
         for (const mode of rotate(modes, round - 1)) {
@@ -698,14 +704,17 @@ async function main(): Promise<number> {
       const med = (mode: LatencyMode) => median(runs.filter((r) => r.mode === mode).map((r) => r.latencyMs));
       const ratio = med("klio") / med("pg_receivewal");
       latency = { none: med("none"), receivewal: med("pg_receivewal"), klio: med("klio"), ratio, met: ratio <= TARGET_LATENCY };
+      const floor = med("node_floor");
       result.latency = {
-        runs, medianMs: { none: latency.none, pg_receivewal: latency.receivewal, klio: latency.klio },
+        runs, medianMs: { none: latency.none, pg_receivewal: latency.receivewal, klio: latency.klio, node_floor: floor },
+        nodeFloorRatio: floor / latency.receivewal,
         addedMs: { pg_receivewal: latency.receivewal - latency.none, klio: latency.klio - latency.none },
         ratio, target: TARGET_LATENCY, met: latency.met,
       };
       lines.push(
         `sync commit latency (1 client, ${opts.seconds} s × ${opts.latencyRounds})  none ${f2(latency.none)} ms | pg_receivewal ${f2(latency.receivewal)} ms | ` +
           `klio ${f2(latency.klio)} ms | ratio ${f2(ratio)}× (target ≤ ${TARGET_LATENCY}×) ${latency.met ? "met" : "MISSED"}`,
+        `  Node floor (scripts/wal-floor.mjs: read, pwrite, fdatasync, reply; no klio code) ${f2(floor)} ms = ${f2(floor / latency.receivewal)}× pg_receivewal`,
       );
       servers.splice(servers.indexOf(pg), 1);
       await pg.destroy();
