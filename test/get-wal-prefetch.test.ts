@@ -190,6 +190,9 @@ describe("get-wal --spool (hand-built archives)", () => {
     expect(prefetchLog(s.spoolRoot).find((e) => e.event === "prefetch.stop")).toMatchObject({ reason: "end-of-archive", fetched: 1 });
     expect(s.get(name(1, 3)).code).toBe(0);
     expect(readFileSync(s.target).equals(partialThree)).toBe(true);
+    // Nothing complete can follow a partial segment yet: no prefetcher is started for it.
+    expect(readFileSync(path.join(s.spoolDir, "want"), "utf8").trim()).toBe(name(1, 3));
+    expect(livePid(s.spoolDir)).toBeUndefined();
 
     // The receiver completes segment 3 (other bytes: the partial copy was older) and goes on.
     const three = segment();
@@ -284,6 +287,25 @@ describe("get-wal --spool (hand-built archives)", () => {
     expect(runKlio(["get-wal", name(1, 1), "--repo", repo, "--prefetcher"]).code).toBe(2);
     expect(existsSync(spool)).toBe(false);
     expect(existsSync(target)).toBe(false);
+  });
+});
+
+describe("get-wal --spool in the single executable", () => {
+  it("starts the prefetcher and serves from the spool (no import() of a node: builtin at run time)", async () => {
+    // dist/klio rebuilt when stale, as single-executable.test.ts does; KLIO_EXE names another build.
+    const exe = process.env.KLIO_EXE ?? path.join(ROOT, "dist", "klio");
+    if (!process.env.KLIO_EXE) execFileSync(process.execPath, [path.join(ROOT, "scripts", "build.mjs"), "--if-stale"], { cwd: ROOT, stdio: "pipe", timeout: 300_000 });
+    const s = setup({ window: 2, idle: 60 });
+    const segs: Buffer[] = [];
+    for (let i = 1; i <= 3; i++) await store(s.dir, name(1, i), (segs[i] = segment()));
+    const get = (wal: string) => spawnSync(exe, ["get-wal", wal, s.target, "--repo", s.repo, "--spool", s.spoolRoot, "--prefetch", "2"], { encoding: "utf8" });
+    const first = get(name(1, 1));
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stderr).toBe("");
+    const ino = await waitFor("segment 2 spooled by the executable's prefetcher", () => statSync(s.spooled(name(1, 2)), { throwIfNoEntry: false })?.ino);
+    expect(get(name(1, 2)).status).toBe(0);
+    expect(statSync(s.target).ino).toBe(ino);
+    expect(readFileSync(s.target).equals(segs[2]!)).toBe(true);
   });
 });
 

@@ -62,6 +62,14 @@ describe("get-wal", () => {
     expect(existsSync(target)).toBe(false);
   });
 
+  it("says so when TARGET's directory does not exist, instead of calling the file missing", async () => {
+    const { repo, dir } = archive("db1");
+    writeFileSync(path.join(dir, "000000010000000000000003.kwal"), await encodeStoredSegment(segment()));
+    const r = runKlio(["get-wal", "000000010000000000000003", path.join(repo, "nope", "RECOVERYXLOG"), "--repo", repo]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/cannot write into .*\/nope: it does not exist or is not a directory/);
+  });
+
   it("asks for --cluster when the repository holds several, and names what is missing", () => {
     const { repo } = archive("db1");
     archive("db2", repo);

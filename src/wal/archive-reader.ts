@@ -118,7 +118,8 @@ export interface CopyOptions {
 export async function copyWalFile(archive: ClusterArchive, req: WalRequest, dest: string, opts: CopyOptions = {}): Promise<{ from: string; kind: WalSourceKind } | undefined> {
   if (req.kind === "other") return undefined;
   // Below, ENOENT means "not in the archive": make sure it cannot come from dest's side.
-  await stat(path.dirname(dest));
+  const destDir = path.dirname(dest);
+  if (!(await stat(destDir).catch(() => undefined))?.isDirectory()) throw new KlioError("bad-target", `cannot write into ${destDir}: it does not exist or is not a directory`);
   const copy = async (file: string): Promise<boolean> => {
     try {
       await copyFile(path.join(archive.dir, file), dest);

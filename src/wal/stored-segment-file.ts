@@ -41,10 +41,12 @@ export async function decodeStoredSegmentFile(src: string, dest: string, what: s
     try {
       const hash = createHash("sha256");
       let written = 0;
+      // The pipeline may reject with the abort it caused in zlib rather than with our reason.
+      let tooLong: KlioError | undefined;
       const sink = async (source: AsyncIterable<Uint8Array>) => {
         for await (const chunk of source) {
           written += chunk.length;
-          if (written > length) throw corrupt(`longer than the ${length} bytes its header says`);
+          if (written > length) throw (tooLong = corrupt(`longer than the ${length} bytes its header says`));
           hash.update(chunk);
           await writeAll(out, chunk);
         }
@@ -54,6 +56,7 @@ export async function decodeStoredSegmentFile(src: string, dest: string, what: s
         if (compression === 1) await pipeline(payload, createInflateRaw({ chunkSize: CHUNK }), sink);
         else await pipeline(payload, sink);
       } catch (e) {
+        if (tooLong) throw tooLong;
         if (e instanceof KlioError) throw e;
         throw corrupt(`cannot decompress (${(e as Error).message})`);
       }
