@@ -9,6 +9,7 @@ import { VERSION } from "../util/version.ts";
 type Loader = () => Promise<{ command: Command }>;
 
 const COMMANDS: Record<string, { summary: string; load: Loader }> = {
+  init: { summary: "create a repository (optionally encrypted)", load: () => import("./commands/init.ts") },
   "wal stream": { summary: "stream WAL from a primary into the repository (foreground)", load: () => import("./commands/wal-stream.ts") },
   "wal status": { summary: "show the WAL archive's position, timelines, segments and gaps", load: () => import("./commands/wal-status.ts") },
   "get-wal": { summary: "fetch a WAL segment or history file (PostgreSQL restore_command)", load: () => import("./commands/get-wal.ts") },

@@ -1,0 +1,43 @@
+import type { Command } from "../command.ts";
+import { KlioError } from "../../util/errors.ts";
+import { readPassphrase } from "../repo-flags.ts";
+import { COMPRESSIONS, isCompression } from "../../repo/codec.ts";
+import { DEFAULT_COMPRESSION, initRepository, openRepository } from "../../repo/repository.ts";
+
+export const command: Command = {
+  spec: {
+    name: "init",
+    summary: "Create a repository.",
+    usage: "klio init --repo DIR [--encryption-passphrase-file FILE] [--compression deflate|none] [--json]",
+    flags: {
+      repo: { kind: "string", value: "DIR", help: "directory of the new repository (created; must be empty if it exists)", required: true },
+      "encryption-passphrase-file": { kind: "string", value: "FILE", help: "encrypt the repository with the passphrase in FILE (or KLIO_PASSPHRASE_FILE)" },
+      compression: { kind: "string", value: "NAME", help: `compression of new chunks: ${COMPRESSIONS.join(" or ")} (default ${DEFAULT_COMPRESSION})` },
+      json: { kind: "boolean", help: "print JSON for scripts" },
+    },
+    details:
+      "An encrypted repository cannot be read without its passphrase: keep a copy of the passphrase file somewhere other than the repository.",
+  },
+  async run(args, ctx) {
+    const f = args.flags;
+    const dir = String(f.repo);
+    if (dir === "") throw new KlioError("usage", "--repo needs a directory");
+    const compression = (f.compression as string | undefined) ?? DEFAULT_COMPRESSION;
+    if (!isCompression(compression)) throw new KlioError("usage", `--compression must be ${COMPRESSIONS.join(" or ")}, not "${compression}"`);
+    const passFile = (f["encryption-passphrase-file"] as string | undefined) ?? ctx.env.KLIO_PASSPHRASE_FILE;
+    const passphrase = await readPassphrase(passFile);
+    await initRepository(dir, { passphrase, compression });
+    const repo = await openRepository(dir, { passphrase });
+    try {
+      const out = { repo: dir, id: repo.id, encrypted: repo.encrypted, compression, packTargetBytes: repo.header.parameters.packTargetBytes };
+      ctx.stdout(
+        f.json
+          ? JSON.stringify(out, null, 2) + "\n"
+          : `created repository ${dir} (id ${repo.id}, ${repo.encrypted ? "encrypted" : "not encrypted"}, compression ${compression})\n`,
+      );
+    } finally {
+      await repo.close();
+    }
+    return 0;
+  },
+};

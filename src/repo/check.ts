@@ -1,0 +1,103 @@
+// The repository's self-check. Structure: every index file parses and checks (checksum,
+// order, decryption), every entry lies inside an existing pack, every pack starts with a
+// pack header and is named by some index. With readData, every chunk is read back, decrypted,
+// decompressed and hashed. Problems are values; damaged data never makes this throw.
+import { isKlioError } from "../util/errors.ts";
+import { chunkIdHex } from "./chunk-id.ts";
+import { decodeChunk, type BlobContext } from "./blob.ts";
+import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, indexIdOfKey, packIdOfKey, packKey, readIndexBlocks, readIndexHead, type IndexHead } from "./index-file.ts";
+import { PACK_HEADER, PACK_MAGIC, PACK_VERSION } from "./pack-writer.ts";
+import type { Storage } from "./storage.ts";
+
+export interface RepoProblem {
+  kind: string;
+  pack?: string;
+  chunkId?: string;
+  message: string;
+}
+
+export interface CheckOptions {
+  readData: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+export async function checkRepository(storage: Storage, ctx: BlobContext, opts: CheckOptions): Promise<RepoProblem[]> {
+  const problems: RepoProblem[] = [];
+  const indexFiles = await storage.list(INDEX_PREFIX);
+  const packFiles = await storage.list("packs/");
+  const packSize = new Map<string, number>();
+  for (const f of packFiles) {
+    const id = packIdOfKey(f.key);
+    if (id === null) problems.push({ kind: "stray-file", message: `${f.key} is not a pack file name` });
+    else packSize.set(id, f.size);
+  }
+  for (const f of indexFiles) if (indexIdOfKey(f.key) === null) problems.push({ kind: "stray-file", message: `${f.key} is not an index file name` });
+
+  const heads: IndexHead[] = [];
+  for (const f of indexFiles) {
+    if (indexIdOfKey(f.key) === null) continue;
+    try {
+      heads.push(await readIndexHead(storage, f.key, ctx.dataKey, f.size));
+    } catch (e) {
+      problems.push({ kind: "bad-index", message: message(e) });
+    }
+  }
+  const superseded = new Set(heads.flatMap((h) => h.superseded));
+  const named = new Set(heads.flatMap((h) => h.packs));
+
+  for (const [id, size] of packSize) {
+    const key = packKey(id);
+    if (!named.has(id)) problems.push({ kind: "unindexed-pack", pack: key, message: `no index names pack ${key} (left by an interrupted writer; its chunks are stored again when needed)` });
+    try {
+      const head = size >= PACK_HEADER ? await storage.getRange(key, 0, PACK_HEADER) : null;
+      const ok = head !== null && PACK_MAGIC.every((b, i) => head[i] === b) && new DataView(head.buffer, head.byteOffset).getUint32(8) === PACK_VERSION;
+      if (!ok) problems.push({ kind: "bad-pack", pack: key, message: `${key} does not start with a version ${PACK_VERSION} pack header` });
+    } catch (e) {
+      problems.push({ kind: "bad-pack", pack: key, message: `${key}: ${message(e)}` });
+    }
+  }
+
+  // Consolidation inputs a crash left behind are checked for structure; their chunks are
+  // read through the file that superseded them.
+  const total = heads.filter((h) => !superseded.has(h.fileId)).reduce((n, h) => n + h.entries, 0);
+  let done = 0;
+  const missingPacks = new Set<string>();
+  for (const h of heads) {
+    const readThis = opts.readData && !superseded.has(h.fileId);
+    try {
+      for await (const block of readIndexBlocks(storage, h, ctx.dataKey)) {
+        for (let at = 0; at < block.length; at += ENTRY_BYTES) {
+          const e = decodeEntry(block, at);
+          const packId = h.packs[e.pack]!;
+          const key = packKey(packId);
+          const hex = chunkIdHex(e.id);
+          const size = packSize.get(packId);
+          if (size === undefined) {
+            if (!missingPacks.has(packId)) problems.push({ kind: "missing-pack", pack: key, message: `${h.key} names pack ${key}, which does not exist` });
+            missingPacks.add(packId);
+            problems.push({ kind: "missing-chunk", pack: key, chunkId: hex, message: `chunk ${hex} is in the missing pack ${key}` });
+          } else if (e.offset < PACK_HEADER || e.offset + e.length > size || e.plainLength > MAX_PLAIN) {
+            problems.push({ kind: "entry-outside-pack", pack: key, chunkId: hex, message: `${h.key} places chunk ${hex} at ${e.offset}+${e.length}, outside ${key} (${size} bytes)` });
+          } else if (readThis) {
+            try {
+              decodeChunk(ctx, e.id, await storage.getRange(key, e.offset, e.length), e.flags, e.plainLength, key);
+            } catch (err) {
+              if (!isKlioError(err) && !(err instanceof Error)) throw err;
+              problems.push({ kind: "corrupt-chunk", pack: key, chunkId: hex, message: message(err) });
+            }
+          }
+          if (!superseded.has(h.fileId)) {
+            done++;
+            if (opts.onProgress && done % 1024 === 0) opts.onProgress(done, total);
+          }
+        }
+      }
+    } catch (e) {
+      problems.push({ kind: "bad-index", message: message(e) });
+    }
+  }
+  opts.onProgress?.(total, total);
+  return problems;
+}

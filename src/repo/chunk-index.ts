@@ -1,0 +1,200 @@
+// The repository's chunk index in memory, bounded by design (DESIGN invariant 6): for each
+// index file a "run", one typed array of the first 16 bytes of every chunk id in the file's
+// (sorted) order — 16 bytes per chunk, no JavaScript object per chunk. has() binary-searches
+// every run; where a chunk is (pack, offset, length) is read from the index file's entry
+// block on demand, and the full 32-byte id compared there.
+//
+// Dedup decisions (has) compare 128 bits of the id, as Kopia's content ids do: a false match
+// between two different chunks needs about 2^64 chunks to become likely. readChunk compares
+// all 256 bits and verifies the data's hash, so even then nothing wrong is ever returned.
+import type { ChunkId } from "./chunk-id.ts";
+import { IndexRun, KEY_WORDS, putKeys, word } from "./index-run.ts";
+import {
+  ENTRY_BYTES,
+  INDEX_PREFIX,
+  compareIds,
+  decodeEntry,
+  indexIdOfKey,
+  readIndexBlock,
+  readIndexBlocks,
+  readIndexHead,
+  type IndexEntry,
+  type IndexHead,
+} from "./index-file.ts";
+import type { Storage } from "./storage.ts";
+import { isKlioError } from "../util/errors.ts";
+import { chooseMerge, mergeRuns } from "./index-merge.ts";
+
+/** Decoded entry blocks kept for lookups (12 KB each). */
+const BLOCK_CACHE = 256;
+
+export interface ChunkLocation {
+  packId: string;
+  entry: IndexEntry;
+  indexKey: string;
+}
+
+export interface IndexProblem {
+  key: string;
+  message: string;
+}
+
+export class ChunkIndex {
+  private runs: IndexRun[] = [];
+  private merging: Promise<void> | null = null;
+  private readonly blockCache = new Map<string, Uint8Array>();
+  /** Index files that failed to load at the last refresh. */
+  unreadable: IndexProblem[] = [];
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly dataKey: Uint8Array | null,
+  ) {}
+
+  get loadedRuns(): readonly IndexRun[] {
+    return this.runs;
+  }
+
+  get chunkCount(): number {
+    return this.runs.reduce((n, r) => n + r.count, 0);
+  }
+
+  has(id: ChunkId): boolean {
+    const w0 = word(id, 0);
+    const w1 = word(id, 4);
+    const w2 = word(id, 8);
+    const w3 = word(id, 12);
+    for (const r of this.runs) if (r.matches(r.lowerBound(w0, w1, w2, w3), w0, w1, w2, w3)) return true;
+    return false;
+  }
+
+  /** Where the chunk is stored, comparing the full id; null when no index names it. */
+  async locate(id: ChunkId): Promise<ChunkLocation | null> {
+    const w0 = word(id, 0);
+    const w1 = word(id, 4);
+    const w2 = word(id, 8);
+    const w3 = word(id, 12);
+    for (const r of this.runs) {
+      for (let pos = r.lowerBound(w0, w1, w2, w3); r.matches(pos, w0, w1, w2, w3); pos++) {
+        const e = await this.entryAt(r, pos);
+        if (compareIds(e.id, 0, id, 0) === 0) return { packId: r.head.packs[e.pack]!, entry: e, indexKey: r.head.key };
+      }
+    }
+    return null;
+  }
+
+  private async entryAt(r: IndexRun, pos: number): Promise<IndexEntry> {
+    const b = Math.floor(pos / r.head.entriesPerBlock);
+    const ck = `${r.head.fileId}:${b}`;
+    let plain = this.blockCache.get(ck);
+    if (plain) {
+      this.blockCache.delete(ck);
+    } else {
+      plain = await readIndexBlock(this.storage, r.head, b, this.dataKey);
+      if (this.blockCache.size >= BLOCK_CACHE) this.blockCache.delete(this.blockCache.keys().next().value!);
+    }
+    this.blockCache.set(ck, plain);
+    return decodeEntry(plain, (pos - b * r.head.entriesPerBlock) * ENTRY_BYTES);
+  }
+
+  /** Adds a run this process has just written (its keys already in hand). */
+  addRun(run: IndexRun): void {
+    this.runs.push(run);
+  }
+
+  /** Replaces the runs of `inputs` by `merged` (a consolidation this process did). */
+  replaceRuns(inputs: readonly IndexRun[], merged: IndexRun): void {
+    const gone = new Set(inputs);
+    this.runs = [...this.runs.filter((r) => !gone.has(r)), merged];
+  }
+
+  /**
+   * Picks up index files written (or consolidated) by other processes since the last call,
+   * and drops runs whose files are superseded or gone. Files superseded by a file that is
+   * present are skipped: they are a consolidation's inputs that a crash left behind.
+   */
+  async refresh(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const listing = (await this.storage.list(INDEX_PREFIX)).filter((e) => indexIdOfKey(e.key) !== null);
+      const present = new Map(listing.map((e) => [e.key, e.size]));
+      const loaded = new Map(this.runs.map((r) => [r.head.key, r]));
+      const heads = new Map<string, IndexHead>();
+      const unreadable: IndexProblem[] = [];
+      let vanished = false;
+      for (const [key, size] of present) {
+        if (loaded.has(key)) continue;
+        try {
+          heads.set(key, await readIndexHead(this.storage, key, this.dataKey, size));
+        } catch (e) {
+          if (isKlioError(e) && e.code === "not-found") vanished = true;
+          else if (isKlioError(e) && (e.code === "corrupt-index" || e.code === "short-object")) unreadable.push({ key, message: e.message });
+          else throw e;
+        }
+      }
+      const superseded = new Set<string>();
+      for (const h of [...heads.values(), ...[...loaded.values()].map((r) => r.head)]) if (present.has(h.key)) for (const s of h.superseded) superseded.add(s);
+      const keep = this.runs.filter((r) => present.has(r.head.key) && !superseded.has(r.head.fileId));
+      const added: IndexRun[] = [];
+      for (const h of heads.values()) {
+        if (superseded.has(h.fileId)) continue;
+        try {
+          added.push(await loadRun(this.storage, h, this.dataKey));
+        } catch (e) {
+          if (isKlioError(e) && e.code === "not-found") vanished = true;
+          else if (isKlioError(e) && (e.code === "corrupt-index" || e.code === "short-object")) unreadable.push({ key: h.key, message: e.message });
+          else throw e;
+        }
+      }
+      // A file that vanished between the listing and the read was consolidated by another
+      // process: its replacement exists now, so list again.
+      if (vanished && attempt < 5) continue;
+      this.runs = [...keep, ...added];
+      this.unreadable = unreadable;
+      return;
+    }
+  }
+
+  /**
+   * Merges small index files when a size class is full (index-merge.ts), after removing
+   * consolidation inputs a crash left behind. One at a time per process.
+   */
+  consolidate(): Promise<void> {
+    if (this.merging) return this.merging;
+    this.merging = (async () => {
+      try {
+        for (const k of await this.leftovers()) await this.storage.remove(k);
+        const inputs = chooseMerge(this.runs);
+        if (!inputs) return;
+        let merged: IndexRun;
+        try {
+          merged = await mergeRuns(this.storage, this.dataKey, inputs);
+        } catch (e) {
+          // Another process consolidated (and removed) an input first: its file covers ours.
+          if (isKlioError(e) && e.code === "not-found") return;
+          throw e;
+        }
+        this.replaceRuns(inputs, merged);
+        for (const r of inputs) await this.storage.remove(r.head.key);
+      } finally {
+        this.merging = null;
+      }
+    })();
+    return this.merging;
+  }
+
+  /** Files present that a present file supersedes: safe to remove. */
+  async leftovers(): Promise<string[]> {
+    const listing = await this.storage.list(INDEX_PREFIX);
+    const superseded = new Set(this.runs.flatMap((r) => r.head.superseded));
+    return listing.map((e) => e.key).filter((k) => superseded.has(indexIdOfKey(k) ?? ""));
+  }
+}
+
+/** Reads a whole index file's keys (checking the file) into a run. */
+export async function loadRun(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): Promise<IndexRun> {
+  const keys = new Uint32Array(h.entries * KEY_WORDS);
+  let n = 0;
+  for await (const plain of readIndexBlocks(storage, h, dataKey)) n = putKeys(keys, n, plain);
+  return new IndexRun(h, keys);
+}
+

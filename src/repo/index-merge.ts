@@ -1,0 +1,127 @@
+// Consolidation: many small index files (one per sealed pack) would make opening and every
+// lookup slow, so writers merge them, size-tiered like an LSM tree. Runs are grouped by size
+// class (a factor of 4 apart); when a class holds MERGE_FAN runs, those and every smaller run
+// are merged into one file. Each entry is rewritten O(log n) times in all, and a repository
+// holds at most a few files per class.
+//
+// Safe at every instant: the merged file is written (durably) before its inputs are removed,
+// and it names them as superseded, so a reader that sees both skips the inputs; a reader that
+// read an input before it vanished lists again (chunk-index.ts). Two processes merging the
+// same inputs at once leave two merged files with the same entries: harmless, merged later.
+import { randomBytes } from "node:crypto";
+import { CHUNK_ID_BYTES } from "./chunk-id.ts";
+import { IndexRun, KEY_WORDS, putKeys } from "./index-run.ts";
+import { ENTRY_BYTES, compareIds, encodeIndexFile, hexOf, indexKey, readIndexBlocks, readIndexHead } from "./index-file.ts";
+import type { Storage } from "./storage.ts";
+
+export const MERGE_FAN = 4;
+
+function sizeClass(n: number): number {
+  return Math.floor(Math.log2(Math.max(n, 1)) / 2);
+}
+
+/** The runs to merge now, or null. */
+export function chooseMerge(runs: readonly IndexRun[]): IndexRun[] | null {
+  const byClass = new Map<number, number>();
+  for (const r of runs) byClass.set(sizeClass(r.count), (byClass.get(sizeClass(r.count)) ?? 0) + 1);
+  const full = [...byClass.entries()].filter(([, n]) => n >= MERGE_FAN).map(([c]) => c);
+  if (full.length === 0) return null;
+  const top = Math.max(...full);
+  return runs.filter((r) => sizeClass(r.count) <= top);
+}
+
+/** One entry stream per input, advanced entry by entry. */
+class Cursor {
+  private block: Uint8Array = new Uint8Array(0);
+  private at = 0;
+  constructor(
+    private readonly it: AsyncIterator<Uint8Array>,
+    readonly packMap: Uint32Array,
+  ) {}
+
+  get current(): Uint8Array | null {
+    return this.at < this.block.length ? this.block : null;
+  }
+  get offset(): number {
+    return this.at;
+  }
+
+  async fill(): Promise<boolean> {
+    while (this.at >= this.block.length) {
+      const r = await this.it.next();
+      if (r.done) return false;
+      this.block = r.value;
+      this.at = 0;
+    }
+    return true;
+  }
+
+  advance(): void {
+    this.at += ENTRY_BYTES;
+  }
+}
+
+/** Writes the merged file of `inputs` and returns its run (its keys built on the way). */
+export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, inputs: readonly IndexRun[]): Promise<IndexRun> {
+  const packs: string[] = [];
+  const packNo = new Map<string, number>();
+  const cursors: Cursor[] = [];
+  for (const r of inputs) {
+    const map = new Uint32Array(r.head.packs.length);
+    r.head.packs.forEach((p, i) => {
+      let n = packNo.get(p);
+      if (n === undefined) {
+        n = packs.length;
+        packs.push(p);
+        packNo.set(p, n);
+      }
+      map[i] = n;
+    });
+    cursors.push(new Cursor(readIndexBlocks(storage, r.head, dataKey)[Symbol.asyncIterator](), map));
+  }
+  const count = inputs.reduce((n, r) => n + r.count, 0);
+  const keys = new Uint32Array(count * KEY_WORDS);
+  let written = 0;
+
+  async function* entries(): AsyncGenerator<Uint8Array> {
+    const live: Cursor[] = [];
+    for (const c of cursors) if (await c.fill()) live.push(c);
+    const batch = new Uint8Array(1024 * ENTRY_BYTES);
+    let fill = 0;
+    while (live.length > 0) {
+      let min = 0;
+      for (let i = 1; i < live.length; i++) if (compareIds(live[i]!.current!, live[i]!.offset, live[min]!.current!, live[min]!.offset) < 0) min = i;
+      const c = live[min]!;
+      const src = c.current!;
+      const at = c.offset;
+      batch.set(src.subarray(at, at + ENTRY_BYTES), fill);
+      const pack = new DataView(batch.buffer, fill + CHUNK_ID_BYTES, 4);
+      pack.setUint32(0, c.packMap[pack.getUint32(0)]!);
+      fill += ENTRY_BYTES;
+      c.advance();
+      if (!(await c.fill())) live.splice(min, 1);
+      if (fill === batch.length) {
+        written = putKeys(keys, written, batch);
+        yield batch;
+        fill = 0;
+      }
+    }
+    if (fill > 0) {
+      const last = batch.subarray(0, fill);
+      written = putKeys(keys, written, last);
+      yield last;
+    }
+  }
+
+  const fileId = hexOf(randomBytes(16));
+  const key = indexKey(fileId);
+  let size = 0;
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const b of encodeIndexFile({ fileId, key: dataKey, packs, superseded: inputs.map((r) => r.head.fileId), count }, entries())) {
+      size += b.length;
+      yield b;
+    }
+  }
+  await storage.put(key, counted());
+  return new IndexRun(await readIndexHead(storage, key, dataKey, size), keys);
+}

@@ -1,0 +1,291 @@
+// The repository: a content-addressed, deduplicating, optionally encrypted store of chunks
+// in packs, with small objects (snapshot manifests) beside them. It knows nothing of
+// PostgreSQL. Layout and formats: docs/FORMAT.md, "Repository".
+//
+//   klio-repository.json          header (header.ts)
+//   packs/<2 hex>/<32 hex>.pack   chunks (pack-writer.ts)
+//   index/<32 hex>.idx            where each chunk is (index-file.ts)
+//   snapshots/…                   objects (objects.ts)
+//   wal/<cluster>/                the WAL archive (src/wal)
+import { link, mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
+import path from "node:path";
+import process from "node:process";
+import { randomBytes } from "node:crypto";
+import { fsyncDir, TEMP_SUFFIX, writeFileDurable } from "../util/durable-fs.ts";
+import { KlioError, isKlioError } from "../util/errors.ts";
+import { chunkIdFunction, chunkIdHex, type ChunkId } from "./chunk-id.ts";
+import { ChunkIndex } from "./chunk-index.ts";
+import { checkRepository, type CheckOptions, type RepoProblem } from "./check.ts";
+import { decodeChunk, type BlobContext } from "./blob.ts";
+import type { Compression } from "./codec.ts";
+import { DEFAULT_SCRYPT, deriveKek, deriveKeys, newMasterKey, seal, unseal, MASTER_KEY_BYTES } from "./crypto.ts";
+import { encodeHeader, fromBase64, HEADER_KEY, parseHeader, REPO_FORMAT, REPO_VERSION, toBase64, type RepoHeader } from "./header.ts";
+import { hexOf, packKey } from "./index-file.ts";
+import { decodeObject, encodeObject, validateObjectKey } from "./objects.ts";
+import { PackChunkWriter, type ChunkWriter } from "./pack-writer.ts";
+import { FsStorage } from "./fs-storage.ts";
+import type { Storage } from "./storage.ts";
+
+export type { ChunkWriter } from "./pack-writer.ts";
+export type { RepoProblem } from "./check.ts";
+
+export const DEFAULT_PACK_TARGET = 32 << 20;
+export const DEFAULT_COMPRESSION: Compression = "deflate";
+
+export interface Repository {
+  readonly root: string;
+  readonly id: string;
+  readonly encrypted: boolean;
+  readonly header: RepoHeader;
+  chunkId(data: Uint8Array): ChunkId;
+  has(id: ChunkId): boolean;
+  readChunk(id: ChunkId): Promise<Uint8Array>;
+  writer(): ChunkWriter;
+  putObject(key: string, data: Uint8Array): Promise<void>;
+  getObject(key: string): Promise<Uint8Array>;
+  listObjects(prefix: string): Promise<string[]>;
+  deleteObject(key: string): Promise<void>;
+  refresh(): Promise<void>;
+  check(opts: CheckOptions): Promise<RepoProblem[]>;
+  close(): Promise<void>;
+}
+
+export interface InitOptions {
+  passphrase?: string;
+  compression?: Compression;
+  packTargetBytes?: number;
+  /** scrypt cost; tests use a cheap one. */
+  scrypt?: { N: number; r: number; p: number };
+}
+
+function masterAad(repoId: string): Uint8Array {
+  return new TextEncoder().encode(`klio master key ${repoId}`);
+}
+
+async function wrapMaster(master: Uint8Array, repoId: string, passphrase: string, cost: { N: number; r: number; p: number }): Promise<RepoHeader["encryption"]> {
+  const salt = new Uint8Array(randomBytes(16));
+  const kek = await deriveKek(passphrase, { ...cost, salt });
+  return {
+    algorithm: "aes-256-gcm",
+    kdf: { name: "scrypt", N: cost.N, r: cost.r, p: cost.p, salt: toBase64(salt) },
+    wrappedKey: toBase64(seal(kek, master, masterAad(repoId))),
+  };
+}
+
+async function unwrapMaster(h: RepoHeader, passphrase: string | undefined, where: string): Promise<Uint8Array> {
+  const e = h.encryption!;
+  if (passphrase === undefined || passphrase === "")
+    throw new KlioError("bad-passphrase", `${where} is encrypted: give its passphrase (--encryption-passphrase-file FILE)`);
+  const kek = await deriveKek(passphrase, { N: e.kdf.N, r: e.kdf.r, p: e.kdf.p, salt: fromBase64(e.kdf.salt)! });
+  const master = unseal(kek, fromBase64(e.wrappedKey)!, masterAad(h.id));
+  if (master === null || master.length !== MASTER_KEY_BYTES) throw new KlioError("bad-passphrase", `wrong passphrase for the encrypted repository ${where}`);
+  return master;
+}
+
+async function readHeaderFile(dir: string): Promise<RepoHeader> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path.join(dir, HEADER_KEY));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR")
+      throw new KlioError("bad-repository", `${dir} is not a klio repository (it has no ${HEADER_KEY}): create one with \`klio init --repo ${dir}\``);
+    throw new KlioError("bad-repository", `cannot read ${path.join(dir, HEADER_KEY)}: ${(e as Error).message}`);
+  }
+  return parseHeader(bytes, dir);
+}
+
+export async function isRepository(dir: string): Promise<boolean> {
+  try {
+    return (await stat(path.join(dir, HEADER_KEY))).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Creates a repository in `dir` (created if missing). Refuses a directory that already
+ * holds a repository or anything else, and changes nothing then.
+ */
+export async function initRepository(dir: string, opts: InitOptions = {}): Promise<void> {
+  if (opts.passphrase === "") throw new KlioError("bad-passphrase", "the passphrase is empty");
+  const packTargetBytes = opts.packTargetBytes ?? DEFAULT_PACK_TARGET;
+  let names: string[] | null = null;
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR") throw new KlioError("bad-repository", `${dir} exists and is not a directory`);
+    if (code !== "ENOENT") throw new KlioError("bad-repository", `cannot read ${dir}: ${(e as Error).message}`);
+  }
+  if (names !== null && names.includes(HEADER_KEY)) {
+    let what = "a klio repository";
+    try {
+      what = `a klio repository (id ${(await readHeaderFile(dir)).id})`;
+    } catch {
+      // a damaged header is still a repository: refuse all the same
+    }
+    throw new KlioError("bad-repository", `${dir} is already ${what}; nothing was changed`);
+  }
+  if (names !== null && names.length > 0) throw new KlioError("bad-repository", `${dir} is not empty and is not a klio repository: give a new or empty directory`);
+
+  const id = hexOf(randomBytes(16));
+  const encrypted = opts.passphrase !== undefined;
+  const header: RepoHeader = {
+    format: REPO_FORMAT,
+    version: REPO_VERSION,
+    id,
+    createdAt: new Date().toISOString(),
+    parameters: { packTargetBytes, chunkId: encrypted ? "hmac-sha256" : "sha256", compression: opts.compression ?? DEFAULT_COMPRESSION },
+    encryption: encrypted ? await wrapMaster(newMasterKey(), id, opts.passphrase!, opts.scrypt ?? DEFAULT_SCRYPT) : null,
+  };
+  const bytes = encodeHeader(header);
+  parseHeader(bytes, dir); // what we write, we can read
+
+  await mkdir(dir, { recursive: true });
+  await fsyncDir(path.dirname(path.resolve(dir)));
+  // The header is linked into place, not renamed: of two concurrent inits, one fails.
+  const file = path.join(dir, HEADER_KEY);
+  const tmp = `${file}.${process.pid}${TEMP_SUFFIX}`;
+  await writeFileDurable(tmp, bytes);
+  try {
+    await link(tmp, file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new KlioError("bad-repository", `${dir} became a klio repository meanwhile; nothing was changed`);
+    throw e;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+  await fsyncDir(dir);
+}
+
+/** Rewraps the master key under a new passphrase; the data is not touched. */
+export async function changePassphrase(dir: string, oldPassphrase: string, newPassphrase: string): Promise<void> {
+  const h = await readHeaderFile(dir);
+  if (!h.encryption) throw new KlioError("bad-repository", `${dir} is not encrypted: it has no passphrase to change`);
+  if (newPassphrase === "") throw new KlioError("bad-passphrase", "the new passphrase is empty");
+  const master = await unwrapMaster(h, oldPassphrase, dir);
+  const { N, r, p } = h.encryption.kdf;
+  const next: RepoHeader = { ...h, encryption: await wrapMaster(master, h.id, newPassphrase, { N, r, p }) };
+  await writeFileDurable(path.join(dir, HEADER_KEY), encodeHeader(next));
+}
+
+export async function openRepository(dir: string, opts: { passphrase?: string } = {}): Promise<Repository> {
+  const header = await readHeaderFile(dir);
+  let keys: { data: Uint8Array; id: Uint8Array } | null = null;
+  if (header.encryption) keys = deriveKeys(await unwrapMaster(header, opts.passphrase, dir));
+  const storage = new FsStorage(dir);
+  const repo = new Repo(dir, header, storage, keys);
+  try {
+    await repo.refresh();
+  } catch (e) {
+    await storage.close();
+    throw e;
+  }
+  return repo;
+}
+
+class Repo implements Repository {
+  readonly id: string;
+  readonly encrypted: boolean;
+  private readonly index: ChunkIndex;
+  private readonly ctx: BlobContext;
+
+  constructor(
+    readonly root: string,
+    readonly header: RepoHeader,
+    private readonly storage: Storage,
+    keys: { data: Uint8Array; id: Uint8Array } | null,
+  ) {
+    this.id = header.id;
+    this.encrypted = keys !== null;
+    this.ctx = { compression: header.parameters.compression, dataKey: keys?.data ?? null, chunkId: chunkIdFunction(keys?.id ?? null) };
+    this.index = new ChunkIndex(storage, this.ctx.dataKey);
+  }
+
+  chunkId(data: Uint8Array): ChunkId {
+    return this.ctx.chunkId(data);
+  }
+
+  has(id: ChunkId): boolean {
+    return this.index.has(id);
+  }
+
+  async readChunk(id: ChunkId): Promise<Uint8Array> {
+    // A miss, or an index file gone under us, may be another process's new or consolidated
+    // index: look once more after a refresh.
+    for (let attempt = 0; ; attempt++) {
+      let loc;
+      try {
+        loc = await this.index.locate(id);
+      } catch (e) {
+        if (attempt === 0 && isKlioError(e) && e.code === "not-found") {
+          await this.refresh();
+          continue;
+        }
+        throw e;
+      }
+      if (loc === null) {
+        if (attempt === 0) {
+          await this.refresh();
+          continue;
+        }
+        throw new KlioError("missing-chunk", `chunk ${chunkIdHex(id)} is not in the repository ${this.root}`);
+      }
+      const key = packKey(loc.packId);
+      let stored: Uint8Array;
+      try {
+        stored = await this.storage.getRange(key, loc.entry.offset, loc.entry.length);
+      } catch (e) {
+        if (isKlioError(e) && e.code === "not-found") throw new KlioError("missing-chunk", `chunk ${chunkIdHex(id)}: its pack ${key} is missing from ${this.root}`);
+        if (isKlioError(e) && e.code === "short-object") throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)}: its pack ${key} is truncated`);
+        throw e;
+      }
+      return decodeChunk(this.ctx, id, stored, loc.entry.flags, loc.entry.plainLength, key);
+    }
+  }
+
+  writer(): ChunkWriter {
+    return new PackChunkWriter({ ...this.ctx, storage: this.storage, index: this.index, packTargetBytes: this.header.parameters.packTargetBytes });
+  }
+
+  async putObject(key: string, data: Uint8Array): Promise<void> {
+    validateObjectKey(key);
+    if (await this.storage.exists(key)) throw new KlioError("object-exists", `object ${key} already exists in ${this.root}; objects are written once`);
+    await this.storage.put(key, encodeObject(key, data, this.ctx.compression, this.ctx.dataKey));
+  }
+
+  async getObject(key: string): Promise<Uint8Array> {
+    validateObjectKey(key);
+    let stored: Uint8Array;
+    try {
+      stored = await this.storage.get(key);
+    } catch (e) {
+      if (isKlioError(e) && e.code === "not-found") throw new KlioError("missing-object", `object ${key} does not exist in ${this.root}`);
+      throw e;
+    }
+    return decodeObject(key, stored, this.ctx.dataKey);
+  }
+
+  async listObjects(prefix: string): Promise<string[]> {
+    validateObjectKey(prefix.endsWith("/") ? prefix + "x" : prefix);
+    return (await this.storage.list(prefix)).map((e) => e.key);
+  }
+
+  async deleteObject(key: string): Promise<void> {
+    validateObjectKey(key);
+    await this.storage.remove(key);
+  }
+
+  refresh(): Promise<void> {
+    return this.index.refresh();
+  }
+
+  check(opts: CheckOptions): Promise<RepoProblem[]> {
+    return checkRepository(this.storage, this.ctx, opts);
+  }
+
+  close(): Promise<void> {
+    return this.storage.close();
+  }
+}

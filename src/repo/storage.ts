@@ -1,0 +1,35 @@
+// What the repository needs of the place its files live. Everything in src/repo above this
+// interface (and everything above src/repo) is written against it only, so the filesystem,
+// S3 and HTTP backends are interchangeable.
+//
+// Keys are relative paths with "/" separators ("packs/3f/3f…9a.pack"). Objects are immutable
+// once put: the repository writes each key once (content- or id-named) and only removes.
+
+export interface StorageEntry {
+  key: string;
+  size: number;
+}
+
+export type PutData = Uint8Array | readonly Uint8Array[] | AsyncIterable<Uint8Array>;
+
+export interface Storage {
+  /** Where the data lives, for messages. */
+  readonly description: string;
+  /** The whole object. KlioError "not-found" when it does not exist. */
+  get(key: string): Promise<Uint8Array>;
+  /** `length` bytes at `offset`. "not-found" when the object does not exist, "short-object" when it ends before. */
+  getRange(key: string, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Stores `data` (the parts in order, or a stream of them) under `key`, atomically and
+   * durably: readers see the whole object or nothing, and once this resolves the object
+   * survives a crash. A key is put once; putting it again replaces it whole.
+   */
+  put(key: string, data: PutData): Promise<void>;
+  /** Objects whose key starts with `prefix`, at any depth, sorted by key. Unfinished puts are not listed. */
+  list(prefix: string): Promise<StorageEntry[]>;
+  exists(key: string): Promise<boolean>;
+  /** Removes the object; removing one that does not exist is not an error. */
+  remove(key: string): Promise<void>;
+  /** Releases cached handles. */
+  close(): Promise<void>;
+}
