@@ -9,7 +9,8 @@
 //    own slot, created first) stores each in a klio repository, compressed (we wait until every
 //    segment of the run is a .kwal).
 // 2. pg_basebackup -Fp -X none -c fast, then CHECKPOINT, then pgbench (4 clients,
-//    synchronous_commit off) until --gb GB of WAL are written, then pg_switch_wal().
+//    synchronous_commit off, --pgbench-seconds), then updates of a quarter of
+//    pgbench_accounts at a time until --gb GB of WAL are written, then pg_switch_wal().
 // 3. The base backup is copied into a fresh directory and recovered to the end of the WAL
 //    (no target: recovery ends where the archive ends, then the server promotes), once per
 //    restore_command variant and round, the order rotated every round:
@@ -28,7 +29,7 @@
 // klio is dist/klio (rebuilt first if stale), or --klio-bin PATH (an executable built with
 // `node scripts/build.mjs --out PATH`), or the sources (--klio src; Node + tsx start-up per
 // call is several times the executable's, so the ratios then say little). Usage:
-//   npm run bench:restore-wal -- [--gb 1] [--rounds 2] [--scale 20] [--prefetch 16]
+//   npm run bench:restore-wal -- [--gb 1] [--rounds 2] [--scale 20] [--pgbench-seconds 30] [--prefetch 16]
 //                                [--variants cp,klio-spool,klio-mv,klio] [--klio auto|dist|src]
 //                                [--klio-bin PATH] [--json] [--keep]
 // KLIO_BENCH_GB and KLIO_BENCH_ROUNDS set the same from the environment.
@@ -60,6 +61,7 @@ interface Options {
   gb: number;
   rounds: number;
   scale: number;
+  tpcbSeconds: number;
   prefetch: number;
   variants: Variant[];
   klio: "auto" | "dist" | "src";
@@ -73,7 +75,7 @@ function parseOptions(): Options {
   try {
     ({ values } = parseArgs({
       options: {
-        gb: { type: "string" }, rounds: { type: "string" }, scale: { type: "string" }, prefetch: { type: "string" },
+        gb: { type: "string" }, rounds: { type: "string" }, scale: { type: "string" }, "pgbench-seconds": { type: "string" }, prefetch: { type: "string" },
         variants: { type: "string" }, klio: { type: "string" }, "klio-bin": { type: "string" },
         json: { type: "boolean" }, keep: { type: "boolean" }, help: { type: "boolean", short: "h" },
       },
@@ -83,7 +85,7 @@ function parseOptions(): Options {
   }
   if (values.help) {
     process.stdout.write(
-      "usage: npm run bench:restore-wal -- [--gb 1] [--rounds 2] [--scale 20] [--prefetch 16]\n" +
+      "usage: npm run bench:restore-wal -- [--gb 1] [--rounds 2] [--scale 20] [--pgbench-seconds 30] [--prefetch 16]\n" +
         "                                    [--variants cp,klio-spool,klio-mv,klio] [--klio auto|dist|src]\n" +
         "                                    [--klio-bin PATH] [--json] [--keep]\n",
     );
@@ -105,6 +107,7 @@ function parseOptions(): Options {
     gb: num("gb", values.gb ?? process.env.KLIO_BENCH_GB, 1, 0.05),
     rounds: Math.round(num("rounds", values.rounds ?? process.env.KLIO_BENCH_ROUNDS, 2, 1)),
     scale: Math.round(num("scale", values.scale, 20, 1)),
+    tpcbSeconds: Math.round(num("pgbench-seconds", values["pgbench-seconds"], 30, 0)),
     prefetch: Math.round(num("prefetch", values.prefetch, 16, 1)),
     variants: variants as Variant[],
     klio,
@@ -196,6 +199,9 @@ interface Prepared {
   lastSegment: string;
   segments: number;
   walBytes: number;
+  /** WAL written by pgbench's transactions; the rest by quarter-table updates. */
+  tpcbBytes: number;
+  updates: number;
   generateSeconds: number;
   storedBytes: number;
 }
@@ -244,16 +250,19 @@ async function prepare(o: Options, klio: { argv: string[] }, work: string, serve
   const [{ lsn: from }] = await sql`select pg_current_wal_lsn()::text as lsn`;
   const t0 = performance.now();
   const target = o.gb * 1024 * MB;
-  say(`pgbench (4 clients) until ${o.gb} GB of WAL are written`);
-  for (;;) {
-    await run(path.join(PG_BIN, "pgbench"), ["-n", "-c", "4", "-j", "2", "-T", "10", ...pgArgs, "postgres"], { what: "pgbench" }).done;
-    const [{ bytes }] = await sql`select pg_wal_lsn_diff(pg_current_wal_lsn(), ${from}::pg_lsn)::bigint::text as bytes`;
-    if (Number(bytes) >= target) break;
-  }
+  const written = async () => Number((await sql`select pg_wal_lsn_diff(pg_current_wal_lsn(), ${from}::pg_lsn)::bigint::text as b`)[0]!.b);
+  // pgbench's transactions write only a few MB/s of WAL here: a share of them (random
+  // single-row updates, slow to replay), then updates of a quarter of pgbench_accounts
+  // at a time (full-page images and sequential heap changes, fast to replay) up to --gb.
+  say(`pgbench (4 clients, ${o.tpcbSeconds} s), then updates of pgbench_accounts until ${o.gb} GB of WAL are written`);
+  if (o.tpcbSeconds > 0) await run(path.join(PG_BIN, "pgbench"), ["-n", "-c", "4", "-j", "2", "-T", String(o.tpcbSeconds), ...pgArgs, "postgres"], { what: "pgbench" }).done;
+  const tpcbBytes = await written();
+  let updates = 0;
+  while ((await written()) < target) await sql.unsafe(`update pgbench_accounts set abalance = abalance + 1 where aid % 4 = ${updates++ % 4}`);
   const generateSeconds = (performance.now() - t0) / 1000;
   const [{ name: lastSegment }] = await sql`select pg_walfile_name(pg_switch_wal()) as name`;
   const segments = Number(segmentNo(lastSegment) - segmentNo(startSegment)) + 1;
-  say(`WAL from ${startSegment} to ${lastSegment}: ${segments} segments (${segments * 16} MB) in ${generateSeconds.toFixed(0)} s; waiting for both archives`);
+  say(`WAL from ${startSegment} to ${lastSegment}: ${segments} segments (${segments * 16} MB; pgbench ${(tpcbBytes / MB).toFixed(0)} MB, then ${updates} quarter-table updates) in ${generateSeconds.toFixed(0)} s; waiting for both archives`);
 
   const walDir = path.join(repo, "wal", CLUSTER);
   await waitFor("PostgreSQL's archive_command", () => (existsSync(path.join(plain, lastSegment)) ? true : undefined), 600_000);
@@ -275,7 +284,7 @@ async function prepare(o: Options, klio: { argv: string[] }, work: string, serve
   servers.splice(servers.indexOf(pg), 1);
   // PostgreSQL runs restore_command as its own user: let it read the repository.
   execFileSync("chmod", ["-R", "a+rX", repo]);
-  return { base, plain, repo, systemIdentifier: String(id), startSegment, lastSegment, segments, walBytes: segments * SEGMENT, generateSeconds, storedBytes };
+  return { base, plain, repo, systemIdentifier: String(id), startSegment, lastSegment, segments, walBytes: segments * SEGMENT, tpcbBytes, updates, generateSeconds, storedBytes };
 }
 
 // ---------------------------------------------------------------- one recovery
@@ -323,22 +332,29 @@ async function recover(variant: Variant, round: number, p: Prepared, klio: { arg
   if (uid !== undefined) execFileSync("chown", ["-R", `${uid}:${gid}`, dir]);
   chmodSync(data, 0o700);
   const pgCtl = (args: string[]) => run(path.join(PG_BIN, "pg_ctl"), ["-D", data, ...args], { asPg: true, what: `pg_ctl ${args.at(-1)}` }).done;
-  await pgCtl(["-l", logFile, "-W", "start"]);
   try {
-    const text = await waitFor(`recovery (${variant}) to finish`, () => {
-      const t = existsSync(logFile) ? readFileSync(logFile, "utf8") : "";
-      if (/FATAL|PANIC/.test(t) && !/database system is ready to accept connections/.test(t)) throw new Error(`the server failed (${logFile}):\n${t.slice(-3000)}`);
-      return /database system is ready to accept connections/.test(t) ? t : undefined;
-    }, 3_600_000);
-    const lines = text.split("\n");
-    const first = logTime(lines[0]!);
-    const redo = lines.find((l) => l.includes("redo done at"));
-    const ready = lines.find((l) => l.includes("database system is ready to accept connections"));
-    if (!redo || !ready) throw new Error(`no "redo done" in ${logFile}`);
-    const result: RecoveryRun = {
-      variant, round, redoSeconds: (logTime(redo) - first) / 1000, readySeconds: (logTime(ready) - first) / 1000,
-      redoDoneAt: /redo done at ([0-9A-F]+\/[0-9A-F]+)/.exec(redo)![1]!, restored: lines.filter((l) => l.includes("restored log file")).length,
-    };
+    await pgCtl(["-l", logFile, "-W", "start"]);
+    let result: RecoveryRun;
+    try {
+      const text = await waitFor(`recovery (${variant}) to finish`, () => {
+        const t = existsSync(logFile) ? readFileSync(logFile, "utf8") : "";
+        if (/FATAL|PANIC/.test(t) && !/database system is ready to accept connections/.test(t)) throw new Error(`the server failed (${logFile}):\n${t.slice(-3000)}`);
+        return /database system is ready to accept connections/.test(t) ? t : undefined;
+      }, 3_600_000);
+      const lines = text.split("\n");
+      const first = logTime(lines[0]!);
+      const redo = lines.find((l) => l.includes("redo done at"));
+      const ready = lines.find((l) => l.includes("database system is ready to accept connections"));
+      if (!redo || !ready) throw new Error(`no "redo done" in ${logFile}`);
+      result = {
+        variant, round, redoSeconds: (logTime(redo) - first) / 1000, readySeconds: (logTime(ready) - first) / 1000,
+        redoDoneAt: /redo done at ([0-9A-F]+\/[0-9A-F]+)/.exec(redo)![1]!, restored: lines.filter((l) => l.includes("restored log file")).length,
+      };
+    } finally {
+      await pgCtl(["-m", "fast", "-w", "stop"]).catch(() => {});
+      await stopPrefetcher(p, data);
+    }
+    // Read once the prefetcher has logged its stop: its counts are in that line.
     const spoolLog = path.join(data, "pg_wal", "klio-spool", "prefetch.log");
     if (existsSync(spoolLog)) {
       const events = readFileSync(spoolLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { event: string; fetched?: number; taken?: number });
@@ -350,8 +366,6 @@ async function recover(variant: Variant, round: number, p: Prepared, klio: { arg
     }
     return result;
   } finally {
-    await pgCtl(["-m", "fast", "-w", "stop"]).catch(() => {});
-    await stopPrefetcher(p, data);
     if (!o.keep) rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -432,7 +446,7 @@ async function main(): Promise<number> {
   });
   const seconds = (performance.now() - started) / 1000;
   const header =
-    `klio restore-WAL benchmark: klio = ${klio.label}; PostgreSQL 15; ${prepared.segments} segments (${(prepared.walBytes / MB).toFixed(0)} MB of pgbench WAL, ` +
+    `klio restore-WAL benchmark: klio = ${klio.label}; PostgreSQL 15; ${prepared.segments} segments (${(prepared.walBytes / MB).toFixed(0)} MB of WAL: pgbench ${(prepared.tpcbBytes / MB).toFixed(0)} MB, then ${prepared.updates} quarter-table updates; ` +
     `${(prepared.storedBytes / MB).toFixed(0)} MB stored); median of ${o.rounds} rotated round(s); ${seconds.toFixed(0)} s; load average ${loadBefore} before, ${os.loadavg()[0]!.toFixed(2)} after (${os.cpus().length} CPUs)`;
   const lines = summary.map((s) =>
     `  ${s.variant.padEnd(10)} redo ${f2(s.redoSeconds).padStart(7)} s  ready ${f2(s.readySeconds).padStart(7)} s` +
