@@ -142,7 +142,7 @@ interface Running {
  * Spawns a process, collecting its output. `measureRss` measures its peak RSS: with
  * /usr/bin/time when installed (exact, read as it exits), else by polling VmHWM.
  */
-function launch(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; measureRss?: string; onLine?: (line: string) => void } = {}): Running {
+function launch(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; measureRss?: string; onLine?: (line: string, seconds: number) => void } = {}): Running {
   let argv = [cmd, ...args];
   const timeFile = opts.measureRss !== undefined && existsSync(TIME_BIN) ? opts.measureRss : undefined;
   if (timeFile) argv = [TIME_BIN, "-f", "%M", "-o", timeFile, ...argv];
@@ -155,7 +155,7 @@ function launch(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; me
     createInterface({ input: stream }).on("line", (line) => {
       if (output.length < 4 * MB) output += line + "\n";
       if (isStdout && stdout.length < 16 * MB) stdout += line + "\n";
-      opts.onLine?.(line);
+      opts.onLine?.(line, (performance.now() - startedAt) / 1000);
     });
   };
   collect(child.stdout!, true);
@@ -346,8 +346,8 @@ interface KlioRepo {
   receiver: Running;
 }
 
-async function klioRun(klio: KlioCommand, args: string[], what: string, rssFile?: string): Promise<Exit> {
-  return runToEnd(klio.cmd, [...klio.prefix, ...args], what, { measureRss: rssFile });
+async function klioRun(klio: KlioCommand, args: string[], what: string, rssFile?: string, onLine?: (line: string, seconds: number) => void): Promise<Exit> {
+  return runToEnd(klio.cmd, [...klio.prefix, ...args], what, { measureRss: rssFile, onLine });
 }
 
 /** `klio init` (with --compression none for "none"), then a receiver streaming into it. */
@@ -378,17 +378,44 @@ interface BackupRun {
   rss: number | null;
   /** What klio says about the backup (--json), if it printed it. */
   stats: Record<string, unknown> | null;
+  /** Seconds from spawn to its log lines backup.started (checkpoint done) and backup.copied (all data stored). */
+  startedAt: number | null;
+  copiedAt: number | null;
 }
 
 async function klioBackup(pg: PgServer, klio: KlioCommand, repo: KlioRepo, rssFile: string): Promise<BackupRun> {
-  const r = await klioRun(klio, ["backup", "run", "--repo", repo.dir, "--cluster", CLUSTER, "--pg", pg.connString(), "--json"], `klio backup run (${repo.dir})`, rssFile);
+  let startedAt: number | null = null;
+  let copiedAt: number | null = null;
+  const r = await klioRun(klio, ["backup", "run", "--repo", repo.dir, "--cluster", CLUSTER, "--pg", pg.connString(), "--json"], `klio backup run (${repo.dir})`, rssFile, (line, at) => {
+    if (startedAt === null && line.includes("backup.started")) startedAt = at;
+    if (copiedAt === null && line.includes("backup.copied")) copiedAt = at;
+  });
   let stats: Record<string, unknown> | null = null;
   try {
     stats = (JSON.parse(r.stdout) as { stats?: Record<string, unknown> }).stats ?? null;
   } catch {
     // not JSON: the figures below are measured anyway
   }
-  return { seconds: r.seconds, rss: r.rss, stats };
+  return { seconds: r.seconds, rss: r.rss, stats, startedAt, copiedAt };
+}
+
+/** Where a backup's time goes, from its log lines. */
+interface Phases {
+  /** Spawn until BASE_BACKUP has started: start-up, connection, the checkpoint. */
+  start: number;
+  /** Until every file is chunked and stored. */
+  data: number;
+  /** Until exit: waiting for the WAL up to the end LSN, recording the backup. */
+  finish: number;
+}
+
+function phasesOf(b: BackupRun): Phases | null {
+  if (b.startedAt === null || b.copiedAt === null) return null;
+  return { start: b.startedAt, data: b.copiedAt - b.startedAt, finish: b.seconds - b.copiedAt };
+}
+
+function phasesText(p: Phases | null): string {
+  return p === null ? "phases not logged" : `start ${f1(p.start)} s, data ${f1(p.data)} s, WAL wait and finish ${f1(p.finish)} s`;
 }
 
 async function pgBasebackupTar(pg: PgServer, dir: string): Promise<number> {
@@ -631,7 +658,7 @@ async function main(): Promise<number> {
     // ---- 2. backup time
     const repos: { compressed?: KlioRepo; raw?: KlioRepo } = {};
     const tarDir1 = path.join(work, "tar-1");
-    const backupRuns: { round: number; tool: string; seconds: number; rss: number | null }[] = [];
+    const backupRuns: { round: number; tool: string; seconds: number; rss: number | null; phases?: Phases | null }[] = [];
     let firstKlioStats: Record<string, unknown> | null = null;
     for (let round = 1; round <= opts.rounds; round++) {
       const repo = await openKlioRepo(pg, klio, path.join(work, round === 1 ? "klio-compressed" : `klio-round-${round}`), `klio_r${round}`, "default");
@@ -640,10 +667,10 @@ async function main(): Promise<number> {
       for (const tool of order) {
         if (tool === "klio") {
           const b = await klioBackup(pg, klio, repo, rssFile);
-          backupRuns.push({ round, tool, seconds: b.seconds, rss: b.rss });
+          backupRuns.push({ round, tool, seconds: b.seconds, rss: b.rss, phases: phasesOf(b) });
           rssOf.push({ what: `backup run (round ${round})`, rss: b.rss });
           if (round === 1) firstKlioStats = b.stats;
-          say(`round ${round}: klio backup run       ${f1(b.seconds).padStart(6)} s  (peak RSS ${rssText(b.rss)})`);
+          say(`round ${round}: klio backup run       ${f1(b.seconds).padStart(6)} s  (${phasesText(phasesOf(b))}; peak RSS ${rssText(b.rss)})`);
         } else {
           const s = await pgBasebackupTar(pg, tarDir);
           backupRuns.push({ round, tool, seconds: s, rss: null });
@@ -676,6 +703,7 @@ async function main(): Promise<number> {
     const backupRatio = bbSeconds / klioSeconds;
     targets.backupTime = backupRatio >= TARGET_BACKUP;
     const tarBytes = treeBytes(tarDir1);
+    const klioPhases = backupRuns.map((r) => r.phases).filter((p): p is Phases => p !== undefined && p !== null);
     const firstStored = treeBytes(repos.compressed!.dir, ["wal"]);
     const firstStoredRaw = repos.raw ? treeBytes(repos.raw.dir, ["wal"]) : null;
     result.backup = {
@@ -686,6 +714,7 @@ async function main(): Promise<number> {
     lines.push(
       `backup time (median of ${opts.rounds})  pg_basebackup -Ft ${f1(bbSeconds)} s (${f0(tarBytes / MB / bbSeconds)} MB/s) | klio ${f1(klioSeconds)} s (${f0(tarBytes / MB / klioSeconds)} MB/s)` +
         ` | ratio ${f2(backupRatio)}× (target ≥ ${TARGET_BACKUP}×) ${verdict(targets.backupTime)}`,
+      `  klio's time      ${klioPhases.length ? phasesText({ start: median(klioPhases.map((p) => p.start)), data: median(klioPhases.map((p) => p.data)), finish: median(klioPhases.map((p) => p.finish)) }) : "phases not logged"} (medians)`,
       `  first backup stored  tar ${mb(tarBytes)} | klio ${mb(firstStored)}` +
         (firstStoredRaw === null ? "" : ` | klio --compression none ${mb(firstStoredRaw)} in ${f1(rawFirst!.seconds)} s`),
     );
@@ -772,8 +801,8 @@ async function main(): Promise<number> {
       compressed: treeBytes(repos.compressed!.dir, ["wal"]) - klioBefore.compressed,
       raw: repos.raw ? treeBytes(repos.raw.dir, ["wal"]) - klioBefore.raw! : null,
     };
-    say(`klio second backup: growth ${mb(klioGrowth.compressed)} in ${f1(second.compressed.seconds)} s` +
-      (klioGrowth.raw === null ? "" : `; --compression none ${mb(klioGrowth.raw)} in ${f1(second.raw!.seconds)} s`));
+    say(`klio second backup: growth ${mb(klioGrowth.compressed)} in ${f1(second.compressed.seconds)} s (${phasesText(phasesOf(second.compressed))}; peak RSS ${rssText(second.compressed.rss)})`);
+    if (second.raw) say(`klio second backup, --compression none: growth ${mb(klioGrowth.raw!)} in ${f1(second.raw.seconds)} s (${phasesText(phasesOf(second.raw))}; peak RSS ${rssText(second.raw.rss)})`);
 
     say("plain copy B and restic's second snapshots");
     await pgBasebackupPlain(pg, plain);
