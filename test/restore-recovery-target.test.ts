@@ -12,6 +12,9 @@ describe("recovery targets", () => {
     expect(parseRecoveryTarget({ xid: "742" })).toEqual({ kind: "xid", xid: "742" });
     expect(parseRecoveryTarget({ name: "before-upgrade" })).toEqual({ kind: "name", name: "before-upgrade" });
     expect(parseRecoveryTarget({ time: "2026-11-24 07:15:00+00" })).toMatchObject({ kind: "time", text: "2026-11-24 07:15:00+00" });
+    expect(parseRecoveryTarget({ time: "2026-11-24T07:15:00.123456Z" })).toMatchObject({ text: "2026-11-24 07:15:00.123456+00" });
+    expect(parseRecoveryTarget({ time: "2026-11-24T09:15:00+0230" })).toMatchObject({ text: "2026-11-24 09:15:00+02:30" });
+    expect(parseRecoveryTarget({ time: "2026-11-24T09:15:00+02:30" }).kind === "time" && parseRecoveryTarget({ time: "2026-11-24T09:15:00+02:30" })).toMatchObject({ time: new Date("2026-11-24T06:45:00Z") });
     expect(() => parseRecoveryTarget({ time: "2026-11-24 07:15:00" })).toThrow(/time zone/);
     expect(() => parseRecoveryTarget({ time: "yesterday" })).toThrow(/time zone/);
     expect(() => parseRecoveryTarget({ lsn: "3000028" })).toThrow(/LSN/);

@@ -32,7 +32,8 @@ export function parseRecoveryTarget(f: TargetFlags): RecoveryTarget {
     const time = new Date(m ? `${m[1]}T${m[2]}${m[3] === "Z" ? "Z" : `${m[3]}:${m[4] ?? "00"}`}` : "invalid");
     if (!m || Number.isNaN(time.getTime()))
       throw new KlioError("usage", `restore: --target-time must be a timestamp with a time zone, like 2026-11-24 07:15:00+00 or 2026-11-24T07:15:00Z, got "${f.time}"`);
-    return { kind: "time", time, text: f.time.trim() };
+    // Written for PostgreSQL's own parser, which refuses the ISO "T" and "Z" forms here.
+    return { kind: "time", time, text: `${m![1]} ${m![2]}${m![3] === "Z" ? "+00" : m![3]}${m![4] !== undefined && m![3] !== "Z" ? ":" + m![4] : ""}` };
   }
   if (f.lsn !== undefined) {
     try {

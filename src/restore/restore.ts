@@ -1,6 +1,6 @@
 // `klio restore`: a backup from the repository into a new data directory, set up to recover
 // to a point in time with this same binary as its restore_command.
-import { readdir, mkdir, readFile, writeFile, appendFile, stat } from "node:fs/promises";
+import { readdir, mkdir, readFile, readlink, symlink, writeFile, appendFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
@@ -66,6 +66,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   const manifest: Uint8Array[] = [];
   for await (const piece of readChunks(o.repo, snapshot.backupManifest.chunks)) manifest.push(piece);
   await writeFile(path.join(dest, "backup_manifest"), concatBytes(manifest), { mode: 0o600 });
+  await linkTablespaces(dest, tablespaceDirs);
   if (snapshot.tablespaceMap !== null) await writeTablespaceMap(dest, snapshot, tablespaceDirs);
   await writeRecoveryConfig(dest, snapshot, o);
   o.log.info("restore.done", { backup: snapshot.id, dest, files, bytes });
@@ -115,6 +116,22 @@ async function mustBeEmpty(dir: string, what: string): Promise<void> {
     throw e;
   }
   if (entries.length > 0) throw new KlioError("dest-not-empty", `${what} ${dir} is not empty: restore writes only into an empty or new directory`);
+}
+
+/**
+ * pg_tblspc/<oid> → the tablespace's directory. With a tablespace_map the server sends no
+ * links (PostgreSQL would make them from the map at start-up); making them here as well lets
+ * pg_verifybackup and people find the files before the server has started.
+ */
+async function linkTablespaces(dest: string, dirs: Map<number, string>): Promise<void> {
+  if (dirs.size === 0) return;
+  await mkdir(path.join(dest, "pg_tblspc"), { recursive: true, mode: 0o700 });
+  for (const [oid, dir] of dirs) {
+    const link = path.join(dest, "pg_tblspc", String(oid));
+    const existing = await readlink(link).catch(() => undefined);
+    if (existing === dir) continue;
+    await symlink(dir, link);
+  }
 }
 
 /** tablespace_map lines are "<oid> <path>": point them where the tablespaces now are. */

@@ -1,7 +1,7 @@
 // Shared steps of the backup and restore scenarios: a repository with a running receiver,
 // klio commands that must succeed, a restored server to query.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { binDir, pgTempDir, startDataDir, type PgServer, type PgVersion } from "./postgres.ts";
@@ -54,9 +54,15 @@ export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, r
   const dest = path.join(base, "data");
   await klio(["restore", dest, "--repo", repo, "--cluster", "db1", ...flags.map((f) => f.replace("{base}", base))], true);
   shareRepo(repo);
-  const pg = await startDataDir(version, dest);
-  cleanups.push(() => pg.destroy());
-  const sql = pg.sql();
-  await waitFor("recovery to end and promote", async () => (await sql`select pg_is_in_recovery() as r`)[0]!.r === false, 120_000);
-  return pg;
+  let pg: PgServer | undefined;
+  try {
+    pg = await startDataDir(version, dest);
+    cleanups.push(() => pg!.destroy());
+    const sql = pg.sql();
+    await waitFor("recovery to end and promote", async () => (await sql`select pg_is_in_recovery() as r`)[0]!.r === false, 120_000);
+    return pg;
+  } catch (e) {
+    const log = existsSync(path.join(base, "server.log")) ? readFileSync(path.join(base, "server.log"), "utf8") : "(no server log)";
+    throw new Error(`${(e as Error).message}\nserver log of the restored cluster:\n${log.slice(-4000)}`);
+  }
 }
