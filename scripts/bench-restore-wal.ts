@@ -17,8 +17,9 @@
 //      cp          cp PLAIN/%f %p
 //      klio        klio get-wal %f %p --repo R --cluster C                    (no spool)
 //      klio-spool  klio get-wal %f %p --repo R --cluster C --spool DATA/pg_wal/klio-spool
-//      klio-mv     mv -f SPOOL/ID/%f %p 2>/dev/null || klio get-wal … --spool …
-//                  (restoreCommandWithSpool: a spooled segment costs a rename, not a start-up)
+//      klio-mv     mv -f SPOOL/ID/%f %p 2>/dev/null || { { [ -e ARCHIVE/%f.kwal ] || …; } && klio get-wal … --spool …; }
+//                  (restoreCommandWithSpool: a spooled segment costs a rename, a file the
+//                  archive does not have costs a few `test`s; neither starts klio)
 //    Time: from the server log's first line to its "redo done" line (the replay, which the
 //    restore_command is part of); the time to "ready to accept connections" (after the
 //    end-of-recovery checkpoint, the same work for every variant) is printed beside it. Every
@@ -307,7 +308,8 @@ function restoreCommand(variant: Variant, p: Prepared, klio: { argv: string[] },
   const flags = ["--repo", p.repo, "--cluster", CLUSTER, ...(variant === "klio" ? [] : ["--spool", spool, "--prefetch", String(o.prefetch)])];
   const getWal = `${shellQuote([...klio.argv, "get-wal"])} %f %p ${shellQuote(flags)}`;
   if (variant !== "klio-mv") return getWal;
-  return restoreCommandWithSpool(getWal, openSpool(spool, path.join(p.repo, "wal", CLUSTER), p.systemIdentifier).dir);
+  const archiveDir = path.join(p.repo, "wal", CLUSTER);
+  return restoreCommandWithSpool(getWal, openSpool(spool, archiveDir, p.systemIdentifier).dir, { archiveDir, partial: false });
 }
 
 function logTime(line: string): number {

@@ -266,6 +266,22 @@ describe("get-wal --spool (hand-built archives)", () => {
     const missing = restore(name(1, 7));
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/000000010000000000000007 is not in the archive/);
+
+    // With the local archive test, a file the archive lacks never starts klio; one it has does.
+    const withPartial = `${shellQuote([...klioCommand(), "get-wal"])} %f %p ${shellQuote(["--repo", s.repo, "--spool", s.spoolRoot, "--prefetch", "2", "--partial"])}`;
+    const local = restoreCommandWithSpool(withPartial, s.spoolDir, { archiveDir: s.dir, partial: true });
+    const restoreLocal = (wal: string) => spawnSync("sh", ["-c", local.replaceAll("%f", wal).replaceAll("%p", "RECOVERYXLOG")], { cwd: s.out, encoding: "utf8" });
+    const absent = restoreLocal(name(1, 7));
+    expect(absent.status).toBe(1);
+    expect(absent.stderr).toBe("");
+    expect(restoreLocal("00000002.history").status).toBe(1);
+    rmSync(s.spooled(name(1, 3)), { force: true });
+    await store(s.dir, name(1, 5), segs[1]!, "partial");
+    for (const [wal, bytes] of [[name(1, 3), segs[3]!], [name(1, 5), segs[1]!]] as const) {
+      const r = restoreLocal(wal);
+      expect(r.status, r.stderr).toBe(0);
+      expect(readFileSync(s.target).equals(bytes)).toBe(true);
+    }
   });
 
   it("refuses bad prefetch flags and changes nothing", () => {
@@ -390,7 +406,7 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
     const scratch = tempDir("klio-prefetch-compare-");
     const scratchSpool = path.join(scratch, "spool");
     reapPrefetchers(openSpool(scratchSpool, path.join(repo, "wal", "db1"), await systemId(sql)).dir);
-    const names = readdirSync(path.join(repo, "wal", "db1")).filter((f) => /^[0-9A-F]{24}(\.kwal)?$/.test(f)).map((f) => f.slice(0, 24)).sort().slice(-12);
+    const names = readdirSync(path.join(repo, "wal", "db1")).filter((f) => /^[0-9A-F]{24}(\.kwal)?$/.test(f)).map((f) => f.slice(0, 24)).sort().slice(-8);
     let compared = 0;
     for (const wal of names) {
       const theirs = serverSegment(pg, wal);
@@ -401,7 +417,7 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
         compared++;
       }
     }
-    expect(compared).toBeGreaterThanOrEqual(10);
+    expect(compared).toBeGreaterThanOrEqual(6);
 
     // Two restores of the same backup: plain get-wal --spool, and the mv fast path.
     execFileSync("chmod", ["-R", "a+rX", repo]);
@@ -414,7 +430,7 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
       const spoolDir = openSpool(spoolRoot, path.join(repo, "wal", "db1"), await systemId(sql)).dir;
       reapPrefetchers(spoolDir);
       const getWal = `${shellQuote([...klioCommand(), "get-wal"])} %f %p ${shellQuote(["--repo", repo, "--cluster", "db1", "--partial", "--spool", spoolRoot, "--prefetch", "4", "--prefetch-idle", "5"])}`;
-      const command = fastPath ? restoreCommandWithSpool(getWal, spoolDir) : getWal;
+      const command = fastPath ? restoreCommandWithSpool(getWal, spoolDir, { archiveDir: path.join(repo, "wal", "db1"), partial: true }) : getWal;
       writeFileSync(path.join(data, "postgresql.auto.conf"), `restore_command = '${command.replace(/'/g, "''")}'\n`, { flag: "a" });
       writeFileSync(path.join(data, "recovery.signal"), "");
       const restored = await startDataDir(version, data);
@@ -429,7 +445,9 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
       expect(restored.logText()).not.toMatch(/could not (take a segment from|update) the spool/);
       await restored.destroy();
     }
-  });
+    // Dozens of klio start-ups from the sources (Node + tsx) on a 2-core machine shared with
+    // other tests.
+  }, 400_000);
 });
 
 async function systemId(sql: ReturnType<PgServer["sql"]>): Promise<string> {

@@ -102,6 +102,14 @@ function segmentWhat(archive: ClusterArchive, name: string): string {
   return `WAL segment ${name} of cluster ${archive.cluster}`;
 }
 
+/** Whether the archive has `name` as a complete segment (stored or raw), not only partial. */
+export async function hasCompleteSegment(archive: ClusterArchive, name: string): Promise<boolean> {
+  for (const file of [name + STORED_SUFFIX, name, name + STORED_SUFFIX]) {
+    if (await stat(path.join(archive.dir, file)).then(() => true, () => false)) return true;
+  }
+  return false;
+}
+
 export type WalSourceKind = "stored" | "raw" | "partial" | "history";
 
 export interface CopyOptions {

@@ -21,6 +21,7 @@ import { TEMP_SUFFIX } from "../util/durable-fs.ts";
 import { shellQuote } from "../util/self-command.ts";
 import { parseSegmentName, walFileName, type Timeline } from "../pg/lsn.ts";
 import { copyWalFile, type ClusterArchive } from "./archive-reader.ts";
+import { PARTIAL_SUFFIX, STORED_SUFFIX } from "./archive-layout.ts";
 import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, isAlive, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
 
 /** Nothing left to hand over and nothing new in the archive for this long: leave. */
@@ -245,7 +246,19 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * ready; `mv` costs a few milliseconds. What `mv` may find there is always right for the
  * name (see wal-spool.ts); a missing file falls through to get-wal, which also restarts the
  * prefetcher if it died.
+ *
+ * With `local` (a repository on a local filesystem), files the archive does not have at all
+ * are answered by the shell too, without starting klio: recovery asks for several of those
+ * (the next timeline's history file at start and end, the segment after the end of WAL,
+ * twice). The test looks for every name get-wal would serve (docs/FORMAT.md) and probes
+ * again in the order a segment moves (partial → raw → stored), so a segment that moves while
+ * it looks is not missed; anything found goes to get-wal, which checks it.
  */
-export function restoreCommandWithSpool(getWal: string, spoolDir: string): string {
-  return `mv -f ${shellQuote([spoolDir])}/%f %p 2>/dev/null || ${getWal}`;
+export function restoreCommandWithSpool(getWal: string, spoolDir: string, local?: { archiveDir: string; partial: boolean }): string {
+  const fast = `mv -f ${shellQuote([spoolDir])}/%f %p 2>/dev/null`;
+  if (!local) return `${fast} || ${getWal}`;
+  const a = shellQuote([local.archiveDir]);
+  const forms = [`%f${STORED_SUFFIX}`, "%f", ...(local.partial ? [`%f${PARTIAL_SUFFIX}`, "%f"] : []), `%f${STORED_SUFFIX}`];
+  const anyForm = forms.map((f) => `[ -e ${a}/${f} ]`).join(" || ");
+  return `${fast} || { { ${anyForm}; } && ${getWal}; }`;
 }

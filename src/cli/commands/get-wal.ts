@@ -12,7 +12,7 @@ import type { Command, CliContext } from "../command.ts";
 import type { ParsedArgs } from "../args.ts";
 import { KlioError } from "../../util/errors.ts";
 import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
-import { copyWalFile, openClusterArchive, parseWalRequest, type ClusterArchive } from "../../wal/archive-reader.ts";
+import { copyWalFile, hasCompleteSegment, openClusterArchive, parseWalRequest, type ClusterArchive } from "../../wal/archive-reader.ts";
 import {
   DEFAULT_IDLE_SECONDS, DEFAULT_PREFETCH, LOG_FILE, livePrefetcher, noteServed, openSpool, startPrefetcher, takeSpooled, type Spool,
 } from "../../wal/wal-spool.ts";
@@ -63,9 +63,21 @@ export const command: Command = {
     }
 
     const useSpool = spool !== undefined && req.kind === "segment";
-    if (useSpool && (await spoolStep(ctx, "take a segment from", () => takeSpooled(spool, req.name, target!)))) {
-      await afterServed(ctx, spool, repo, archive, req.name, true, prefetch, idleSeconds);
-      return 0;
+    const prefetcher = { repo, prefetch, idleSeconds };
+    if (useSpool) {
+      if (await spoolStep(ctx, "take a segment from", () => takeSpooled(spool, req.name, target!))) {
+        await spoolStep(ctx, "update", async () => {
+          await noteServed(spool, req.name);
+          await ensurePrefetcher(spool, archive, req.name, prefetcher);
+        });
+        return 0;
+      }
+      // Not ready (the first call, or the prefetcher is behind or gone): a new prefetcher starts
+      // up while we read this segment ourselves. Not after a partial segment: nothing complete
+      // follows it yet.
+      await spoolStep(ctx, "start a prefetcher for", async () => {
+        if (await hasCompleteSegment(archive, req.name)) await ensurePrefetcher(spool, archive, req.name, prefetcher);
+      });
     }
     // Never leave a half-written file under the name PostgreSQL will read.
     const tmp = `${target}.${process.pid}${TEMP_SUFFIX}`;
@@ -80,25 +92,19 @@ export const command: Command = {
       ctx.stderr(`klio: get-wal: ${walName} is not in the archive of cluster ${archive.cluster}\n`);
       return 1;
     }
-    if (useSpool) await afterServed(ctx, spool, repo, archive, req.name, found.kind !== "partial", prefetch, idleSeconds);
+    if (useSpool) await spoolStep(ctx, "update", () => noteServed(spool, req.name));
     return 0;
   },
 };
 
-/**
- * Tells the prefetcher where PostgreSQL is, and starts one when none runs and the segment
- * served was complete (after a partial one nothing complete follows yet).
- */
-async function afterServed(ctx: CliContext, spool: Spool, repo: string, archive: ClusterArchive, name: string, complete: boolean, prefetch: number, idleSeconds: number): Promise<void> {
-  await spoolStep(ctx, "update", async () => {
-    await noteServed(spool, name);
-    if (!complete || prefetch === 0 || (await livePrefetcher(spool)) !== undefined) return;
-    const { selfCommand } = await import("../../util/self-command.ts");
-    await startPrefetcher(spool, [
-      ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", path.resolve(repo),
-      "--cluster", archive.cluster, "--spool", spool.root, "--prefetch", String(prefetch), "--prefetch-idle", String(idleSeconds),
-    ]);
-  });
+/** Starts a prefetcher that keeps the segments after `name` ready, unless one runs. */
+async function ensurePrefetcher(spool: Spool, archive: ClusterArchive, name: string, o: { repo: string; prefetch: number; idleSeconds: number }): Promise<void> {
+  if (o.prefetch === 0 || (await livePrefetcher(spool)) !== undefined) return;
+  const { selfCommand } = await import("../../util/self-command.ts");
+  await startPrefetcher(spool, [
+    ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", path.resolve(o.repo),
+    "--cluster", archive.cluster, "--spool", spool.root, "--prefetch", String(o.prefetch), "--prefetch-idle", String(o.idleSeconds),
+  ]);
 }
 
 /** The spool only ever saves time: trouble with it is reported, and the archive serves. */
