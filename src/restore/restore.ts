@@ -1,6 +1,6 @@
 // `klio restore`: a backup from the repository into a new data directory, set up to recover
 // to a point in time with this same binary as its restore_command.
-import { readdir, mkdir, readFile, readlink, symlink, writeFile, appendFile, stat } from "node:fs/promises";
+import { readdir, mkdir, readFile, readlink, symlink, unlink, writeFile, appendFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
@@ -66,6 +66,11 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   const manifest: Uint8Array[] = [];
   for await (const piece of readChunks(o.repo, snapshot.backupManifest.chunks)) manifest.push(piece);
   await writeFile(path.join(dest, "backup_manifest"), concatBytes(manifest), { mode: 0o600 });
+  // A backup of a standby carries its standby.signal: the restored cluster is to recover to
+  // the target and open, not to follow a primary (as pgBackRest's default restore type).
+  await unlink(path.join(dest, "standby.signal")).catch((e) => {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  });
   await linkTablespaces(dest, tablespaceDirs);
   if (snapshot.tablespaceMap !== null) await writeTablespaceMap(dest, snapshot, tablespaceDirs);
   await writeRecoveryConfig(dest, snapshot, o);

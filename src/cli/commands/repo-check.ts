@@ -6,6 +6,8 @@ import { listSnapshotClusters, listSnapshots, readChunks, type Snapshot } from "
 import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
 import { createProgress } from "../progress.ts";
 
+const LEFTOVERS = new Set(["unindexed-pack"]);
+
 export const command: Command = {
   spec: {
     name: "repo check",
@@ -24,20 +26,24 @@ export const command: Command = {
     const repo = await openRepoFromFlags(f, ctx);
     try {
       const progress = createProgress(ctx, "check", Boolean(f.progress));
-      const problems = await repo.check({ readData: Boolean(f["read-data"]), onProgress: (d, t) => progress.update(d, t) });
+      const found = await repo.check({ readData: Boolean(f["read-data"]), onProgress: (d, t) => progress.update(d, t) });
       progress.end();
+      // Leftovers of an interrupted writer lose nothing: noted, not failed on (GC frees them).
+      const notes = found.filter((p) => LEFTOVERS.has(p.kind));
+      const problems = found.filter((p) => !LEFTOVERS.has(p.kind));
       const backups = await backupsUsing(repo, problems);
       const report = problems.map((p) => ({ ...p, usedBy: p.chunkId ? (backups.get(p.chunkId) ?? []) : [] }));
       const unreadable: string[] = [];
       for (const c of await listSnapshotClusters(repo)) for (const u of (await listSnapshots(repo, c)).unreadable) unreadable.push(`backup ${u.id} of ${c}: ${u.error}`);
       if (f.json) {
-        ctx.stdout(JSON.stringify({ ok: report.length === 0 && unreadable.length === 0, problems: report, unreadableBackups: unreadable }, null, 2) + "\n");
+        ctx.stdout(JSON.stringify({ ok: report.length === 0 && unreadable.length === 0, problems: report, notes, unreadableBackups: unreadable }, null, 2) + "\n");
       } else {
         for (const p of report) {
           ctx.stdout(`PROBLEM ${p.kind}${p.pack ? ` in pack ${p.pack}` : ""}${p.chunkId ? ` chunk ${p.chunkId}` : ""}: ${p.message}\n`);
           for (const u of p.usedBy) ctx.stdout(`  used by backup ${u.backup} of ${u.cluster}: ${u.file}\n`);
         }
         for (const u of unreadable) ctx.stdout(`PROBLEM ${u}\n`);
+        for (const n of notes) ctx.stdout(`note: ${n.message}\n`);
         if (report.length === 0 && unreadable.length === 0) ctx.stdout(`repository ${repo.root}: no problems found${f["read-data"] ? " (every chunk read back)" : ""}\n`);
       }
       return report.length === 0 && unreadable.length === 0 ? 0 : 1;
