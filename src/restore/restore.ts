@@ -31,8 +31,6 @@ export interface RestoreOptions {
   tablespaces: TablespaceMapping[];
   /** argv that runs this klio (util/self-command.ts), for restore_command. */
   klio: string[];
-  /** Extra get-wal flags for restore_command (e.g. a spool). */
-  getWalFlags?: string[];
   concurrency: number;
   log: Logger;
   signal: AbortSignal;
@@ -148,7 +146,9 @@ async function writeTablespaceMap(dest: string, s: Snapshot, dirs: Map<number, s
 /** recovery.signal and the recovery settings, with get-wal of this same binary as restore_command. */
 async function writeRecoveryConfig(dest: string, s: Snapshot, o: RestoreOptions): Promise<void> {
   const getWal = [...o.klio, "get-wal"];
-  const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", ...(o.getWalFlags ?? [])];
+  // The spool (relative: PostgreSQL runs restore_command in the data directory) lets a
+  // background prefetcher keep the next segments ready, so replay never waits on start-up.
+  const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", "pg_wal/klio-spool"];
   const restoreCommand = `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`;
   const settings: [string, string][] = [["restore_command", restoreCommand], ...targetSettings(o.target, o.action, o.timeline)];
   const conf = path.join(dest, "postgresql.auto.conf");
