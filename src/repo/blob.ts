@@ -4,7 +4,7 @@
 // plain bytes hash to the id asked for: damaged data is reported, never returned.
 import { KlioError } from "../util/errors.ts";
 import { chunkIdHex, sameChunkId, type ChunkId } from "./chunk-id.ts";
-import { compress, decompress, type Compression } from "./codec.ts";
+import { decompress, type Compressor } from "./codec.ts";
 import { seal, unseal } from "./crypto.ts";
 
 const CHUNK_AAD = new TextEncoder().encode("klio chunk ");
@@ -17,15 +17,14 @@ function chunkAad(id: ChunkId): Uint8Array {
 }
 
 export interface BlobContext {
-  compression: Compression;
   /** The data key of an encrypted repository, else null. */
   dataKey: Uint8Array | null;
   chunkId: (data: Uint8Array) => ChunkId;
 }
 
-/** The bytes to store and the index flags (the codec). */
-export function encodeChunk(ctx: BlobContext, id: ChunkId, plain: Uint8Array): { stored: Uint8Array; flags: number } {
-  const c = compress(ctx.compression, plain);
+/** The bytes to store (valid until the compressor's next call) and the index flags (the codec). */
+export function encodeChunk(ctx: BlobContext, compressor: Compressor, id: ChunkId, plain: Uint8Array): { stored: Uint8Array; flags: number } {
+  const c = compressor.compress(plain);
   return { stored: ctx.dataKey ? seal(ctx.dataKey, c.bytes, chunkAad(id)) : c.bytes, flags: c.codec };
 }
 

@@ -33,6 +33,7 @@ export function sameChunkId(a: ChunkId, b: ChunkId): boolean {
 
 /** The id function of a repository: plain SHA-256, or HMAC-SHA-256 with `secret`. */
 export function chunkIdFunction(secret: Uint8Array | null): (data: Uint8Array) => ChunkId {
-  if (secret === null) return (data) => createHash("sha256").update(data).digest();
-  return (data) => createHmac("sha256", secret).update(data).digest();
+  const plain = (b: Uint8Array) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  if (secret === null) return (data) => plain(createHash("sha256").update(data).digest());
+  return (data) => plain(createHmac("sha256", secret).update(data).digest());
 }

@@ -1,44 +1,76 @@
 // Per-chunk compression. Each stored chunk records its codec (the low bits of its index
 // flags), so a repository can change its default and still read every chunk it holds.
+//
+// deflate (node:zlib, raw, level 1) is the default: on PostgreSQL pages it stores ~40% fewer
+// bytes than LZ4 and ~25% fewer than LZ4 on mixed data (docs/FORMAT.md has the figures).
+// lz4 (lz4.ts) costs about half the CPU per page, for repositories where backup speed
+// matters more than size. fflate, measured beside them, is slower than node:zlib at every
+// level here and stores no less.
 import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { KlioError } from "../util/errors.ts";
+import { Lz4Compressor, lz4Decompress } from "./lz4.ts";
 
-export const COMPRESSIONS = ["deflate", "none"] as const;
+export const COMPRESSIONS = ["deflate", "lz4", "none"] as const;
 export type Compression = (typeof COMPRESSIONS)[number];
 
 export const CODEC_NONE = 0;
 export const CODEC_DEFLATE = 1;
+export const CODEC_LZ4 = 2;
 
 export function isCompression(s: unknown): s is Compression {
   return typeof s === "string" && (COMPRESSIONS as readonly string[]).includes(s);
 }
 
-/** The stored form and its codec: the plain bytes themselves when compressing does not pay. */
-export function compress(c: Compression, plain: Uint8Array): { codec: number; bytes: Uint8Array } {
-  if (c === "none" || plain.length < 64) return { codec: CODEC_NONE, bytes: plain };
-  const out = deflateRawSync(plain, { level: 1 });
-  // Not worth a decompression on every read unless it saves at least 1/16.
-  if (out.length + (plain.length >> 4) >= plain.length) return { codec: CODEC_NONE, bytes: plain };
-  return { codec: CODEC_DEFLATE, bytes: out };
+/** Compresses with one codec; holds the codec's reusable state (one per writer). */
+export class Compressor {
+  private readonly lz4: Lz4Compressor | null;
+
+  constructor(readonly compression: Compression) {
+    this.lz4 = compression === "lz4" ? new Lz4Compressor() : null;
+  }
+
+  /**
+   * The stored form and its codec: the plain bytes themselves when compressing does not pay.
+   * `bytes` may be this compressor's buffer: use it before the next call.
+   */
+  compress(plain: Uint8Array): { codec: number; bytes: Uint8Array } {
+    if (this.compression === "none" || plain.length < 64) return { codec: CODEC_NONE, bytes: plain };
+    let out: Uint8Array | null;
+    let codec: number;
+    if (this.lz4) {
+      out = this.lz4.compress(plain);
+      codec = CODEC_LZ4;
+    } else {
+      out = deflateRawSync(plain, { level: 1 });
+      codec = CODEC_DEFLATE;
+    }
+    // Not worth a decompression on every read unless it saves at least 1/16.
+    if (out === null || out.length + (plain.length >> 4) >= plain.length) return { codec: CODEC_NONE, bytes: plain };
+    return { codec, bytes: out };
+  }
 }
 
 /** The plain bytes; KlioError "corrupt-data" when `bytes` do not decompress to exactly `plainLength` bytes. */
 export function decompress(codec: number, bytes: Uint8Array, plainLength: number): Uint8Array {
   let out: Uint8Array;
-  switch (codec) {
-    case CODEC_NONE:
-      out = bytes;
-      break;
-    case CODEC_DEFLATE:
-      try {
+  try {
+    switch (codec) {
+      case CODEC_NONE:
+        out = bytes;
+        break;
+      case CODEC_DEFLATE:
         out = inflateRawSync(bytes, { maxOutputLength: Math.max(plainLength, 1) });
-      } catch (e) {
-        throw new KlioError("corrupt-data", `does not decompress: ${(e as Error).message}`);
-      }
-      break;
-    default:
-      throw new KlioError("corrupt-data", `unknown codec ${codec}`);
+        break;
+      case CODEC_LZ4:
+        out = lz4Decompress(bytes, plainLength);
+        break;
+      default:
+        throw new Error(`unknown codec ${codec}`);
+    }
+  } catch (e) {
+    throw new KlioError("corrupt-data", `does not decompress: ${(e as Error).message}`);
   }
   if (out.length !== plainLength) throw new KlioError("corrupt-data", `decompresses to ${out.length} bytes, not ${plainLength}`);
-  return out;
+  // A plain Uint8Array, not node:zlib's Buffer: callers compare and slice it as one.
+  return out.constructor === Uint8Array ? out : new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }

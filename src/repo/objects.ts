@@ -7,7 +7,7 @@
 //   body, encrypted repository: sealed(codec u8 | plain length u32 | data)
 import { createHash } from "node:crypto";
 import { KlioError } from "../util/errors.ts";
-import { compress, decompress, type Compression } from "./codec.ts";
+import { Compressor, decompress, type Compression } from "./codec.ts";
 import { seal, unseal } from "./crypto.ts";
 
 const MAGIC = new TextEncoder().encode("KLIOOBJT");
@@ -30,7 +30,7 @@ function aad(key: string): Uint8Array {
 }
 
 export function encodeObject(key: string, data: Uint8Array, compression: Compression, dataKey: Uint8Array | null): Uint8Array {
-  const c = compress(compression, data);
+  const c = new Compressor(compression).compress(data);
   const inner = new Uint8Array(5 + c.bytes.length + (dataKey ? 0 : HASH));
   inner[0] = c.codec;
   new DataView(inner.buffer).setUint32(1, data.length);

@@ -189,7 +189,7 @@ class Repo implements Repository {
   readonly id: string;
   readonly encrypted: boolean;
   private readonly index: ChunkIndex;
-  private readonly ctx: BlobContext;
+  private readonly ctx: BlobContext & { compression: Compression };
 
   constructor(
     readonly root: string,
