@@ -71,7 +71,7 @@ export function unseal(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Ui
     d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     const body = d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES));
     const tail = d.final();
-    if (tail.length === 0) return body;
+    if (tail.length === 0) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
     const out = new Uint8Array(body.length + tail.length);
     out.set(body, 0);
     out.set(tail, body.length);
