@@ -64,6 +64,14 @@ export async function runPrefetcher(o: PrefetchOptions): Promise<PrefetchResult>
   const graceMs = Math.min(END_GRACE_MS, o.idleMs);
   const position = (name: string): Position => parseSegmentName(name, segSize);
   const nameAt = (p: Position, ahead: number) => walFileName(p.timeline, p.segno + BigInt(ahead), segSize);
+  /** A file in the spool named like no segment of this size is not ours to serve: dropped. */
+  const tryPosition = (name: string): Position | undefined => {
+    try {
+      return position(name);
+    } catch {
+      return undefined;
+    }
+  };
 
   await mkdir(o.spool.dir, { recursive: true, mode: 0o700 });
   const holder = await readLock(o.spool);
@@ -129,14 +137,14 @@ export async function runPrefetcher(o: PrefetchOptions): Promise<PrefetchResult>
       ready.delete(name);
       taken++;
       lastActivity = now;
-      const p = position(name);
-      if (p.timeline === pos.timeline && p.segno > pos.segno) pos = p;
+      const p = tryPosition(name);
+      if (p && p.timeline === pos.timeline && p.segno > pos.segno) pos = p;
     }
     // Whatever is not ahead of PostgreSQL on its timeline will not be asked for again.
     for (const name of present) {
       if (!/^[0-9A-F]{24}$/.test(name)) continue;
-      const p = position(name);
-      const inWindow = p.timeline === pos.timeline && p.segno > pos.segno && p.segno <= pos.segno + BigInt(o.window);
+      const p = tryPosition(name);
+      const inWindow = p !== undefined && p.timeline === pos.timeline && p.segno > pos.segno && p.segno <= pos.segno + BigInt(o.window);
       if (inWindow) ready.add(name);
       else {
         ready.delete(name);
