@@ -246,7 +246,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * A restore_command that serves spooled segments without starting klio at all: a shell `mv`
  * of the spooled file (a rename inside pg_wal), and `klio get-wal` only when it is not there.
  * `getWal` is the complete get-wal command line (shell-quoted, with %f %p and --spool);
- * `spoolDir` is openSpool(...).dir for the same --spool, repository and cluster.
+ * `spoolDir` is that spool's subdirectory for the repository and cluster: openSpool(...).dir,
+ * or `--spool`/spoolId(...) when --spool is relative to the data directory.
  *
  *   mv -f '/data/pg_wal/klio-spool/3f2a…'/%f %p 2>/dev/null || /usr/local/bin/klio get-wal %f %p …
  *

@@ -46,9 +46,17 @@ export interface Spool {
 
 /** The spool of one archive (its directory in the repository, and the cluster's identity). */
 export function openSpool(root: string, archiveDir: string, systemIdentifier: string): Spool {
-  const id = createHash("sha256").update(`${path.resolve(archiveDir)}\0${systemIdentifier}`).digest("hex").slice(0, 16);
   const absRoot = path.resolve(root);
-  return { root: absRoot, dir: path.join(absRoot, id) };
+  return { root: absRoot, dir: path.join(absRoot, spoolId(archiveDir, systemIdentifier)) };
+}
+
+/**
+ * The name of an archive's subdirectory in a spool. A restore_command may name
+ * `SPOOL/<id>` relative to the data directory (PostgreSQL runs it there), e.g.
+ * `pg_wal/klio-spool/<id>`, so that the data directory can move.
+ */
+export function spoolId(archiveDir: string, systemIdentifier: string): string {
+  return createHash("sha256").update(`${path.resolve(archiveDir)}\0${systemIdentifier}`).digest("hex").slice(0, 16);
 }
 
 /**
