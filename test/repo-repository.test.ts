@@ -288,7 +288,7 @@ describe("an encrypted repository", () => {
     // Nothing but the header holds the plaintext, nor the plain SHA-256 ids, nor the
     // compressed form: grep every file.
     const sha = createHash("sha256").update(secret).digest();
-    const needles = [Buffer.from("TOP-SECRET"), Buffer.from("row 1 "), sha.subarray(0, 8), r.id.subarray(0, 8)];
+    const needles = [Buffer.from("TOP-SECRET"), Buffer.from("row 1 "), sha.subarray(0, 8), Buffer.from(r.id.subarray(0, 8))];
     const all = files(dir, "");
     expect(all.length).toBeGreaterThan(3);
     for (const f of all) {

@@ -1,14 +1,14 @@
 // The repository's chunk index in memory, bounded by design (DESIGN invariant 6): for each
-// index file a "run", one typed array of the first 16 bytes of every chunk id in the file's
-// (sorted) order — 16 bytes per chunk, no JavaScript object per chunk. has() binary-searches
-// every run; where a chunk is (pack, offset, length) is read from the index file's entry
-// block on demand, and the full 32-byte id compared there.
+// index file a "run" (index-run.ts), 12 bytes per chunk in typed arrays and no JavaScript
+// object per chunk. has() searches every run; where a chunk is (pack, offset, length) is read
+// from the index file's entry block on demand, and the full 32-byte id compared there.
 //
-// Dedup decisions (has) compare 128 bits of the id, as Kopia's content ids do: a false match
-// between two different chunks needs about 2^64 chunks to become likely. readChunk compares
-// all 256 bits and verifies the data's hash, so even then nothing wrong is ever returned.
+// Dedup decisions (has) compare the first 112 bits of the id: a false match between two
+// different chunks needs about 2^56 chunks to become likely (a repository of 10 million has
+// odds of 1 in 10^19 per lookup). readChunk compares all 256 bits and verifies the data's
+// hash, so nothing wrong is ever returned.
 import type { ChunkId } from "./chunk-id.ts";
-import { IndexRun, KEY_WORDS, putKeys, word } from "./index-run.ts";
+import { IndexRun, RunBuilder, idKey } from "./index-run.ts";
 import {
   ENTRY_BYTES,
   INDEX_PREFIX,
@@ -42,6 +42,8 @@ export interface IndexProblem {
 export class ChunkIndex {
   private runs: IndexRun[] = [];
   private merging: Promise<void> | null = null;
+  /** Runs whose files turned out damaged when merging: left alone. */
+  private readonly unmergeable = new Set<string>();
   private readonly blockCache = new Map<string, Uint8Array>();
   /** Index files that failed to load at the last refresh. */
   unreadable: IndexProblem[] = [];
@@ -60,22 +62,16 @@ export class ChunkIndex {
   }
 
   has(id: ChunkId): boolean {
-    const w0 = word(id, 0);
-    const w1 = word(id, 4);
-    const w2 = word(id, 8);
-    const w3 = word(id, 12);
-    for (const r of this.runs) if (r.matches(r.lowerBound(w0, w1, w2, w3), w0, w1, w2, w3)) return true;
+    const [p, w0, w1, w2] = idKey(id);
+    for (const r of this.runs) if (r.matches(r.lowerBound(p, w0, w1, w2), p, w0, w1, w2)) return true;
     return false;
   }
 
   /** Where the chunk is stored, comparing the full id; null when no index names it. */
   async locate(id: ChunkId): Promise<ChunkLocation | null> {
-    const w0 = word(id, 0);
-    const w1 = word(id, 4);
-    const w2 = word(id, 8);
-    const w3 = word(id, 12);
+    const [p, w0, w1, w2] = idKey(id);
     for (const r of this.runs) {
-      for (let pos = r.lowerBound(w0, w1, w2, w3); r.matches(pos, w0, w1, w2, w3); pos++) {
+      for (let pos = r.lowerBound(p, w0, w1, w2); r.matches(pos, p, w0, w1, w2); pos++) {
         const e = await this.entryAt(r, pos);
         if (compareIds(e.id, 0, id, 0) === 0) return { packId: r.head.packs[e.pack]!, entry: e, indexKey: r.head.key };
       }
@@ -163,7 +159,7 @@ export class ChunkIndex {
     this.merging = (async () => {
       try {
         for (const k of await this.leftovers()) await this.storage.remove(k);
-        const inputs = chooseMerge(this.runs);
+        const inputs = chooseMerge(this.runs.filter((r) => !this.unmergeable.has(r.head.key)));
         if (!inputs) return;
         let merged: IndexRun;
         try {
@@ -171,6 +167,13 @@ export class ChunkIndex {
         } catch (e) {
           // Another process consolidated (and removed) an input first: its file covers ours.
           if (isKlioError(e) && e.code === "not-found") return;
+          // A damaged input stays as it is, for check() to report; merging must not copy
+          // damage into a new file, nor fail the backup that happened to trigger it.
+          if (isKlioError(e) && (e.code === "corrupt-index" || e.code === "short-object")) {
+            const bad = inputs.find((r) => e.message.includes(r.head.key));
+            for (const r of bad ? [bad] : inputs) this.unmergeable.add(r.head.key);
+            return;
+          }
           throw e;
         }
         this.replaceRuns(inputs, merged);
@@ -192,9 +195,8 @@ export class ChunkIndex {
 
 /** Reads a whole index file's keys (checking the file) into a run. */
 export async function loadRun(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): Promise<IndexRun> {
-  const keys = new Uint32Array(h.entries * KEY_WORDS);
-  let n = 0;
-  for await (const plain of readIndexBlocks(storage, h, dataKey)) n = putKeys(keys, n, plain);
-  return new IndexRun(h, keys);
+  const b = new RunBuilder(h.entries);
+  for await (const plain of readIndexBlocks(storage, h, dataKey, false)) b.add(plain);
+  return b.finish(h);
 }
 

@@ -48,10 +48,10 @@ export class FsStorage implements Storage {
     }
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Uint8Array> {
+  async getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const h = await this.acquire(key);
     try {
-      return await readFully(h.fh, offset, length, key);
+      return await readFully(h.fh, offset, length, key, into);
     } finally {
       this.release(h);
     }
@@ -207,8 +207,8 @@ export class FsStorage implements Storage {
   }
 }
 
-async function readFully(fh: FileHandle, offset: number, length: number, key: string): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
+async function readFully(fh: FileHandle, offset: number, length: number, key: string, into?: Uint8Array): Promise<Uint8Array> {
+  const out = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
   let at = 0;
   while (at < length) {
     const { bytesRead } = await fh.read(out, at, length - at, offset + at);

@@ -236,39 +236,58 @@ export async function readIndexBlock(storage: Storage, h: IndexHead, b: number, 
 }
 
 /**
- * Every entry block in order, with the file's checks: the trailer's SHA-256, every block
- * decrypting, ids strictly ascending (equal ids only from concurrent writers, allowed), pack
- * numbers inside the pack table. Reads a few MB at a time.
+ * Every entry block in order, checked as it goes: every block decrypts, ids ascend (equal ids
+ * only from concurrent writers, allowed), pack numbers lie inside the pack table. With
+ * `verifyChecksum` the trailer's SHA-256 is compared at the end too; opening a repository
+ * skips it (a chunk read through a damaged entry fails its own hash check anyway, and an
+ * encrypted block is authenticated by its tag), check() does not.
+ *
+ * Reads 4 MB at a time into one buffer: a yielded block is valid until the next one is asked for.
  */
-export async function* readIndexBlocks(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): AsyncGenerator<Uint8Array> {
-  const hash = createHash("sha256");
-  hash.update(await storage.getRange(h.key, 0, h.blocksAt));
+export async function* readIndexBlocks(storage: Storage, h: IndexHead, dataKey: Uint8Array | null, verifyChecksum = true): AsyncGenerator<Uint8Array> {
+  const hash = verifyChecksum ? createHash("sha256") : null;
+  hash?.update(await storage.getRange(h.key, 0, h.blocksAt));
   const blocks = blockCount(h);
   const batch = Math.max(1, Math.floor((4 << 20) / h.blockStored));
+  // Fresh memory is slow to fault in on these VMs (several ms per MB): two buffers, reused,
+  // the next batch read while this one is decoded.
+  const buffers = [new Uint8Array(Math.min(blocks, batch) * h.blockStored), new Uint8Array(blocks > batch ? batch * h.blockStored : 0)];
+  const read = (b: number, into: Uint8Array): Promise<Uint8Array> => {
+    const start = blockRange(h, b).at;
+    const endR = blockRange(h, Math.min(blocks, b + batch) - 1);
+    return storage.getRange(h.key, start, endR.at + endR.stored - start, into);
+  };
   const prev = new Uint8Array(CHUNK_ID_BYTES);
+  const nPacks = h.packs.length;
   let first = true;
-  for (let b = 0; b < blocks; b += batch) {
+  let pending = blocks > 0 ? read(0, buffers[0]!) : null;
+  for (let b = 0, turn = 0; b < blocks; b += batch, turn ^= 1) {
     const last = Math.min(blocks, b + batch);
     const start = blockRange(h, b).at;
-    const endR = blockRange(h, last - 1);
-    const buf = await storage.getRange(h.key, start, endR.at + endR.stored - start);
-    hash.update(buf);
+    const buf = await pending!;
+    pending = last < blocks ? read(last, buffers[turn ^ 1]!) : null;
+    // A consumer that stops early must not leave the read ahead unhandled.
+    pending?.catch(() => {});
+    hash?.update(buf);
     for (let i = b; i < last; i++) {
       const r = blockRange(h, i);
       const plain = decodeBlock(h, i, buf.subarray(r.at - start, r.at - start + r.stored), dataKey);
+      if (!first && compareIds(prev, 0, plain, 0) > 0) throw corrupt(h.key, `entries out of order at block ${i}`);
+      first = false;
       for (let at = 0; at < plain.length; at += ENTRY_BYTES) {
-        if (!first && compareIds(prev, 0, plain, at) > 0) throw corrupt(h.key, `entries out of order in block ${i}`);
-        first = false;
-        prev.set(plain.subarray(at, at + CHUNK_ID_BYTES));
-        const pack = (plain[at + 32]! << 24) | (plain[at + 33]! << 16) | (plain[at + 34]! << 8) | plain[at + 35]!;
-        if (pack >>> 0 >= h.packs.length) throw corrupt(h.key, `an entry in block ${i} names pack number ${pack >>> 0} of ${h.packs.length}`);
+        if (at > 0 && compareIds(plain, at - ENTRY_BYTES, plain, at) > 0) throw corrupt(h.key, `entries out of order in block ${i}`);
+        const pack = ((plain[at + 32]! << 24) | (plain[at + 33]! << 16) | (plain[at + 34]! << 8) | plain[at + 35]!) >>> 0;
+        if (pack >= nPacks) throw corrupt(h.key, `an entry in block ${i} names pack number ${pack} of ${nPacks}`);
       }
+      prev.set(plain.subarray(plain.length - ENTRY_BYTES, plain.length - ENTRY_BYTES + CHUNK_ID_BYTES));
       yield plain;
     }
   }
-  const trailer = await storage.getRange(h.key, h.size - TRAILER, TRAILER);
-  const digest = hash.digest();
-  for (let i = 0; i < TRAILER; i++) if (digest[i] !== trailer[i]) throw corrupt(h.key, "checksum mismatch");
+  if (hash) {
+    const trailer = await storage.getRange(h.key, h.size - TRAILER, TRAILER);
+    const digest = hash.digest();
+    for (let i = 0; i < TRAILER; i++) if (digest[i] !== trailer[i]) throw corrupt(h.key, "checksum mismatch");
+  }
 }
 
 /** Byte order of two ids (32 bytes each) at the given offsets. */

@@ -10,7 +10,7 @@
 // same inputs at once leave two merged files with the same entries: harmless, merged later.
 import { randomBytes } from "node:crypto";
 import { CHUNK_ID_BYTES } from "./chunk-id.ts";
-import { IndexRun, KEY_WORDS, putKeys } from "./index-run.ts";
+import { RunBuilder, type IndexRun } from "./index-run.ts";
 import { ENTRY_BYTES, compareIds, encodeIndexFile, hexOf, indexKey, readIndexBlocks, readIndexHead } from "./index-file.ts";
 import type { Storage } from "./storage.ts";
 
@@ -80,8 +80,7 @@ export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, in
     cursors.push(new Cursor(readIndexBlocks(storage, r.head, dataKey)[Symbol.asyncIterator](), map));
   }
   const count = inputs.reduce((n, r) => n + r.count, 0);
-  const keys = new Uint32Array(count * KEY_WORDS);
-  let written = 0;
+  const keys = new RunBuilder(count);
 
   async function* entries(): AsyncGenerator<Uint8Array> {
     const live: Cursor[] = [];
@@ -101,14 +100,14 @@ export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, in
       c.advance();
       if (!(await c.fill())) live.splice(min, 1);
       if (fill === batch.length) {
-        written = putKeys(keys, written, batch);
+        keys.add(batch);
         yield batch;
         fill = 0;
       }
     }
     if (fill > 0) {
       const last = batch.subarray(0, fill);
-      written = putKeys(keys, written, last);
+      keys.add(last);
       yield last;
     }
   }
@@ -123,5 +122,5 @@ export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, in
     }
   }
   await storage.put(key, counted());
-  return new IndexRun(await readIndexHead(storage, key, dataKey, size), keys);
+  return keys.finish(await readIndexHead(storage, key, dataKey, size));
 }

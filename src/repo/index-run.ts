@@ -1,45 +1,48 @@
-// One index file's chunk ids in memory: the first 16 bytes of each, as 4 big-endian 32-bit
-// words in one typed array, in the file's (sorted) order. 16 bytes per chunk and no object
-// per chunk; the position of a key is the entry's number in the file.
+// One index file's chunk ids in memory, 12 bytes per chunk and no object per chunk. Ids are
+// uniformly distributed and the file is sorted, so a fan-out table (as in git's pack index)
+// maps the first 2 bytes of an id to the range of entries that start with them; per entry
+// only the next 12 bytes are kept, as 3 big-endian 32-bit words. A key thus stands for the
+// first 14 bytes (112 bits) of the id. The position of a key is the entry's number in the file.
 import type { IndexHead } from "./index-file.ts";
 import { ENTRY_BYTES } from "./index-file.ts";
 
-export const KEY_WORDS = 4;
-const WORDS = KEY_WORDS;
+export const KEY_WORDS = 3;
+const FAN = 1 << 16;
 
 export class IndexRun {
   constructor(
     readonly head: IndexHead,
-    /** The first 16 bytes of each id as 4 big-endian words, in the file's order. */
+    /** Entry n's bytes 2..13 as KEY_WORDS big-endian words at n * KEY_WORDS. */
     readonly keys: Uint32Array,
+    /** fan[p]: the first entry whose first two bytes are ≥ p; fan[65536] = count. */
+    readonly fan: Uint32Array,
   ) {}
 
   get count(): number {
-    return this.keys.length / WORDS;
+    return this.keys.length / KEY_WORDS;
   }
 
-  /** The first position whose key is ≥ the given one. */
-  lowerBound(w0: number, w1: number, w2: number, w3: number): number {
+  /** The first position whose key is ≥ (p, w0, w1, w2), and the end of p's range. */
+  lowerBound(p: number, w0: number, w1: number, w2: number): number {
     const k = this.keys;
-    let lo = 0;
-    let hi = k.length / WORDS;
+    let lo = this.fan[p]!;
+    let hi = this.fan[p + 1]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const at = mid * WORDS;
+      const at = mid * KEY_WORDS;
       let c = k[at]! - w0;
       if (c === 0) c = k[at + 1]! - w1;
       if (c === 0) c = k[at + 2]! - w2;
-      if (c === 0) c = k[at + 3]! - w3;
       if (c < 0) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
-  matches(pos: number, w0: number, w1: number, w2: number, w3: number): boolean {
-    const at = pos * WORDS;
+  matches(pos: number, p: number, w0: number, w1: number, w2: number): boolean {
+    const at = pos * KEY_WORDS;
     const k = this.keys;
-    return pos < this.count && k[at] === w0 && k[at + 1] === w1 && k[at + 2] === w2 && k[at + 3] === w3;
+    return pos < this.fan[p + 1]! && k[at] === w0 && k[at + 1] === w1 && k[at + 2] === w2;
   }
 }
 
@@ -47,15 +50,44 @@ export function word(b: Uint8Array, at: number): number {
   return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
 }
 
-/** Appends the keys of the decoded entries in `plain` to `keys` from entry number `n`. */
-export function putKeys(keys: Uint32Array, n: number, plain: Uint8Array): number {
-  for (let at = 0; at < plain.length; at += ENTRY_BYTES, n++) {
-    const k = n * WORDS;
-    keys[k] = word(plain, at);
-    keys[k + 1] = word(plain, at + 4);
-    keys[k + 2] = word(plain, at + 8);
-    keys[k + 3] = word(plain, at + 12);
-  }
-  return n;
+/** The parts of an id a run compares: its first 2 bytes and the next 3 words. */
+export function idKey(id: Uint8Array): [p: number, w0: number, w1: number, w2: number] {
+  return [(id[0]! << 8) | id[1]!, word(id, 2), word(id, 6), word(id, 10)];
 }
 
+/** Builds a run from a file's decoded entries, in order. */
+export class RunBuilder {
+  private readonly keys: Uint32Array;
+  private readonly fan = new Uint32Array(FAN + 1);
+  private n = 0;
+  private nextPrefix = 0;
+
+  constructor(readonly count: number) {
+    this.keys = new Uint32Array(count * KEY_WORDS);
+  }
+
+  /** Appends the keys of `plain` (whole 48-byte entries, ascending). */
+  add(plain: Uint8Array): void {
+    const keys = this.keys;
+    const fan = this.fan;
+    let n = this.n;
+    let next = this.nextPrefix;
+    if (n + plain.length / ENTRY_BYTES > this.count) throw new Error("more index entries than announced");
+    for (let at = 0; at < plain.length; at += ENTRY_BYTES, n++) {
+      const p = (plain[at]! << 8) | plain[at + 1]!;
+      while (next <= p) fan[next++] = n;
+      const k = n * KEY_WORDS;
+      keys[k] = word(plain, at + 2);
+      keys[k + 1] = word(plain, at + 6);
+      keys[k + 2] = word(plain, at + 10);
+    }
+    this.n = n;
+    this.nextPrefix = next;
+  }
+
+  finish(head: IndexHead): IndexRun {
+    if (this.n !== this.count) throw new Error(`${this.n} index entries, ${this.count} announced`);
+    while (this.nextPrefix <= FAN) this.fan[this.nextPrefix++] = this.n;
+    return new IndexRun(head, this.keys, this.fan);
+  }
+}

@@ -16,7 +16,7 @@ import type { ChunkIndex } from "./chunk-index.ts";
 import { encodeChunk, type BlobContext } from "./blob.ts";
 import { Compressor, type Compression } from "./codec.ts";
 import { ENTRY_BYTES, MAX_PLAIN, compareIds, encodeEntry, encodeIndexFile, hexOf, indexKey, packKey, readIndexHead } from "./index-file.ts";
-import { IndexRun, KEY_WORDS, putKeys } from "./index-run.ts";
+import { RunBuilder } from "./index-run.ts";
 import type { Storage } from "./storage.ts";
 
 export const PACK_MAGIC = new TextEncoder().encode("KLIOPACK");
@@ -185,8 +185,8 @@ async function sealPack(ctx: WriterContext, pack: OpenPack): Promise<void> {
   for await (const b of encodeIndexFile({ fileId, key: ctx.dataKey, packs: [pack.id], superseded: [], count: pack.count }, [entries])) parts.push(b);
   await ctx.storage.put(key, parts);
   const head = await readIndexHead(ctx.storage, key, ctx.dataKey, parts.reduce((n, p) => n + p.length, 0));
-  const keys = new Uint32Array(pack.count * KEY_WORDS);
-  putKeys(keys, 0, entries);
-  ctx.index.addRun(new IndexRun(head, keys));
+  const run = new RunBuilder(pack.count);
+  run.add(entries);
+  ctx.index.addRun(run.finish(head));
   await ctx.index.consolidate();
 }

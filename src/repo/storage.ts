@@ -17,8 +17,12 @@ export interface Storage {
   readonly description: string;
   /** The whole object. KlioError "not-found" when it does not exist. */
   get(key: string): Promise<Uint8Array>;
-  /** `length` bytes at `offset`. "not-found" when the object does not exist, "short-object" when it ends before. */
-  getRange(key: string, offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * `length` bytes at `offset`. "not-found" when the object does not exist, "short-object"
+   * when it ends before. With `into` (at least `length` bytes) the bytes are read into it and
+   * a view of it is returned: long sequential reads reuse one buffer.
+   */
+  getRange(key: string, offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /**
    * Stores `data` (the parts in order, or a stream of them) under `key`, atomically and
    * durably: readers see the whole object or nothing, and once this resolves the object
