@@ -3,12 +3,20 @@
 // chunks are elided.
 import { describe, it, expect } from "vitest";
 import { Buffer } from "node:buffer";
-import { createHash, randomBytes as nodeRandomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { createChunker, isAllZero, type Chunk, type ChunkingPolicy } from "../src/repo/chunker.ts";
 import { KlioError } from "../src/util/errors.ts";
 
 /** Random bytes as a plain Uint8Array (a Buffer's slice() is a view, not a copy). */
-const randomBytes = (n: number): Uint8Array => new Uint8Array(nodeRandomBytes(n));
+/** Random-looking bytes that are the same on every run (SHA-256 in counter mode): no flaky boundaries. */
+const randomBytes = (() => {
+  let counter = 0;
+  return (n: number): Uint8Array => {
+    const out = new Uint8Array(n);
+    for (let at = 0; at < n; at += 32) out.set(createHash("sha256").update(`klio-chunker-test-${counter++}`).digest().subarray(0, Math.min(32, n - at)), at);
+    return out;
+  };
+})();
 
 /** A deterministic pseudo-random generator (xorshift32), so a failing split can be replayed. */
 function rng(seed: number): () => number {
