@@ -103,7 +103,8 @@ function writeSequence(out: Uint8Array, op: number, src: Uint8Array, from: numbe
   const ml = matchLen - MIN_MATCH;
   out[op++] = (Math.min(lit, 15) << 4) | Math.min(ml, 15);
   if (lit >= 15) op = writeLength(out, op, lit - 15);
-  out.set(src.subarray(from, from + lit), op);
+  if (lit < 32) for (let k = 0; k < lit; k++) out[op + k] = src[from + k]!;
+  else out.set(src.subarray(from, from + lit), op);
   op += lit;
   out[op++] = offset & 0xff;
   out[op++] = offset >>> 8;
@@ -139,7 +140,9 @@ export function lz4Decompress(src: Uint8Array, length: number): Uint8Array {
       } while (b === 255);
     }
     if (ip + lit > src.length || op + lit > length) fail("literals overrun");
-    out.set(src.subarray(ip, ip + lit), op);
+    // Short copies byte by byte: cheaper than a subarray and set() for each.
+    if (lit < 32) for (let k = 0; k < lit; k++) out[op + k] = src[ip + k]!;
+    else out.set(src.subarray(ip, ip + lit), op);
     ip += lit;
     op += lit;
     if (ip === src.length) break; // the last sequence has literals only
@@ -159,11 +162,11 @@ export function lz4Decompress(src: Uint8Array, length: number): Uint8Array {
     ml += MIN_MATCH;
     if (op + ml > length) fail("match overrun");
     let m = op - offset;
-    if (offset >= ml) {
+    if (offset >= ml && ml >= 32) {
       out.copyWithin(op, m, m + ml);
       op += ml;
     } else {
-      // Overlapping copy: repeats the last `offset` bytes.
+      // Short, or overlapping (repeating the last `offset` bytes): byte by byte.
       const end = op + ml;
       while (op < end) out[op++] = out[m++]!;
     }
