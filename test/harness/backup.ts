@@ -48,12 +48,13 @@ export function shareRepo(repo: string): void {
  * `klio restore` (the single executable, as an operator runs it, so restore_command is the
  * binary too) into a fresh directory, then the server started on it and promoted.
  */
-export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, repo: string, flags: string[]): Promise<PgServer> {
+export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, repo: string, flags: string[], beforeStart?: (dest: string) => void): Promise<PgServer> {
   const base = pgTempDir(`klio-restore-${version}-`);
   cleanups.push(() => rmSync(base, { recursive: true, force: true }));
   const dest = path.join(base, "data");
   await klio(["restore", dest, "--repo", repo, "--cluster", "db1", ...flags.map((f) => f.replace("{base}", base))], true);
   shareRepo(repo);
+  beforeStart?.(dest);
   let pg: PgServer | undefined;
   try {
     pg = await startDataDir(version, dest);
