@@ -22,6 +22,7 @@ import { deriveKeys, deriveKek, unseal } from "../src/repo/crypto.ts";
 import { fromBase64, parseHeader } from "../src/repo/header.ts";
 import { FsStorage } from "../src/repo/fs-storage.ts";
 import { ENTRY_BYTES, encodeIndexFile, hexOf, indexKey } from "../src/repo/index-file.ts";
+import { RunBuilder } from "../src/repo/index-run.ts";
 
 const TARGET_OPEN_S = 3;
 const TARGET_RSS_MB = 300;
@@ -91,7 +92,7 @@ async function writeIndex(dir: string, n: number, files: number, nPacks: number,
       if (fill) yield batch.subarray(0, fill);
     }
     const fileId = hexOf(new Uint8Array(new Uint32Array([mix(f + 11), mix(f + 12), mix(f + 13), mix(f + 14)]).buffer));
-    await storage.put(indexKey(fileId), encodeIndexFile({ fileId, key: dataKey, packs, superseded: [], count: counts[f]! }, entries()));
+    await storage.put(indexKey(fileId), encodeIndexFile({ fileId, key: dataKey, packs, superseded: [], count: counts[f]! }, entries(), new RunBuilder(counts[f]!)));
   }
   await storage.close();
   return counts;

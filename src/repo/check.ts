@@ -1,11 +1,11 @@
 // The repository's self-check. Structure: every index file parses and checks (checksum,
-// order, decryption), every entry lies inside an existing pack, every pack starts with a
+// order, decryption, key section matching the entries), every entry lies inside an existing pack, every pack starts with a
 // pack header and is named by some index. With readData, every chunk is read back, decrypted,
 // decompressed and hashed. Problems are values; damaged data never makes this throw.
 import { isKlioError } from "../util/errors.ts";
 import { chunkIdHex } from "./chunk-id.ts";
 import { decodeChunk, type BlobContext } from "./blob.ts";
-import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, indexIdOfKey, packIdOfKey, packKey, readIndexBlocks, readIndexHead, type IndexHead } from "./index-file.ts";
+import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, indexIdOfKey, packIdOfKey, packKey, readIndexHead, verifyIndexFile, type IndexHead } from "./index-file.ts";
 import { PACK_HEADER, PACK_MAGIC, PACK_VERSION } from "./pack-writer.ts";
 import type { Storage } from "./storage.ts";
 
@@ -67,7 +67,7 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
   for (const h of heads) {
     const readThis = opts.readData && !superseded.has(h.fileId);
     try {
-      for await (const block of readIndexBlocks(storage, h, ctx.dataKey)) {
+      await verifyIndexFile(storage, h, ctx.dataKey, async (block) => {
         for (let at = 0; at < block.length; at += ENTRY_BYTES) {
           const e = decodeEntry(block, at);
           const packId = h.packs[e.pack]!;
@@ -93,7 +93,7 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
             if (opts.onProgress && done % 1024 === 0) opts.onProgress(done, total);
           }
         }
-      }
+      });
     } catch (e) {
       problems.push({ kind: "bad-index", message: message(e) });
     }

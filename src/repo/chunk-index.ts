@@ -7,8 +7,8 @@
 // different chunks needs about 2^56 chunks to become likely (a repository of 10 million has
 // odds of 1 in 10^19 per lookup). readChunk compares all 256 bits and verifies the data's
 // hash, so nothing wrong is ever returned.
-import type { ChunkId } from "./chunk-id.ts";
-import { IndexRun, RunBuilder, idKey } from "./index-run.ts";
+import { chunkIdHex, type ChunkId } from "./chunk-id.ts";
+import { IndexRun, idKey } from "./index-run.ts";
 import {
   ENTRY_BYTES,
   INDEX_PREFIX,
@@ -16,13 +16,13 @@ import {
   decodeEntry,
   indexIdOfKey,
   readIndexBlock,
-  readIndexBlocks,
   readIndexHead,
+  readIndexKeys,
   type IndexEntry,
   type IndexHead,
 } from "./index-file.ts";
 import type { Storage } from "./storage.ts";
-import { isKlioError } from "../util/errors.ts";
+import { isKlioError, KlioError } from "../util/errors.ts";
 import { chooseMerge, mergeRuns } from "./index-merge.ts";
 
 /** Decoded entry blocks kept for lookups (12 KB each). */
@@ -73,7 +73,10 @@ export class ChunkIndex {
     for (const r of this.runs) {
       for (let pos = r.lowerBound(p, w0, w1, w2); r.matches(pos, p, w0, w1, w2); pos++) {
         const e = await this.entryAt(r, pos);
-        if (compareIds(e.id, 0, id, 0) === 0) return { packId: r.head.packs[e.pack]!, entry: e, indexKey: r.head.key };
+        if (compareIds(e.id, 0, id, 0) !== 0) continue;
+        const packId = r.head.packs[e.pack];
+        if (packId === undefined) throw new KlioError("corrupt-index", `index file ${r.head.key} is damaged: chunk ${chunkIdHex(id)} names pack number ${e.pack} of ${r.head.packs.length}`);
+        return { packId, entry: e, indexKey: r.head.key };
       }
     }
     return null;
@@ -193,10 +196,9 @@ export class ChunkIndex {
   }
 }
 
-/** Reads a whole index file's keys (checking the file) into a run. */
+/** Reads an index file's key section into a run. */
 export async function loadRun(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): Promise<IndexRun> {
-  const b = new RunBuilder(h.entries);
-  for await (const plain of readIndexBlocks(storage, h, dataKey, false)) b.add(plain);
-  return b.finish(h);
+  const { fan, keys } = await readIndexKeys(storage, h, dataKey);
+  return new IndexRun(h, keys, fan);
 }
 

@@ -2,17 +2,26 @@
 // chunk id so that readers binary-search them and merge them by streaming. Each file names
 // the packs it indexes and the index files it supersedes (a consolidation's inputs).
 //
-// Version 1 (big-endian; documented in docs/FORMAT.md, "Index files"):
-//   preamble      "KLIOINDX" | version u32 (1) | stored length of the head block u32
-//   head block    entries-per-block u32 | entries u32 | packs u32 | superseded u32 |
-//                 pack ids (16 bytes each) | superseded index ids (16 bytes each)
-//   entry blocks  ceil(entries / entries-per-block) blocks of entries, 48 bytes each:
+// Two views of the same entries: the entry blocks (full 48-byte entries, small blocks, read
+// one at a time to locate a chunk) and, after them, the key section — exactly the in-memory
+// form of index-run.ts (a fan-out table and 12 bytes per chunk), so that opening a
+// repository reads only the key section, straight into its typed arrays, a quarter of the
+// file and no per-entry work.
+//
+// Version 1 (docs/FORMAT.md, "Index files"); integers big-endian unless said otherwise:
+//   preamble      "KLIOINDX" | version u32 (1) | stored length of the head u32
+//   head          entries u32 | packs u32 | superseded u32 | entries per block u32 (256) |
+//                 keys per block u32 (65536) | pack ids (16 bytes each) | superseded index ids (16 each)
+//   entry blocks  ceil(entries / 256) blocks of up to 256 entries, 48 bytes each:
 //                 chunk id (32) | pack number u32 | offset u32 | stored length u32 |
 //                 flags (4 high bits) and plain length (28 low bits) u32
+//   fan           65537 u32 little-endian: fan[p] = entries whose first 2 id bytes are < p
+//   key blocks    ceil(entries / 65536) blocks of up to 65536 keys, 12 bytes each: id bytes
+//                 2-5, 6-9 and 10-13, each read as a big-endian u32 and stored little-endian
 //   trailer       SHA-256 of every byte before it
-// In an encrypted repository the head block and every entry block are sealed (crypto.ts)
-// with associated data naming the file and the block, so nothing in an index but its
-// preamble is readable without the key; blocks keep a lookup to one small decryption.
+// In an encrypted repository the head, every entry block, the fan and every key block are
+// sealed (crypto.ts: nonce ‖ ciphertext ‖ tag) with associated data naming the file and the
+// part, so nothing but the preamble is readable without the key, and no part can be moved.
 import { createHash } from "node:crypto";
 import { KlioError } from "../util/errors.ts";
 import { CHUNK_ID_BYTES } from "./chunk-id.ts";
@@ -24,6 +33,10 @@ export const INDEX_VERSION = 1;
 const PREAMBLE = 16;
 export const ENTRY_BYTES = 48;
 export const ENTRIES_PER_BLOCK = 256;
+export const KEYS_PER_BLOCK = 65536;
+export const KEY_WORDS = 3;
+export const KEY_BYTES = KEY_WORDS * 4;
+export const FAN_SIZE = 65537;
 const TRAILER = 32;
 export const ID16 = 16;
 export const MAX_PLAIN = (1 << 28) - 1;
@@ -57,11 +70,12 @@ export interface IndexHead {
   /** Pack ids (32 hex digits), by pack number. */
   packs: string[];
   superseded: string[];
-  /** Where the first entry block starts. */
+  sealed: boolean;
+  /** Where the sections start, and the file's size. */
   blocksAt: number;
-  /** Stored bytes of a full block. */
-  blockStored: number;
-  /** Size of the whole file. */
+  fanAt: number;
+  keysAt: number;
+  trailerAt: number;
   size: number;
 }
 
@@ -91,12 +105,7 @@ export function decodeEntry(buf: Uint8Array, at: number): IndexEntry {
 }
 
 const enc = new TextEncoder();
-function headAad(fileId: string): Uint8Array {
-  return enc.encode(`klio index head ${fileId}`);
-}
-function blockAad(fileId: string, block: number): Uint8Array {
-  return enc.encode(`klio index block ${fileId} ${block}`);
-}
+const aad = (fileId: string, part: string) => enc.encode(`klio index ${part} ${fileId}`);
 
 export function hexOf(b: Uint8Array): string {
   let s = "";
@@ -110,31 +119,72 @@ export function bytesOfHex(hex: string): Uint8Array {
   return out;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** The bytes of `words` as little-endian u32s: a view on little-endian machines, a swapped copy elsewhere. */
+export function wordsToLe(words: Uint32Array): Uint8Array {
+  const view = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+  if (LITTLE_ENDIAN) return view;
+  const out = new Uint8Array(view.length);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < words.length; i++) dv.setUint32(i * 4, words[i]!, true);
+  return out;
+}
+
+/** After reading little-endian words into `words`' bytes: fix them up on a big-endian machine. */
+export function leToWords(words: Uint32Array): void {
+  if (LITTLE_ENDIAN) return;
+  const dv = new DataView(words.buffer, words.byteOffset, words.byteLength);
+  for (let i = 0; i < words.length; i++) words[i] = dv.getUint32(i * 4, true);
+}
+
+/** The layout a head implies: where each section starts and how big the file is. */
+function layout(entries: number, headStored: number, sealed: boolean): { blocksAt: number; fanAt: number; keysAt: number; trailerAt: number; size: number } {
+  const ov = sealed ? SEAL_OVERHEAD : 0;
+  const sectionBytes = (n: number, per: number, bytes: number) => Math.floor(n / per) * (per * bytes + ov) + (n % per ? (n % per) * bytes + ov : 0);
+  const blocksAt = PREAMBLE + headStored;
+  const fanAt = blocksAt + sectionBytes(entries, ENTRIES_PER_BLOCK, ENTRY_BYTES);
+  const keysAt = fanAt + FAN_SIZE * 4 + ov;
+  const trailerAt = keysAt + sectionBytes(entries, KEYS_PER_BLOCK, KEY_BYTES);
+  return { blocksAt, fanAt, keysAt, trailerAt, size: trailerAt + TRAILER };
+}
+
+/** The in-memory keys of a file, built while its entries stream by (index-run.ts uses them as they are). */
+export interface KeySink {
+  add(plainEntries: Uint8Array): void;
+  /** After every entry was added: the fan and the keys. */
+  done(): { fan: Uint32Array; keys: Uint32Array };
+}
+
 /**
- * The bytes of an index file, as a stream: `entries` yields encoded entries in id order
- * (any number per yield, a multiple of 48 bytes) and must yield exactly `count` entries.
+ * The bytes of an index file, as a stream: `entries` yields encoded entries in id order (any
+ * number per yield, whole 48-byte entries) and must yield exactly `count`; `sink` receives
+ * them too and provides the key section written after them.
  */
 export async function* encodeIndexFile(
   o: { fileId: string; key: Uint8Array | null; packs: string[]; superseded: string[]; count: number },
   entries: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  sink: KeySink,
 ): AsyncGenerator<Uint8Array> {
   const hash = createHash("sha256");
   const emit = (b: Uint8Array) => {
     hash.update(b);
     return b;
   };
-  const head = new Uint8Array(16 + ID16 * (o.packs.length + o.superseded.length));
+  const sealPart = (plain: Uint8Array, part: string) => (o.key ? seal(o.key, plain, aad(o.fileId, part)) : plain);
+  const head = new Uint8Array(20 + ID16 * (o.packs.length + o.superseded.length));
   const hv = new DataView(head.buffer);
-  hv.setUint32(0, ENTRIES_PER_BLOCK);
-  hv.setUint32(4, o.count);
-  hv.setUint32(8, o.packs.length);
-  hv.setUint32(12, o.superseded.length);
-  let at = 16;
+  hv.setUint32(0, o.count);
+  hv.setUint32(4, o.packs.length);
+  hv.setUint32(8, o.superseded.length);
+  hv.setUint32(12, ENTRIES_PER_BLOCK);
+  hv.setUint32(16, KEYS_PER_BLOCK);
+  let at = 20;
   for (const id of [...o.packs, ...o.superseded]) {
     head.set(bytesOfHex(id), at);
     at += ID16;
   }
-  const storedHead = o.key ? seal(o.key, head, headAad(o.fileId)) : head;
+  const storedHead = sealPart(head, "head");
   const pre = new Uint8Array(PREAMBLE);
   pre.set(MAGIC, 0);
   new DataView(pre.buffer).setUint32(8, INDEX_VERSION);
@@ -149,11 +199,12 @@ export async function* encodeIndexFile(
   let seen = 0;
   const out: Uint8Array[] = [];
   const sealBlock = (plain: Uint8Array) => {
-    out.push(emit(o.key ? seal(o.key, plain, blockAad(o.fileId, blockNo)) : plain));
+    out.push(emit(sealPart(plain, `block ${blockNo}`)));
     blockNo++;
   };
   for await (const chunk of entries) {
     if (chunk.length % ENTRY_BYTES !== 0) throw new Error("index entries come in 48-byte records");
+    sink.add(chunk);
     seen += chunk.length / ENTRY_BYTES;
     let i = 0;
     while (i < chunk.length) {
@@ -173,6 +224,15 @@ export async function* encodeIndexFile(
   if (fill > 0) sealBlock(block.subarray(0, fill));
   yield* out.splice(0);
   if (seen !== o.count) throw new Error(`index file ${o.fileId}: ${seen} entries written, ${o.count} announced`);
+
+  const { fan, keys } = sink.done();
+  yield emit(sealPart(wordsToLe(fan).slice(), "fan"));
+  const keyBytes = wordsToLe(keys);
+  for (let b = 0; b * KEYS_PER_BLOCK < o.count; b++) {
+    const part = keyBytes.subarray(b * KEYS_PER_BLOCK * KEY_BYTES, Math.min(o.count, (b + 1) * KEYS_PER_BLOCK) * KEY_BYTES);
+    // A copy when not sealed: the caller keeps `keys`, the storage may hold the bytes a while.
+    yield emit(o.key ? sealPart(part, `keys ${b}`) : part.slice());
+  }
   yield new Uint8Array(hash.digest());
 }
 
@@ -180,7 +240,7 @@ function corrupt(key: string, why: string): KlioError {
   return new KlioError("corrupt-index", `index file ${key} is damaged: ${why}`);
 }
 
-/** Reads and checks the preamble and head block. */
+/** Reads and checks the preamble and head. */
 export async function readIndexHead(storage: Storage, key: string, dataKey: Uint8Array | null, size: number): Promise<IndexHead> {
   const fileId = indexIdOfKey(key);
   if (fileId === null) throw corrupt(key, "not an index file name");
@@ -191,103 +251,186 @@ export async function readIndexHead(storage: Storage, key: string, dataKey: Uint
   const version = pv.getUint32(8);
   if (version !== INDEX_VERSION) throw new KlioError("corrupt-index", `index file ${key} has format version ${version}; this klio reads version ${INDEX_VERSION}`);
   const headStored = pv.getUint32(12);
-  if (headStored < 16 || PREAMBLE + headStored + TRAILER > size) throw corrupt(key, "bad head length");
+  if (headStored < 20 || PREAMBLE + headStored + TRAILER > size) throw corrupt(key, "bad head length");
   const stored = await storage.getRange(key, PREAMBLE, headStored);
-  const head = dataKey ? unseal(dataKey, stored, headAad(fileId)) : stored;
-  if (head === null) throw corrupt(key, "the head block does not decrypt (damaged, or not of this repository)");
+  const head = dataKey ? unseal(dataKey, stored, aad(fileId, "head")) : stored;
+  if (head === null) throw corrupt(key, "the head does not decrypt (damaged, or not of this repository)");
   const hv = new DataView(head.buffer, head.byteOffset, head.byteLength);
-  const perBlock = hv.getUint32(0);
-  const entries = hv.getUint32(4);
-  const nPacks = hv.getUint32(8);
-  const nSuper = hv.getUint32(12);
-  if (perBlock !== ENTRIES_PER_BLOCK) throw corrupt(key, `${perBlock} entries per block`);
-  if (head.length !== 16 + ID16 * (nPacks + nSuper)) throw corrupt(key, "head block length does not match its counts");
+  const entries = hv.getUint32(0);
+  const nPacks = hv.getUint32(4);
+  const nSuper = hv.getUint32(8);
+  if (hv.getUint32(12) !== ENTRIES_PER_BLOCK || hv.getUint32(16) !== KEYS_PER_BLOCK) throw corrupt(key, "unexpected block sizes");
+  if (head.length !== 20 + ID16 * (nPacks + nSuper)) throw corrupt(key, "head length does not match its counts");
   const ids: string[] = [];
-  for (let i = 0; i < nPacks + nSuper; i++) ids.push(hexOf(head.subarray(16 + i * ID16, 16 + (i + 1) * ID16)));
-  const blockStored = ENTRIES_PER_BLOCK * ENTRY_BYTES + (dataKey ? SEAL_OVERHEAD : 0);
-  const blocksAt = PREAMBLE + headStored;
-  const full = Math.floor(entries / ENTRIES_PER_BLOCK);
-  const rest = entries % ENTRIES_PER_BLOCK;
-  const expected = blocksAt + full * blockStored + (rest ? rest * ENTRY_BYTES + (dataKey ? SEAL_OVERHEAD : 0) : 0) + TRAILER;
-  if (expected !== size) throw corrupt(key, `${size} bytes, but its head announces ${expected}`);
-  return { key, fileId, entries, entriesPerBlock: perBlock, packs: ids.slice(0, nPacks), superseded: ids.slice(nPacks), blocksAt, blockStored, size };
+  for (let i = 0; i < nPacks + nSuper; i++) ids.push(hexOf(head.subarray(20 + i * ID16, 20 + (i + 1) * ID16)));
+  const l = layout(entries, headStored, dataKey !== null);
+  if (l.size !== size) throw corrupt(key, `${size} bytes, but its head announces ${l.size}`);
+  return { key, fileId, entries, entriesPerBlock: ENTRIES_PER_BLOCK, packs: ids.slice(0, nPacks), superseded: ids.slice(nPacks), sealed: dataKey !== null, ...l };
 }
 
 export function blockCount(h: IndexHead): number {
-  return Math.ceil(h.entries / h.entriesPerBlock);
+  return Math.ceil(h.entries / ENTRIES_PER_BLOCK);
 }
 
-function blockRange(h: IndexHead, b: number): { at: number; stored: number; entries: number } {
-  const entries = Math.min(h.entriesPerBlock, h.entries - b * h.entriesPerBlock);
-  const overhead = h.blockStored - h.entriesPerBlock * ENTRY_BYTES;
-  return { at: h.blocksAt + b * h.blockStored, stored: entries * ENTRY_BYTES + overhead, entries };
+function partRange(h: IndexHead, sectionAt: number, per: number, bytes: number, b: number): { at: number; stored: number } {
+  const ov = h.sealed ? SEAL_OVERHEAD : 0;
+  const n = Math.min(per, h.entries - b * per);
+  return { at: sectionAt + b * (per * bytes + ov), stored: n * bytes + ov };
 }
 
-export function decodeBlock(h: IndexHead, b: number, stored: Uint8Array, dataKey: Uint8Array | null): Uint8Array {
-  const plain = dataKey ? unseal(dataKey, stored, blockAad(h.fileId, b)) : stored;
-  if (plain === null) throw corrupt(h.key, `entry block ${b} does not decrypt`);
+function open(h: IndexHead, stored: Uint8Array, dataKey: Uint8Array | null, part: string): Uint8Array {
+  const plain = dataKey ? unseal(dataKey, stored, aad(h.fileId, part)) : stored;
+  if (plain === null) throw corrupt(h.key, `its ${part} does not decrypt`);
   return plain;
 }
 
 /** One entry block, decoded: `entries × 48` bytes. */
 export async function readIndexBlock(storage: Storage, h: IndexHead, b: number, dataKey: Uint8Array | null): Promise<Uint8Array> {
-  const r = blockRange(h, b);
-  return decodeBlock(h, b, await storage.getRange(h.key, r.at, r.stored), dataKey);
+  const r = partRange(h, h.blocksAt, ENTRIES_PER_BLOCK, ENTRY_BYTES, b);
+  return open(h, await storage.getRange(h.key, r.at, r.stored), dataKey, `block ${b}`);
 }
 
 /**
- * Every entry block in order, checked as it goes: every block decrypts, ids ascend (equal ids
- * only from concurrent writers, allowed), pack numbers lie inside the pack table. With
- * `verifyChecksum` the trailer's SHA-256 is compared at the end too; opening a repository
- * skips it (a chunk read through a damaged entry fails its own hash check anyway, and an
- * encrypted block is authenticated by its tag), check() does not.
- *
- * Reads 4 MB at a time into one buffer: a yielded block is valid until the next one is asked for.
+ * Reads `parts` consecutive parts of a section in batches of about 4 MB into two reused
+ * buffers (fresh memory is slow to fault in on these VMs), the next batch read while the
+ * current one is used; yields each part's stored bytes, valid until the next is asked for.
  */
-export async function* readIndexBlocks(storage: Storage, h: IndexHead, dataKey: Uint8Array | null, verifyChecksum = true): AsyncGenerator<Uint8Array> {
-  const hash = verifyChecksum ? createHash("sha256") : null;
-  hash?.update(await storage.getRange(h.key, 0, h.blocksAt));
-  const blocks = blockCount(h);
-  const batch = Math.max(1, Math.floor((4 << 20) / h.blockStored));
-  // Fresh memory is slow to fault in on these VMs (several ms per MB): two buffers, reused,
-  // the next batch read while this one is decoded.
-  const buffers = [new Uint8Array(Math.min(blocks, batch) * h.blockStored), new Uint8Array(blocks > batch ? batch * h.blockStored : 0)];
-  const read = (b: number, into: Uint8Array): Promise<Uint8Array> => {
-    const start = blockRange(h, b).at;
-    const endR = blockRange(h, Math.min(blocks, b + batch) - 1);
-    return storage.getRange(h.key, start, endR.at + endR.stored - start, into);
+async function* readParts(storage: Storage, h: IndexHead, parts: number, range: (b: number) => { at: number; stored: number }): AsyncGenerator<Uint8Array> {
+  if (parts === 0) return;
+  const full = range(0).stored;
+  const batch = Math.max(1, Math.floor((4 << 20) / full));
+  const buffers = [new Uint8Array(Math.min(parts, batch) * full), new Uint8Array(parts > batch ? batch * full : 0)];
+  const read = (b: number, into: Uint8Array) => {
+    const start = range(b).at;
+    const last = range(Math.min(parts, b + batch) - 1);
+    const p = storage.getRange(h.key, start, last.at + last.stored - start, into);
+    p.catch(() => {}); // a consumer that stops early leaves the read ahead unawaited
+    return p;
   };
-  const prev = new Uint8Array(CHUNK_ID_BYTES);
-  const nPacks = h.packs.length;
-  let first = true;
-  let pending = blocks > 0 ? read(0, buffers[0]!) : null;
-  for (let b = 0, turn = 0; b < blocks; b += batch, turn ^= 1) {
-    const last = Math.min(blocks, b + batch);
-    const start = blockRange(h, b).at;
-    const buf = await pending!;
-    pending = last < blocks ? read(last, buffers[turn ^ 1]!) : null;
-    // A consumer that stops early must not leave the read ahead unhandled.
-    pending?.catch(() => {});
-    hash?.update(buf);
+  let pending = read(0, buffers[0]!);
+  for (let b = 0, turn = 0; b < parts; b += batch, turn ^= 1) {
+    const buf = await pending;
+    const last = Math.min(parts, b + batch);
+    if (last < parts) pending = read(last, buffers[turn ^ 1]!);
+    const start = range(b).at;
     for (let i = b; i < last; i++) {
-      const r = blockRange(h, i);
-      const plain = decodeBlock(h, i, buf.subarray(r.at - start, r.at - start + r.stored), dataKey);
-      if (!first && compareIds(prev, 0, plain, 0) > 0) throw corrupt(h.key, `entries out of order at block ${i}`);
-      first = false;
-      for (let at = 0; at < plain.length; at += ENTRY_BYTES) {
-        if (at > 0 && compareIds(plain, at - ENTRY_BYTES, plain, at) > 0) throw corrupt(h.key, `entries out of order in block ${i}`);
-        const pack = ((plain[at + 32]! << 24) | (plain[at + 33]! << 16) | (plain[at + 34]! << 8) | plain[at + 35]!) >>> 0;
-        if (pack >= nPacks) throw corrupt(h.key, `an entry in block ${i} names pack number ${pack} of ${nPacks}`);
-      }
-      prev.set(plain.subarray(plain.length - ENTRY_BYTES, plain.length - ENTRY_BYTES + CHUNK_ID_BYTES));
-      yield plain;
+      const r = range(i);
+      yield buf.subarray(r.at - start, r.at - start + r.stored);
     }
   }
-  if (hash) {
-    const trailer = await storage.getRange(h.key, h.size - TRAILER, TRAILER);
-    const digest = hash.digest();
-    for (let i = 0; i < TRAILER; i++) if (digest[i] !== trailer[i]) throw corrupt(h.key, "checksum mismatch");
+}
+
+/**
+ * Every entry block in order, decoded, checked as it goes: ids ascend (equal ids only from
+ * concurrent writers, allowed), pack numbers lie inside the pack table. A yielded block is
+ * valid until the next one is asked for.
+ */
+export async function* readIndexBlocks(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): AsyncGenerator<Uint8Array> {
+  const prev = new Uint8Array(CHUNK_ID_BYTES);
+  const nPacks = h.packs.length;
+  let i = 0;
+  for await (const stored of readParts(storage, h, blockCount(h), (b) => partRange(h, h.blocksAt, ENTRIES_PER_BLOCK, ENTRY_BYTES, b))) {
+    const plain = open(h, stored, dataKey, `block ${i}`);
+    if (i > 0 && compareIds(prev, 0, plain, 0) > 0) throw corrupt(h.key, `entries out of order at block ${i}`);
+    for (let at = 0; at < plain.length; at += ENTRY_BYTES) {
+      if (at > 0 && compareIds(plain, at - ENTRY_BYTES, plain, at) > 0) throw corrupt(h.key, `entries out of order in block ${i}`);
+      const pack = ((plain[at + 32]! << 24) | (plain[at + 33]! << 16) | (plain[at + 34]! << 8) | plain[at + 35]!) >>> 0;
+      if (pack >= nPacks) throw corrupt(h.key, `an entry in block ${i} names pack number ${pack} of ${nPacks}`);
+    }
+    prev.set(plain.subarray(plain.length - ENTRY_BYTES, plain.length - ENTRY_BYTES + CHUNK_ID_BYTES));
+    i++;
+    yield plain;
   }
+}
+
+/**
+ * The key section, read straight into the typed arrays a run keeps, and checked: the fan
+ * ascends to the entry count, and keys ascend within each fan bucket (what binary search
+ * needs). Entries themselves are not read: a damaged entry fails the chunk's own checks when
+ * it is used, and check() compares the two views.
+ */
+export async function readIndexKeys(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): Promise<{ fan: Uint32Array; keys: Uint32Array }> {
+  const ov = h.sealed ? SEAL_OVERHEAD : 0;
+  const fan = new Uint32Array(FAN_SIZE);
+  const fanBytes = open(h, await storage.getRange(h.key, h.fanAt, FAN_SIZE * 4 + ov), dataKey, "fan");
+  new Uint8Array(fan.buffer).set(fanBytes);
+  leToWords(fan);
+  const keys = new Uint32Array(h.entries * KEY_WORDS);
+  const keyBytes = new Uint8Array(keys.buffer);
+  if (!h.sealed) {
+    // Straight from the file into the array, in 8 MB reads.
+    for (let at = 0; at < keyBytes.length; at += 8 << 20) {
+      const n = Math.min(8 << 20, keyBytes.length - at);
+      await storage.getRange(h.key, h.keysAt + at, n, keyBytes.subarray(at, at + n));
+    }
+  } else {
+    let b = 0;
+    for await (const stored of readParts(storage, h, Math.ceil(h.entries / KEYS_PER_BLOCK), (i) => partRange(h, h.keysAt, KEYS_PER_BLOCK, KEY_BYTES, i))) {
+      keyBytes.set(open(h, stored, dataKey, `keys ${b}`), b * KEYS_PER_BLOCK * KEY_BYTES);
+      b++;
+    }
+  }
+  leToWords(keys);
+  checkKeys(h, fan, keys);
+  return { fan, keys };
+}
+
+function checkKeys(h: IndexHead, fan: Uint32Array, keys: Uint32Array): void {
+  if (fan[0] !== 0 || fan[FAN_SIZE - 1] !== h.entries) throw corrupt(h.key, "its fan-out table does not cover its entries");
+  for (let p = 0; p < FAN_SIZE - 1; p++) {
+    const lo = fan[p]!;
+    const hi = fan[p + 1]!;
+    if (hi < lo) throw corrupt(h.key, "its fan-out table does not ascend");
+    for (let i = lo + 1; i < hi; i++) {
+      const a = (i - 1) * KEY_WORDS;
+      const b = i * KEY_WORDS;
+      const c = keys[a]! - keys[b]! || keys[a + 1]! - keys[b + 1]! || keys[a + 2]! - keys[b + 2]!;
+      if (c > 0) throw corrupt(h.key, `its keys are out of order at entry ${i}`);
+    }
+  }
+}
+
+/**
+ * The whole file checked, for check(): the trailer's SHA-256, every entry block (as
+ * readIndexBlocks), and the key section equal, key for key, to what the entries imply. Each
+ * entry block is handed to `onBlock` on the way. Memory stays a few buffers.
+ */
+export async function verifyIndexFile(storage: Storage, h: IndexHead, dataKey: Uint8Array | null, onBlock: (plain: Uint8Array) => Promise<void>): Promise<void> {
+  const hash = createHash("sha256");
+  const buf = new Uint8Array(4 << 20);
+  for (let at = 0; at < h.trailerAt; at += buf.length) hash.update(await storage.getRange(h.key, at, Math.min(buf.length, h.trailerAt - at), buf));
+  const trailer = await storage.getRange(h.key, h.trailerAt, TRAILER);
+  const digest = hash.digest();
+  for (let i = 0; i < TRAILER; i++) if (digest[i] !== trailer[i]) throw corrupt(h.key, "checksum mismatch");
+
+  const ov = h.sealed ? SEAL_OVERHEAD : 0;
+  const fan = new Uint32Array(FAN_SIZE);
+  new Uint8Array(fan.buffer).set(open(h, await storage.getRange(h.key, h.fanAt, FAN_SIZE * 4 + ov), dataKey, "fan"));
+  leToWords(fan);
+  const keyParts = readParts(storage, h, Math.ceil(h.entries / KEYS_PER_BLOCK), (i) => partRange(h, h.keysAt, KEYS_PER_BLOCK, KEY_BYTES, i))[Symbol.asyncIterator]();
+  let keys: DataView = new DataView(new ArrayBuffer(0));
+  let keyBlock = -1;
+  let n = 0;
+  let next = 0;
+  const mismatch = () => corrupt(h.key, "its key section does not match its entries");
+  for await (const plain of readIndexBlocks(storage, h, dataKey)) {
+    for (let at = 0; at < plain.length; at += ENTRY_BYTES, n++) {
+      const p = (plain[at]! << 8) | plain[at + 1]!;
+      for (; next <= p; next++) if (fan[next] !== n) throw mismatch();
+      if (Math.floor(n / KEYS_PER_BLOCK) !== keyBlock) {
+        keyBlock++;
+        const r = await keyParts.next();
+        if (r.done) throw mismatch();
+        const kp = open(h, r.value, dataKey, `keys ${keyBlock}`);
+        keys = new DataView(kp.buffer, kp.byteOffset, kp.byteLength);
+      }
+      const k = (n % KEYS_PER_BLOCK) * KEY_BYTES;
+      const e = new DataView(plain.buffer, plain.byteOffset + at);
+      if (keys.getUint32(k, true) !== e.getUint32(2) || keys.getUint32(k + 4, true) !== e.getUint32(6) || keys.getUint32(k + 8, true) !== e.getUint32(10)) throw mismatch();
+    }
+    await onBlock(plain);
+  }
+  for (; next < FAN_SIZE; next++) if (fan[next] !== n) throw mismatch();
 }
 
 /** Byte order of two ids (32 bytes each) at the given offsets. */

@@ -10,7 +10,7 @@
 // same inputs at once leave two merged files with the same entries: harmless, merged later.
 import { randomBytes } from "node:crypto";
 import { CHUNK_ID_BYTES } from "./chunk-id.ts";
-import { RunBuilder, type IndexRun } from "./index-run.ts";
+import { IndexRun, RunBuilder } from "./index-run.ts";
 import { ENTRY_BYTES, compareIds, encodeIndexFile, hexOf, indexKey, readIndexBlocks, readIndexHead } from "./index-file.ts";
 import type { Storage } from "./storage.ts";
 
@@ -100,27 +100,23 @@ export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, in
       c.advance();
       if (!(await c.fill())) live.splice(min, 1);
       if (fill === batch.length) {
-        keys.add(batch);
         yield batch;
         fill = 0;
       }
     }
-    if (fill > 0) {
-      const last = batch.subarray(0, fill);
-      keys.add(last);
-      yield last;
-    }
+    if (fill > 0) yield batch.subarray(0, fill);
   }
 
   const fileId = hexOf(randomBytes(16));
   const key = indexKey(fileId);
   let size = 0;
   async function* counted(): AsyncGenerator<Uint8Array> {
-    for await (const b of encodeIndexFile({ fileId, key: dataKey, packs, superseded: inputs.map((r) => r.head.fileId), count }, entries())) {
+    for await (const b of encodeIndexFile({ fileId, key: dataKey, packs, superseded: inputs.map((r) => r.head.fileId), count }, entries(), keys)) {
       size += b.length;
       yield b;
     }
   }
   await storage.put(key, counted());
-  return keys.finish(await readIndexHead(storage, key, dataKey, size));
+  const { fan, keys: words } = keys.done();
+  return new IndexRun(await readIndexHead(storage, key, dataKey, size), words, fan);
 }

@@ -1,18 +1,16 @@
 // One index file's chunk ids in memory, 12 bytes per chunk and no object per chunk. Ids are
 // uniformly distributed and the file is sorted, so a fan-out table (as in git's pack index)
 // maps the first 2 bytes of an id to the range of entries that start with them; per entry
-// only the next 12 bytes are kept, as 3 big-endian 32-bit words. A key thus stands for the
-// first 14 bytes (112 bits) of the id. The position of a key is the entry's number in the file.
-import type { IndexHead } from "./index-file.ts";
-import { ENTRY_BYTES } from "./index-file.ts";
-
-export const KEY_WORDS = 3;
-const FAN = 1 << 16;
+// only the next 12 bytes are kept, as 3 32-bit words (bytes read big-endian, so that numeric
+// order is byte order). A key thus stands for the first 14 bytes (112 bits) of the id. The
+// position of a key is the entry's number in the file. Index files carry this form as their
+// key section (index-file.ts), so loading one is a read into these arrays.
+import { ENTRY_BYTES, FAN_SIZE, KEY_WORDS, type IndexHead, type KeySink } from "./index-file.ts";
 
 export class IndexRun {
   constructor(
     readonly head: IndexHead,
-    /** Entry n's bytes 2..13 as KEY_WORDS big-endian words at n * KEY_WORDS. */
+    /** Entry n's bytes 2..13 as KEY_WORDS words at n * KEY_WORDS. */
     readonly keys: Uint32Array,
     /** fan[p]: the first entry whose first two bytes are ≥ p; fan[65536] = count. */
     readonly fan: Uint32Array,
@@ -22,7 +20,7 @@ export class IndexRun {
     return this.keys.length / KEY_WORDS;
   }
 
-  /** The first position whose key is ≥ (p, w0, w1, w2), and the end of p's range. */
+  /** The first position in p's range whose key is ≥ (w0, w1, w2). */
   lowerBound(p: number, w0: number, w1: number, w2: number): number {
     const k = this.keys;
     let lo = this.fan[p]!;
@@ -55,10 +53,10 @@ export function idKey(id: Uint8Array): [p: number, w0: number, w1: number, w2: n
   return [(id[0]! << 8) | id[1]!, word(id, 2), word(id, 6), word(id, 10)];
 }
 
-/** Builds a run from a file's decoded entries, in order. */
-export class RunBuilder {
+/** Builds a run's arrays from a file's decoded entries, in order (the writer's side). */
+export class RunBuilder implements KeySink {
   private readonly keys: Uint32Array;
-  private readonly fan = new Uint32Array(FAN + 1);
+  private readonly fan = new Uint32Array(FAN_SIZE);
   private n = 0;
   private nextPrefix = 0;
 
@@ -85,9 +83,9 @@ export class RunBuilder {
     this.nextPrefix = next;
   }
 
-  finish(head: IndexHead): IndexRun {
+  done(): { fan: Uint32Array; keys: Uint32Array } {
     if (this.n !== this.count) throw new Error(`${this.n} index entries, ${this.count} announced`);
-    while (this.nextPrefix <= FAN) this.fan[this.nextPrefix++] = this.n;
-    return new IndexRun(head, this.keys, this.fan);
+    while (this.nextPrefix < FAN_SIZE) this.fan[this.nextPrefix++] = this.n;
+    return { fan: this.fan, keys: this.keys };
   }
 }

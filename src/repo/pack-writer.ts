@@ -16,7 +16,7 @@ import type { ChunkIndex } from "./chunk-index.ts";
 import { encodeChunk, type BlobContext } from "./blob.ts";
 import { Compressor, type Compression } from "./codec.ts";
 import { ENTRY_BYTES, MAX_PLAIN, compareIds, encodeEntry, encodeIndexFile, hexOf, indexKey, packKey, readIndexHead } from "./index-file.ts";
-import { RunBuilder } from "./index-run.ts";
+import { IndexRun, RunBuilder } from "./index-run.ts";
 import type { Storage } from "./storage.ts";
 
 export const PACK_MAGIC = new TextEncoder().encode("KLIOPACK");
@@ -181,12 +181,12 @@ async function sealPack(ctx: WriterContext, pack: OpenPack): Promise<void> {
   const entries = pack.sortedEntries();
   const fileId = hexOf(randomBytes(16));
   const key = indexKey(fileId);
+  const run = new RunBuilder(pack.count);
   const parts: Uint8Array[] = [];
-  for await (const b of encodeIndexFile({ fileId, key: ctx.dataKey, packs: [pack.id], superseded: [], count: pack.count }, [entries])) parts.push(b);
+  for await (const b of encodeIndexFile({ fileId, key: ctx.dataKey, packs: [pack.id], superseded: [], count: pack.count }, [entries], run)) parts.push(b);
   await ctx.storage.put(key, parts);
   const head = await readIndexHead(ctx.storage, key, ctx.dataKey, parts.reduce((n, p) => n + p.length, 0));
-  const run = new RunBuilder(pack.count);
-  run.add(entries);
-  ctx.index.addRun(run.finish(head));
+  const { fan, keys } = run.done();
+  ctx.index.addRun(new IndexRun(head, keys, fan));
   await ctx.index.consolidate();
 }
