@@ -9,8 +9,14 @@ import { writeFileDurable } from "../util/durable-fs.ts";
 import { shellQuote } from "../util/self-command.ts";
 import type { Repository } from "../repo/repository.ts";
 import { listSnapshots, loadSnapshot, readChunks, type Snapshot } from "../backup/snapshot.ts";
+import { clusterWalDir } from "../wal/archive-layout.ts";
+import { restoreCommandWithSpool } from "../wal/wal-prefetch.ts";
+import { spoolId } from "../wal/wal-spool.ts";
 import { materialize } from "./materialize.ts";
 import { chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
+
+/** get-wal's spool, inside pg_wal: same filesystem as %p, and ignored by PostgreSQL and its tools. */
+const SPOOL = "pg_wal/klio-spool";
 
 export interface TablespaceMapping {
   /** A tablespace name or oid. */
@@ -147,9 +153,15 @@ async function writeTablespaceMap(dest: string, s: Snapshot, dirs: Map<number, s
 async function writeRecoveryConfig(dest: string, s: Snapshot, o: RestoreOptions): Promise<void> {
   const getWal = [...o.klio, "get-wal"];
   // The spool (relative: PostgreSQL runs restore_command in the data directory) lets a
-  // background prefetcher keep the next segments ready, so replay never waits on start-up.
-  const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", "pg_wal/klio-spool"];
-  const restoreCommand = `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`;
+  // background prefetcher keep the next segments ready; a shell `mv` hands a ready one over
+  // without starting klio at all, so replay does not wait on start-up once per segment.
+  const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
+  const archiveDir = clusterWalDir(path.resolve(o.repoDir), o.cluster);
+  const restoreCommand = restoreCommandWithSpool(
+    `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`,
+    path.join(SPOOL, spoolId(archiveDir, s.systemIdentifier)),
+    { archiveDir, partial: true },
+  );
   const settings: [string, string][] = [["restore_command", restoreCommand], ...targetSettings(o.target, o.action, o.timeline)];
   const conf = path.join(dest, "postgresql.auto.conf");
   const existing = await readFile(conf, "utf8").catch(() => "");
