@@ -101,6 +101,7 @@ async function main(): Promise<void> {
         measure("sha256 (for scale)", set, (p) => (createHash("sha256").update(p).digest(), 0)),
         measure("lz4 (src/repo/lz4.ts)", set, (p) => lz4.compress(p)?.length ?? p.length),
         measure("node:zlib deflateRaw level 1", set, (p) => Math.min(p.length, zlib.deflateRawSync(p, { level: 1 }).length)),
+        measure("  … window = chunk (klio)", set, (p) => Math.min(p.length, zlib.deflateRawSync(p, { level: 1, windowBits: Math.min(15, Math.max(9, Math.ceil(Math.log2(p.length)))) }).length)),
         measure("node:zlib deflateRaw level 6", set, (p) => Math.min(p.length, zlib.deflateRawSync(p, { level: 6 }).length)),
         measure("fflate deflate level 1", set, (p) => Math.min(p.length, fflate.deflateSync(p, { level: 1 }).length)),
         measure("fflate deflate level 6", set, (p) => Math.min(p.length, fflate.deflateSync(p, { level: 6 }).length)),
