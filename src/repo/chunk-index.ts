@@ -132,7 +132,7 @@ export class ChunkIndex {
       }
       const superseded = new Set<string>();
       for (const h of [...heads.values(), ...[...loaded.values()].map((r) => r.head)]) if (present.has(h.key)) for (const s of h.superseded) superseded.add(s);
-      const keep = this.runs.filter((r) => present.has(r.head.key) && !superseded.has(r.head.fileId));
+      const dropped = new Set([...loaded.values()].filter((r) => !present.has(r.head.key) || superseded.has(r.head.fileId)));
       const added: IndexRun[] = [];
       for (const h of heads.values()) {
         if (superseded.has(h.fileId)) continue;
@@ -144,11 +144,14 @@ export class ChunkIndex {
           else throw e;
         }
       }
+      // Applied to the runs as they are now: a writer of this process may have added one
+      // (or consolidated some) while this refresh was reading.
+      const have = new Set(this.runs.map((r) => r.head.key));
+      this.runs = [...this.runs.filter((r) => !dropped.has(r)), ...added.filter((r) => !have.has(r.head.key))];
+      this.unreadable = unreadable;
       // A file that vanished between the listing and the read was consolidated by another
       // process: its replacement exists now, so list again.
       if (vanished && attempt < 5) continue;
-      this.runs = [...keep, ...added];
-      this.unreadable = unreadable;
       return;
     }
   }
