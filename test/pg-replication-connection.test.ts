@@ -502,8 +502,15 @@ describe("against a scripted server", () => {
     try {
       const conn = await connect(ci);
       const stream = await conn.copy("START_REPLICATION PHYSICAL 0/0");
-      await new Promise((r) => setTimeout(r, 500));
-      expect(blocked).toBe(true);
+      // Wait for the steady state (the server blocked and writing nothing more), not for a
+      // fixed time: on a loaded machine the client may need long to read its first 8 MB.
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const before = written;
+        await new Promise((r) => setTimeout(r, 300));
+        if (blocked && written === before) break;
+        if (Date.now() > deadline) throw new Error(`the server never blocked (wrote ${written} bytes)`);
+      }
       const first = (await stream.read()) as Uint8Array[];
       const held = first.reduce((n, p) => n + p.length, 0);
       expect(held).toBeGreaterThan(8 * 1024 * 1024);
