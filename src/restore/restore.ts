@@ -1,6 +1,6 @@
 // `klio restore`: a backup from the repository into a new data directory, set up to recover
 // to a point in time with this same binary as its restore_command.
-import { readdir, mkdir, readFile, readlink, symlink, unlink, writeFile, appendFile, stat } from "node:fs/promises";
+import { appendFile, chmod, mkdir, readdir, readFile, readlink, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
@@ -59,8 +59,11 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   for (const dir of tablespaceDirs.values()) await mustBeEmpty(dir, "a tablespace directory");
 
   o.log.info("restore.start", { backup: snapshot.id, dest, end_lsn: snapshot.endLsn });
-  await mkdir(dest, { recursive: true, mode: 0o700 });
-  for (const dir of tablespaceDirs.values()) await mkdir(dir, { recursive: true, mode: 0o700 });
+  // PostgreSQL starts only on a directory no one else may read (an existing empty one too).
+  for (const dir of [dest, ...tablespaceDirs.values()]) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await chmod(dir, 0o700);
+  }
   const { files, bytes } = await materialize({
     repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal,
     onProgress: (n) => o.onProgress?.(n, snapshot.stats.bytes),
