@@ -26,7 +26,7 @@ function packs(repo: string): string[] {
 }
 
 describe("a corrupted pack byte", () => {
-  it("is reported by repo check --read-data and backup verify", { timeout: 180_000 }, async () => {
+  it("is reported by repo check --read-data and backup verify; the backup can then be shown and deleted", { timeout: 180_000 }, async () => {
     const pg = await startPostgres({ version: 15 });
     cleanups.push(() => pg.destroy());
     const sql = pg.sql();
@@ -60,5 +60,15 @@ describe("a corrupted pack byte", () => {
     const verify = await runKlioAsync(["backup", "verify", backup.id, "--repo", repo, "--json"]);
     expect(verify.code).toBe(1);
     expect(JSON.parse(verify.stdout).problems.length).toBeGreaterThan(0);
+
+    // show, then delete: the backup is gone from the list; bad or unknown ids change nothing.
+    expect(JSON.parse(await klio(["backup", "show", backup.id, "--repo", repo, "--json"])).endLsn).toBe(backup.endLsn);
+    const bad = await runKlioAsync(["backup", "delete", "../../etc", "--repo", repo]);
+    expect({ code: bad.code, err: bad.stderr }).toEqual({ code: 2, err: expect.stringMatching(/is not a backup id/) });
+    const unknown = await runKlioAsync(["backup", "delete", "20200101T000000Z", "--repo", repo]);
+    expect({ code: unknown.code, err: unknown.stderr }).toEqual({ code: 1, err: expect.stringMatching(/has no backup 20200101T000000Z/) });
+    expect(JSON.parse(await klio(["backup", "list", "--repo", repo, "--json"])).backups).toHaveLength(1);
+    await klio(["backup", "delete", backup.id, "--repo", repo]);
+    expect(JSON.parse(await klio(["backup", "list", "--repo", repo, "--cluster", "db1", "--json"])).backups).toEqual([]);
   });
 });
