@@ -39,17 +39,15 @@
 // (it is a measurement; MISSED is printed), 1 when a run fails. Usage:
 //   npm run bench:backup -- [--gb 1] [--rounds 3] [--klio auto|dist|src|PATH] [--json] [--keep]
 // The environment can set the same: KLIO_BENCH_GB, KLIO_BENCH_ROUNDS, KLIO_BENCH_KLIO.
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, lstatSync, openSync, readSync, closeSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, lstatSync, openSync, readSync, closeSync } from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import process from "node:process";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { startPostgres, binDir, pgTempDir, type PgServer } from "../test/harness/postgres.ts";
-import { ROOT, klioArgv } from "../test/harness/klio.ts";
+import { MB, say, killChildren, launch, runToEnd, stopChild, tail, resolveKlio, sqlOf, sqlValue, pgArgs, loadAverage, median, f0, f1, f2, type Exit, type KlioCommand, type Running } from "./bench-common.ts";
 
-const MB = 1024 * 1024;
 const PAGE = 8192;
 const PG_BIN = binDir(15);
 const TIME_BIN = "/usr/bin/time";
@@ -115,149 +113,7 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-const say = (text: string) => process.stderr.write(`[bench] ${text}\n`);
-
-// ---------------------------------------------------------------- processes
-
-const children = new Set<ChildProcess>();
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  /** stdout and stderr interleaved by line (the last 4 MB). */
-  output: string;
-  seconds: number;
-  /** Peak RSS in bytes, when measured. */
-  rss: number | null;
-}
-
-interface Running {
-  child: ChildProcess;
-  exited: Promise<Exit>;
-  output(): string;
-}
-
-/**
- * Spawns a process, collecting its output. `measureRss` measures its peak RSS: with
- * /usr/bin/time when installed (exact, read as it exits), else by polling VmHWM.
- */
-function launch(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; measureRss?: string; onLine?: (line: string, seconds: number) => void } = {}): Running {
-  let argv = [cmd, ...args];
-  const timeFile = opts.measureRss !== undefined && existsSync(TIME_BIN) ? opts.measureRss : undefined;
-  if (timeFile) argv = [TIME_BIN, "-f", "%M", "-o", timeFile, ...argv];
-  const startedAt = performance.now();
-  const child = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let output = "";
-  let stdout = "";
-  const collect = (stream: NodeJS.ReadableStream, isStdout: boolean) => {
-    createInterface({ input: stream }).on("line", (line) => {
-      if (output.length < 4 * MB) output += line + "\n";
-      if (isStdout && stdout.length < 16 * MB) stdout += line + "\n";
-      opts.onLine?.(line, (performance.now() - startedAt) / 1000);
-    });
-  };
-  collect(child.stdout!, true);
-  collect(child.stderr!, false);
-  let polledHwm = 0;
-  const poll = opts.measureRss !== undefined && !timeFile
-    ? setInterval(() => {
-      try {
-        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"));
-        if (m) polledHwm = Math.max(polledHwm, Number(m[1]) * 1024);
-      } catch {
-        // exited between two polls
-      }
-    }, 50)
-    : undefined;
-  const exited = new Promise<Exit>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      const seconds = (performance.now() - startedAt) / 1000;
-      children.delete(child);
-      if (poll) clearInterval(poll);
-      let rss: number | null = null;
-      if (timeFile) {
-        // The last line is %M (kB); a line before it says "Command exited with non-zero status".
-        const kb = Number(readFileSync(timeFile, "utf8").trim().split("\n").pop());
-        if (Number.isFinite(kb) && kb > 0) rss = kb * 1024;
-      } else if (opts.measureRss !== undefined) rss = polledHwm || null;
-      resolve({ code, signal, stdout, output, seconds, rss });
-    });
-  });
-  return { child, exited, output: () => output };
-}
-
-async function runToEnd(cmd: string, args: string[], what: string, opts: Parameters<typeof launch>[2] = {}): Promise<Exit> {
-  const r = await launch(cmd, args, opts).exited;
-  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code ?? r.signal}): ${cmd} ${args.join(" ")}\n${tail(r.output)}`);
-  return r;
-}
-
-function tail(text: string, lines = 30): string {
-  return text.trimEnd().split("\n").slice(-lines).join("\n");
-}
-
-async function stopChild(r: Running, signal: NodeJS.Signals): Promise<Exit> {
-  if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill(signal);
-  const timer = setTimeout(() => r.child.kill("SIGKILL"), 15_000);
-  try {
-    return await r.exited;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-// ---------------------------------------------------------------- klio
-
-interface KlioCommand {
-  cmd: string;
-  prefix: string[];
-  label: string;
-}
-
-/**
- * auto: dist/klio, the executable we ship, rebuilt first if the sources changed since it was
- * built (scripts/build.mjs --if-stale); the sources if that fails. dist: dist/klio as it is.
- * src: the sources through tsx (same code; its RSS includes tsx). A path: that executable.
- */
-async function resolveKlio(choice: string): Promise<KlioCommand> {
-  const dist = path.join(ROOT, "dist", "klio");
-  const fromSources: KlioCommand = { cmd: process.execPath, prefix: klioArgv([]), label: "sources via node --import tsx src/cli/main.ts" };
-  if (choice === "src") return fromSources;
-  if (choice === "dist") {
-    if (!existsSync(dist)) fail("dist/klio does not exist: run npm run build");
-    return { cmd: dist, prefix: [], label: "dist/klio (single executable, not rebuilt)" };
-  }
-  if (choice !== "auto") return { cmd: path.resolve(choice), prefix: [], label: `${choice} (given)` };
-  const build = await launch(process.execPath, [path.join(ROOT, "scripts", "build.mjs"), "--if-stale"]).exited;
-  if (build.code !== 0 || !existsSync(dist)) {
-    say(`building dist/klio failed, running klio from the sources instead:\n${tail(build.output, 10)}`);
-    return { ...fromSources, label: fromSources.label + " (the build of dist/klio failed)" };
-  }
-  return { cmd: dist, prefix: [], label: "dist/klio (single executable, built from these sources)" };
-}
-
 // ---------------------------------------------------------------- server, workload
-
-/** One SQL client per server (PgServer.sql() makes a new one at every call). */
-const clients = new WeakMap<PgServer, ReturnType<PgServer["sql"]>>();
-function sqlOf(pg: PgServer): ReturnType<PgServer["sql"]> {
-  let sql = clients.get(pg);
-  if (!sql) clients.set(pg, (sql = pg.sql()));
-  return sql;
-}
-
-async function sqlValue(pg: PgServer, query: string): Promise<string> {
-  const rows = await sqlOf(pg).unsafe(query);
-  const v = Object.values(rows[0] ?? {})[0];
-  return v === null || v === undefined ? "" : String(v);
-}
-
-function pgArgs(pg: PgServer): string[] {
-  return ["-h", pg.host, "-p", String(pg.port), "-U", "postgres"];
-}
 
 interface Workload {
   scale: number;
@@ -581,19 +437,6 @@ async function extractTars(tarDir: string, dest: string): Promise<{ seconds: num
 
 // ---------------------------------------------------------------- report
 
-function loadAverage(): string {
-  return os.loadavg()[0]!.toFixed(2);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const f1 = (x: number) => x.toFixed(1);
-const f2 = (x: number) => x.toFixed(2);
-const f0 = (x: number) => x.toFixed(0);
 const mb = (bytes: number) => `${f1(bytes / MB)} MB`;
 const rssText = (bytes: number | null) => (bytes === null ? "not measured" : `${f0(bytes / MB)} MB`);
 const verdict = (met: boolean) => (met ? "met" : "MISSED");
@@ -608,7 +451,7 @@ async function main(): Promise<number> {
   let pg: PgServer | undefined;
   let interrupted = false;
   const cleanup = async () => {
-    for (const c of children) c.kill("SIGKILL");
+    killChildren();
     await pg?.destroy().catch(() => {});
     pg = undefined;
     if (!opts.keep) rmSync(work, { recursive: true, force: true });

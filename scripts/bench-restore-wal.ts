@@ -43,12 +43,12 @@ import process from "node:process";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { binDir, freePort, pgTempDir, startPostgres, type PgServer } from "../test/harness/postgres.ts";
+import { MB, say, median, rotate, f2 } from "./bench-common.ts";
 import { ROOT } from "../test/harness/klio.ts";
 import { openSpool, LOCK_FILE } from "../src/wal/wal-spool.ts";
 import { restoreCommandWithSpool } from "../src/wal/wal-prefetch.ts";
 import { shellQuote } from "../src/util/self-command.ts";
 
-const MB = 1024 * 1024;
 const SEGMENT = 16 * MB;
 const PG_BIN = binDir(15);
 const TARGET = 1.25;
@@ -122,8 +122,6 @@ function fail(message: string): never {
   process.stderr.write(`bench-restore-wal: ${message}\n`);
   process.exit(2);
 }
-
-const say = (text: string) => process.stderr.write(`[bench] ${text}\n`);
 
 // ---------------------------------------------------------------- processes
 
@@ -395,14 +393,6 @@ async function stopPrefetcher(p: Prepared, data: string): Promise<void> {
 
 // ---------------------------------------------------------------- report
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const rotate = <T>(xs: T[], by: number): T[] => [...xs.slice(by % xs.length), ...xs.slice(0, by % xs.length)];
-const f2 = (x: number) => x.toFixed(2);
 
 async function main(): Promise<number> {
   const o = parseOptions();

@@ -44,17 +44,16 @@
 // KLIO_BENCH_LATENCY_ROUNDS, KLIO_BENCH_KLIO, KLIO_BENCH_LOAD (e.g. KLIO_BENCH_GB=0.1 in CI).
 // --klio-main runs klio from another tree's sources (a worktree with a change) for A/B;
 // --klio-node-args="--cpu-prof --cpu-prof-dir=DIR" profiles it (runs klio from sources).
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync, createWriteStream } from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import process from "node:process";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { startPostgres, binDir, pgTempDir, type PgServer } from "../test/harness/postgres.ts";
-import { ROOT, klioArgv } from "../test/harness/klio.ts";
+import { ROOT } from "../test/harness/klio.ts";
+import { MB, say, killChildren, launch, runToEnd, stopChild, tail, resolveKlio, sqlOf, sqlValue, pgArgs, loadAverage, median, rotate, f0, f1, f2, type KlioCommand, type Running } from "./bench-common.ts";
 
-const MB = 1024 * 1024;
 const SEGMENT_MB = 16;
 const PG_BIN = binDir(15);
 const TARGET_INGEST = 0.9;
@@ -155,125 +154,7 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-const say = (text: string) => process.stderr.write(`[bench] ${text}\n`);
-
-// ---------------------------------------------------------------- processes
-
-const children = new Set<ChildProcess>();
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  output: string;
-  /** performance.now() at exit */
-  at: number;
-}
-
-interface Running {
-  child: ChildProcess;
-  startedAt: number;
-  exited: Promise<Exit>;
-  output(): string;
-}
-
-/** Spawns a process, collecting stdout and stderr; `onLine` sees each line as it arrives. */
-function launch(cmd: string, args: string[], opts: { cwd?: string; onLine?: (line: string, at: number) => void } = {}): Running {
-  const startedAt = performance.now();
-  const child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let output = "";
-  for (const stream of [child.stdout!, child.stderr!]) {
-    const rl = createInterface({ input: stream });
-    rl.on("line", (line) => {
-      const at = performance.now();
-      if (output.length < 4 * MB) output += line + "\n";
-      opts.onLine?.(line, at);
-    });
-  }
-  const exited = new Promise<Exit>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      children.delete(child);
-      resolve({ code, signal, output, at: performance.now() });
-    });
-  });
-  return { child, startedAt, exited, output: () => output };
-}
-
-async function runToEnd(cmd: string, args: string[], what: string): Promise<Exit> {
-  const r = await launch(cmd, args).exited;
-  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code ?? r.signal}):\n${tail(r.output)}`);
-  return r;
-}
-
-function tail(text: string, lines = 30): string {
-  return text.trimEnd().split("\n").slice(-lines).join("\n");
-}
-
-async function stopChild(r: Running, signal: NodeJS.Signals): Promise<Exit> {
-  if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill(signal);
-  const timer = setTimeout(() => r.child.kill("SIGKILL"), 15_000);
-  try {
-    return await r.exited;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-// ---------------------------------------------------------------- klio
-
-interface KlioCommand {
-  cmd: string;
-  prefix: string[];
-  label: string;
-}
-
-/**
- * auto: dist/klio, the executable we ship, rebuilt first if the sources changed since it was
- * built (scripts/build.mjs --if-stale, a few seconds); the sources if that fails.
- * dist: dist/klio as it is. src: the sources through tsx (same code; slower start-up).
- */
-async function resolveKlio(choice: Options["klio"], main: string | undefined, nodeArgs: string[]): Promise<KlioCommand> {
-  if (main !== undefined) {
-    // Another tree's sources (a worktree with a change to compare): tsx resolves from ROOT.
-    const file = path.resolve(main);
-    if (!existsSync(file)) fail(`--klio-main ${main} does not exist`);
-    return { cmd: process.execPath, prefix: [...nodeArgs, "--import", "tsx", file], label: `sources via node ${[...nodeArgs, ""].join(" ")}--import tsx ${path.relative(ROOT, file) || file}` };
-  }
-  const dist = path.join(ROOT, "dist", "klio");
-  const fromSources: KlioCommand = { cmd: process.execPath, prefix: [...nodeArgs, ...klioArgv([])], label: `sources via node ${[...nodeArgs, ""].join(" ")}--import tsx src/cli/main.ts` };
-  if (choice === "src" || nodeArgs.length > 0) return fromSources;
-  if (choice === "dist") {
-    if (!existsSync(dist)) fail("dist/klio does not exist: run npm run build");
-    return { cmd: dist, prefix: [], label: "dist/klio (single executable, not rebuilt)" };
-  }
-  const build = await launch(process.execPath, [path.join(ROOT, "scripts", "build.mjs"), "--if-stale"]).exited;
-  if (build.code !== 0 || !existsSync(dist)) {
-    say(`building dist/klio failed, running klio from the sources instead:\n${tail(build.output, 10)}`);
-    return { ...fromSources, label: fromSources.label + " (the build of dist/klio failed)" };
-  }
-  return { cmd: dist, prefix: [], label: "dist/klio (single executable, built from these sources)" };
-}
-
 // ---------------------------------------------------------------- server and load
-
-/** One SQL client per server (PgServer.sql() makes a new one at every call). */
-const clients = new WeakMap<PgServer, ReturnType<PgServer["sql"]>>();
-function sqlOf(pg: PgServer): ReturnType<PgServer["sql"]> {
-  let sql = clients.get(pg);
-  if (!sql) clients.set(pg, (sql = pg.sql()));
-  return sql;
-}
-
-async function sqlValue(pg: PgServer, query: string): Promise<string> {
-  const rows = await sqlOf(pg).unsafe(query);
-  const v = Object.values(rows[0] ?? {})[0];
-  return v === null || v === undefined ? "" : String(v);
-}
-
-function pgArgs(pg: PgServer): string[] {
-  return ["-h", pg.host, "-p", String(pg.port), "-U", "postgres"];
-}
 
 function lsnToBigint(text: string): bigint {
   const [hi, lo] = text.split("/");
@@ -407,20 +288,20 @@ async function receivewalIngest(pg: PgServer, backlog: Backlog, slot: string, ou
   if (gzip) args.push("--compress=gzip:1");
   let streamingAt: number | undefined;
   const r = launch(path.join(PG_BIN, "pg_receivewal"), args, {
-    onLine(line, at) {
-      if (streamingAt === undefined && line.includes("starting log streaming at")) streamingAt = at;
+    onLine(line, seconds) {
+      if (streamingAt === undefined && line.includes("starting log streaming at")) streamingAt = seconds;
     },
   });
   const exit = await r.exited;
   if (exit.code !== 0) throw new Error(`pg_receivewal exited ${exit.code ?? exit.signal}:\n${tail(exit.output)}`);
   if (streamingAt === undefined) throw new Error(`pg_receivewal -v did not say "starting log streaming at":\n${tail(exit.output)}`);
-  const seconds = (exit.at - r.startedAt) / 1000;
+  const seconds = exit.seconds;
   const files = countFiles(out);
   const complete = gzip ? files.gz : files.raw;
   if (complete !== backlog.segments) throw new Error(`pg_receivewal left ${complete} complete segments in ${out}, expected ${backlog.segments}`);
   return {
     tool: gzip ? "pg_receivewal gzip:1" : "pg_receivewal", round, seconds, mbps: backlog.bytes / MB / seconds,
-    startupSeconds: (streamingAt - r.startedAt) / 1000, streamingMbps: backlog.bytes / MB / ((exit.at - streamingAt) / 1000), files,
+    startupSeconds: streamingAt, streamingMbps: backlog.bytes / MB / (exit.seconds - streamingAt), files,
   };
 }
 
@@ -436,12 +317,12 @@ async function klioIngest(pg: PgServer, klio: KlioCommand, backlog: Backlog, slo
     "--endpos", lsnText(backlog.endpos), "--log-format", "json",
   ];
   const r = launch(klio.cmd, args, {
-    onLine(line, at) {
+    onLine(line, seconds) {
       log.write(line + "\n");
-      if (streamingAt === undefined && line.includes('"wal.streaming"')) streamingAt = at;
+      if (streamingAt === undefined && line.includes('"wal.streaming"')) streamingAt = seconds;
       // The segment that ends at endpos is fsync'd and renamed: klio's --endpos is reached.
       if (durableAt === undefined && line.includes('"wal.segment_archived"') && line.includes(`"${backlog.lastSegment}"`)) {
-        durableAt = at;
+        durableAt = seconds;
         durableWall = Date.now();
         kwalAtEndpos = countFiles(walDir).kwal;
       }
@@ -455,14 +336,14 @@ async function klioIngest(pg: PgServer, klio: KlioCommand, backlog: Backlog, slo
   const files = countFiles(walDir);
   if (files.kwal + files.raw !== backlog.segments)
     throw new Error(`klio left ${files.kwal} .kwal + ${files.raw} raw segments, expected ${backlog.segments} (log: ${logFile})`);
-  const seconds = (durableAt - r.startedAt) / 1000;
+  const seconds = durableAt;
   return {
     tool: "klio", round, seconds, mbps: backlog.bytes / MB / seconds,
-    startupSeconds: (streamingAt - r.startedAt) / 1000, streamingMbps: backlog.bytes / MB / ((durableAt - streamingAt) / 1000), files,
+    startupSeconds: streamingAt, streamingMbps: backlog.bytes / MB / (durableAt - streamingAt), files,
     klio: {
       kwalAtEndpos,
       compressDoneAfterEndposSeconds: files.newestKwalMtime ? Math.max(0, (files.newestKwalMtime - durableWall) / 1000) : null,
-      exitAfterEndposSeconds: (exit.at - durableAt) / 1000,
+      exitAfterEndposSeconds: exit.seconds - durableAt,
     },
   };
 }
@@ -547,35 +428,17 @@ async function latencyRun(
 
 // ---------------------------------------------------------------- report
 
-function loadAverage(): string {
-  return os.loadavg()[0]!.toFixed(2);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const f1 = (x: number) => x.toFixed(1);
-const f2 = (x: number) => x.toFixed(2);
-const f0 = (x: number) => x.toFixed(0);
-
-function rotate<T>(xs: T[], by: number): T[] {
-  const k = by % xs.length;
-  return [...xs.slice(k), ...xs.slice(0, k)];
-}
 
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<number> {
   const opts = parseOptions();
-  const klio = await resolveKlio(opts.klio, opts.klioMain, opts.klioNodeArgs);
+  const klio = await resolveKlio(opts.klio, { main: opts.klioMain, nodeArgs: opts.klioNodeArgs });
   const work = pgTempDir("klio-bench-wal-");
   const servers: PgServer[] = [];
   let interrupted = false;
   const cleanup = async () => {
-    for (const c of children) c.kill("SIGKILL");
+    killChildren();
     for (const s of servers.splice(0)) await s.destroy().catch(() => {});
     if (!opts.keep) rmSync(work, { recursive: true, force: true });
   };
