@@ -1,32 +1,26 @@
 import type { Command } from "../command.ts";
-import { validateClusterName } from "../../wal/archive-layout.ts";
-import { loadSnapshot, snapshotKey } from "../../backup/snapshot.ts";
-import { resolveCluster } from "../backup-cluster.ts";
-import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { snapshotKey } from "../../backup/snapshot.ts";
+import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
+import { REPO_FLAGS } from "../repo-flags.ts";
 
 export const command: Command = {
   spec: {
     name: "backup delete",
     summary: "Delete a backup from the repository (its data is freed later by maintenance, once no backup uses it).",
     usage: "klio backup delete ID --repo DIR [--cluster NAME] [--json]",
-    positionals: [{ name: "ID", help: "backup id (see klio backup list)" }],
+    positionals: [BACKUP_ID_POSITIONAL],
     flags: {
       ...REPO_FLAGS,
-      cluster: { kind: "string", value: "NAME", help: "cluster (needed when the repository holds several)" },
+      cluster: CLUSTER_FLAG,
       json: { kind: "boolean", help: "print JSON for scripts" },
     },
   },
   async run(args, ctx) {
     const f = args.flags;
-    const repo = await openRepoFromFlags(f, ctx);
-    try {
-      const cluster = await resolveCluster(repo, f.cluster === undefined ? undefined : validateClusterName(String(f.cluster)));
-      const s = await loadSnapshot(repo, cluster, args.positionals[0]!); // refuses ids that do not exist
+    return withBackup(f, ctx, args.positionals[0]!, async (repo, cluster, s) => {
       await repo.deleteObject(snapshotKey(cluster, s.id));
       ctx.stdout(f.json ? JSON.stringify({ deleted: s.id, cluster }) + "\n" : `deleted backup ${s.id} of ${cluster}\n`);
       return 0;
-    } finally {
-      await repo.close();
-    }
+    });
   },
 };

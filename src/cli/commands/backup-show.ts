@@ -1,8 +1,7 @@
 import type { Command } from "../command.ts";
-import { validateClusterName } from "../../wal/archive-layout.ts";
-import { loadSnapshot, type Snapshot } from "../../backup/snapshot.ts";
-import { resolveCluster } from "../backup-cluster.ts";
-import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import type { Snapshot } from "../../backup/snapshot.ts";
+import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
+import { REPO_FLAGS } from "../repo-flags.ts";
 import { bytes } from "../progress.ts";
 
 export const command: Command = {
@@ -10,24 +9,19 @@ export const command: Command = {
     name: "backup show",
     summary: "Show one backup: positions, times, sizes, tablespaces, backup_label.",
     usage: "klio backup show ID --repo DIR [--cluster NAME] [--json]",
-    positionals: [{ name: "ID", help: "backup id (see klio backup list)" }],
+    positionals: [BACKUP_ID_POSITIONAL],
     flags: {
       ...REPO_FLAGS,
-      cluster: { kind: "string", value: "NAME", help: "cluster (needed when the repository holds several)" },
+      cluster: CLUSTER_FLAG,
       json: { kind: "boolean", help: "print the snapshot manifest as JSON" },
     },
   },
   async run(args, ctx) {
     const f = args.flags;
-    const repo = await openRepoFromFlags(f, ctx);
-    try {
-      const cluster = await resolveCluster(repo, f.cluster === undefined ? undefined : validateClusterName(String(f.cluster)));
-      const s = await loadSnapshot(repo, cluster, args.positionals[0]!);
+    return withBackup(f, ctx, args.positionals[0]!, async (_repo, _cluster, s) => {
       ctx.stdout(f.json ? JSON.stringify(s, null, 2) + "\n" : human(s));
       return 0;
-    } finally {
-      await repo.close();
-    }
+    });
   },
 };
 

@@ -1,9 +1,7 @@
 import type { Command } from "../command.ts";
-import { validateClusterName } from "../../wal/archive-layout.ts";
-import { loadSnapshot } from "../../backup/snapshot.ts";
 import { verifyBackup } from "../../backup/backup-verify.ts";
-import { resolveCluster } from "../backup-cluster.ts";
-import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
+import { REPO_FLAGS } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
 export const command: Command = {
@@ -11,10 +9,10 @@ export const command: Command = {
     name: "backup verify",
     summary: "Re-read every file of a backup and check it against PostgreSQL's backup_manifest checksums.",
     usage: "klio backup verify ID --repo DIR [--cluster NAME] [--progress] [--json]",
-    positionals: [{ name: "ID", help: "backup id (see klio backup list)" }],
+    positionals: [BACKUP_ID_POSITIONAL],
     flags: {
       ...REPO_FLAGS,
-      cluster: { kind: "string", value: "NAME", help: "cluster (needed when the repository holds several)" },
+      cluster: CLUSTER_FLAG,
       progress: { kind: "boolean", help: "show progress" },
       json: { kind: "boolean", help: "print JSON for scripts" },
     },
@@ -22,10 +20,7 @@ export const command: Command = {
   },
   async run(args, ctx) {
     const f = args.flags;
-    const repo = await openRepoFromFlags(f, ctx);
-    try {
-      const cluster = await resolveCluster(repo, f.cluster === undefined ? undefined : validateClusterName(String(f.cluster)));
-      const s = await loadSnapshot(repo, cluster, args.positionals[0]!);
+    return withBackup(f, ctx, args.positionals[0]!, async (repo, cluster, s) => {
       const progress = createProgress(ctx, "verify", Boolean(f.progress));
       const r = await verifyBackup(repo, s, (n) => progress.update(n, s.stats.bytes));
       progress.end();
@@ -36,8 +31,6 @@ export const command: Command = {
         ctx.stdout(`backup ${s.id}: ${r.files} files, ${bytes(r.bytes)} checked, ${r.problems.length === 0 ? "all match backup_manifest" : `${r.problems.length} problem(s)`}\n`);
       }
       return r.problems.length === 0 ? 0 : 1;
-    } finally {
-      await repo.close();
-    }
+    });
   },
 };

@@ -2,10 +2,9 @@ import path from "node:path";
 import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
 import { selfCommand } from "../../util/self-command.ts";
-import { validateClusterName } from "../../wal/archive-layout.ts";
 import { runRestore, type TablespaceMapping } from "../../restore/restore.ts";
 import { parseRecoveryTarget, parseTargetAction, parseTargetTimeline } from "../../restore/recovery-target.ts";
-import { resolveCluster } from "../backup-cluster.ts";
+import { CLUSTER_FLAG, clusterFromFlags } from "../backup-cluster.ts";
 import { commandLogger, openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
@@ -17,7 +16,7 @@ export const command: Command = {
     positionals: [{ name: "DEST", help: "the new data directory (must not exist or be empty)" }],
     flags: {
       ...REPO_FLAGS,
-      cluster: { kind: "string", value: "NAME", help: "cluster (needed when the repository holds several)" },
+      cluster: CLUSTER_FLAG,
       "backup-id": { kind: "string", value: "ID", help: "the backup to restore (default: the newest that can reach the target)" },
       "target-time": { kind: "string", value: "T", help: "recover to this time (with a time zone, e.g. 2026-11-24 07:15:00+00)" },
       "target-lsn": { kind: "string", value: "L", help: "recover to this WAL position" },
@@ -51,7 +50,7 @@ export const command: Command = {
     const repo = await openRepoFromFlags(f, ctx);
     const progress = createProgress(ctx, "restore", Boolean(f.progress));
     try {
-      const cluster = await resolveCluster(repo, f.cluster === undefined ? undefined : validateClusterName(String(f.cluster)));
+      const cluster = await clusterFromFlags(repo, f);
       const r = await runRestore({
         repoDir: String(f.repo), repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
         target, action, timeline, tablespaces, klio: selfCommand(), concurrency,
