@@ -23,6 +23,7 @@ import { readGaps, readIdentity, recordGap, writeIdentity, writeState, type Rece
 import { createSegmentWriter, type SegmentWriter } from "./segment-writer.ts";
 import { startCompressor, type Compressor } from "./compressor.ts";
 import { acquireReceiverLock } from "./receiver-lock.ts";
+import { sleep } from "../util/sleep.ts";
 
 export interface ReceiverOptions {
   repo: string;
@@ -97,18 +98,6 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
     await compressor.drain();
     await release();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**

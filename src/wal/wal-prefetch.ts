@@ -23,6 +23,7 @@ import { parseSegmentName, walFileName, type Timeline } from "../pg/lsn.ts";
 import { copyWalFile, type ClusterArchive } from "./archive-reader.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "./archive-layout.ts";
 import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, isAlive, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
+import { sleep } from "../util/sleep.ts";
 
 /** Nothing left to hand over and nothing new in the archive for this long: leave. */
 const END_GRACE_MS = 2_000;
@@ -228,18 +229,6 @@ async function cleanUp(spool: Spool, pid: number): Promise<void> {
   if (lock?.pid === pid) await removeIfExists(path.join(spool.dir, LOCK_FILE));
   // Empty now unless a get-wal just wrote into it: then it stays, and that is fine.
   await rmdir(spool.dir).catch(() => {});
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /**
