@@ -1,11 +1,9 @@
 // The repository's storage on a local (or mounted) filesystem. Every put is write-once in
 // the sense of DESIGN invariant 2: a temporary name in the target directory, fsync, rename,
 // fsync of the directory (and of the parents of any directory it had to create).
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import process from "node:process";
-import { randomBytes } from "node:crypto";
-import { fsyncDir, TEMP_SUFFIX } from "../util/durable-fs.ts";
+import { fsyncDir, TEMP_SUFFIX, writeDurableWith } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
 import type { PutData, Storage, StorageEntry } from "./storage.ts";
 
@@ -61,9 +59,7 @@ export class FsStorage implements Storage {
     const file = this.file(key);
     const dir = path.dirname(file);
     await this.makeDir(dir);
-    const tmp = `${file}.${process.pid}-${hex(randomBytes(4))}${TEMP_SUFFIX}`;
-    const fh = await open(tmp, "wx", 0o640);
-    try {
+    await writeDurableWith(file, async (fh) => {
       if (data instanceof Uint8Array) await writeAll(fh, [data]);
       else if (Array.isArray(data)) await writeAll(fh, data);
       else {
@@ -81,15 +77,7 @@ export class FsStorage implements Storage {
         }
         if (batch.length) await writeAll(fh, batch);
       }
-      await fh.sync();
-    } catch (e) {
-      await fh.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
-      throw e;
-    }
-    await fh.close();
-    await rename(tmp, file);
-    await fsyncDir(dir);
+    });
   }
 
   async list(prefix: string): Promise<StorageEntry[]> {
@@ -229,8 +217,4 @@ async function writeAll(fh: FileHandle, parts: readonly Uint8Array[]): Promise<v
     await fh.writeFile(p.subarray(skip));
     skip = 0;
   }
-}
-
-function hex(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }

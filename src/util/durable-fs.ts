@@ -2,7 +2,8 @@
 // under a temporary name, fsync'd, renamed into place, and the directory fsync'd, so a crash
 // at any instant leaves either the old state or the complete new file.
 import { closeSync, fsyncSync, openSync } from "node:fs";
-import { open, rename, unlink } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 
@@ -19,10 +20,19 @@ export async function fsyncDir(dir: string): Promise<void> {
 export const TEMP_SUFFIX = ".klio-tmp";
 
 export async function writeFileDurable(file: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${file}.${process.pid}${TEMP_SUFFIX}`;
-  const fh = await open(tmp, "w", 0o640);
+  await writeDurableWith(file, (fh) => fh.writeFile(data));
+}
+
+/**
+ * Writes `file` through `fill` under a temporary name of its own (pid and random: two writers
+ * of one name never share it), then fsync, rename and fsync of the directory; a failure
+ * removes the temporary file and leaves `file` as it was.
+ */
+export async function writeDurableWith(file: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}${TEMP_SUFFIX}`;
+  const fh = await open(tmp, "wx", 0o640);
   try {
-    await fh.writeFile(data);
+    await fill(fh);
     await fh.sync();
   } catch (e) {
     await fh.close().catch(() => {});
