@@ -9,9 +9,8 @@ import { open, type FileHandle } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import { createInflateRaw } from "node:zlib";
 import { KlioError } from "../util/errors.ts";
+import { corruptSegment, parseStoredSegmentHeader, STORED_HEADER_BYTES } from "./stored-segment.ts";
 
-const MAGIC = new TextEncoder().encode("KLIOWAL\x01");
-const HEADER = 48;
 const CHUNK = 1024 * 1024;
 
 export interface DecodeOptions {
@@ -27,16 +26,12 @@ export interface DecodeOptions {
  * damaged; `dest` then holds garbage and must be removed by the caller.
  */
 export async function decodeStoredSegmentFile(src: string, dest: string, what: string, opts: DecodeOptions = {}): Promise<number> {
-  const corrupt = (why: string) => new KlioError("corrupt-wal", `${what} is damaged: ${why}`);
+  const corrupt = (why: string) => corruptSegment(what, why);
   const input = await open(src, "r");
   try {
-    const header = new Uint8Array(HEADER);
-    const { bytesRead } = await input.read(header, 0, HEADER, 0);
-    if (bytesRead < HEADER || !MAGIC.every((b, i) => header[i] === b)) throw corrupt("not a klio WAL file (bad header)");
-    const compression = header[8];
-    if (compression !== 0 && compression !== 1) throw corrupt(`unknown compression ${compression}`);
-    const length = new DataView(header.buffer).getUint32(12);
-    const expected = header.subarray(16, 48);
+    const header = new Uint8Array(STORED_HEADER_BYTES);
+    const { bytesRead } = await input.read(header, 0, STORED_HEADER_BYTES, 0);
+    const { compressed, length, sha256: expected } = parseStoredSegmentHeader(header.subarray(0, bytesRead), what);
     const out = await open(dest, "w", opts.mode ?? 0o600);
     try {
       const hash = createHash("sha256");
@@ -51,9 +46,9 @@ export async function decodeStoredSegmentFile(src: string, dest: string, what: s
           await writeAll(out, chunk);
         }
       };
-      const payload = input.createReadStream({ start: HEADER, highWaterMark: CHUNK, autoClose: false });
+      const payload = input.createReadStream({ start: STORED_HEADER_BYTES, highWaterMark: CHUNK, autoClose: false });
       try {
-        if (compression === 1) await pipeline(payload, createInflateRaw({ chunkSize: CHUNK }), sink);
+        if (compressed) await pipeline(payload, createInflateRaw({ chunkSize: CHUNK }), sink);
         else await pipeline(payload, sink);
       } catch (e) {
         if (tooLong) throw tooLong;

@@ -14,7 +14,7 @@ import { deflateRaw, inflateRawSync } from "node:zlib";
 import { KlioError } from "../util/errors.ts";
 
 const MAGIC = new TextEncoder().encode("KLIOWAL\x01");
-const HEADER = 48;
+export const STORED_HEADER_BYTES = 48;
 /**
  * node:zlib at level 1. Measured on real WAL (`npm run bench:compress`, README): on pgbench
  * WAL zlib level 1 packs ~580 MB/s to 7.0 %, fflate level 1 ~60 MB/s to 6.8 %, zlib level 6
@@ -44,35 +44,50 @@ export async function encodeStoredSegment(raw: Uint8Array, level = WAL_COMPRESSI
   const digest = new Uint8Array(digestBuffer);
   const compressed = packed.length < raw.length;
   const payload = compressed ? packed : raw;
-  const out = new Uint8Array(HEADER + payload.length);
+  const out = new Uint8Array(STORED_HEADER_BYTES + payload.length);
   out.set(MAGIC, 0);
   out[8] = compressed ? 1 : 0;
   new DataView(out.buffer).setUint32(12, raw.length);
   out.set(digest, 16);
-  out.set(payload, HEADER);
+  out.set(payload, STORED_HEADER_BYTES);
   return out;
+}
+
+export interface StoredSegmentHeader {
+  compressed: boolean;
+  /** Of the original bytes. */
+  length: number;
+  sha256: Uint8Array;
+}
+
+export function corruptSegment(what: string, why: string): KlioError {
+  return new KlioError("corrupt-wal", `${what} is damaged: ${why}`);
+}
+
+/** The first STORED_HEADER_BYTES of a stored segment, checked; throws corruptSegment. */
+export function parseStoredSegmentHeader(header: Uint8Array, what: string): StoredSegmentHeader {
+  if (header.length < STORED_HEADER_BYTES || !MAGIC.every((b, i) => header[i] === b)) throw corruptSegment(what, "not a klio WAL file (bad header)");
+  if (header[8] !== 0 && header[8] !== 1) throw corruptSegment(what, `unknown compression ${header[8]}`);
+  const length = new DataView(header.buffer, header.byteOffset, header.byteLength).getUint32(12);
+  return { compressed: header[8] === 1, length, sha256: header.subarray(16, 48) };
 }
 
 /** Returns the original bytes, or throws KlioError("corrupt-wal") naming `what`. */
 export function decodeStoredSegment(stored: Uint8Array, what: string): Uint8Array {
-  const corrupt = (why: string) => new KlioError("corrupt-wal", `${what} is damaged: ${why}`);
-  if (stored.length < HEADER || !MAGIC.every((b, i) => stored[i] === b)) throw corrupt("not a klio WAL file (bad header)");
-  const view = new DataView(stored.buffer, stored.byteOffset, stored.byteLength);
-  const length = view.getUint32(12);
-  const payload = stored.subarray(HEADER);
+  const h = parseStoredSegmentHeader(stored, what);
+  const payload = stored.subarray(STORED_HEADER_BYTES);
   let raw: Uint8Array;
-  if (stored[8] === 0) raw = payload;
-  else if (stored[8] === 1) {
+  if (!h.compressed) raw = payload;
+  else {
     try {
-      const out = inflateRawSync(payload, { maxOutputLength: Math.max(length, 1) });
+      const out = inflateRawSync(payload, { maxOutputLength: Math.max(h.length, 1) });
       raw = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     } catch (e) {
-      throw corrupt(`cannot decompress (${(e as Error).message})`);
+      throw corruptSegment(what, `cannot decompress (${(e as Error).message})`);
     }
-  } else throw corrupt(`unknown compression ${stored[8]}`);
-  if (raw.length !== length) throw corrupt(`length ${raw.length} instead of ${length}`);
-  const expected = stored.subarray(16, 48);
+  }
+  if (raw.length !== h.length) throw corruptSegment(what, `length ${raw.length} instead of ${h.length}`);
   const actual = sha256(raw);
-  if (!expected.every((b, i) => actual[i] === b)) throw corrupt("checksum mismatch");
+  if (!h.sha256.every((b, i) => actual[i] === b)) throw corruptSegment(what, "checksum mismatch");
   return raw;
 }
