@@ -46,7 +46,7 @@ import os from "node:os";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { startPostgres, binDir, pgTempDir, type PgServer } from "../test/harness/postgres.ts";
-import { MB, say, killChildren, launch, runToEnd, stopChild, tail, resolveKlio, sqlOf, sqlValue, pgArgs, loadAverage, median, f0, f1, f2, type Exit, type KlioCommand, type Running } from "./bench-common.ts";
+import { MB, say, killChildren, cleanUpOnInterrupt, launch, runToEnd, stopChild, tail, resolveKlio, sqlOf, sqlValue, pgArgs, loadAverage, median, f0, f1, f2, type Exit, type KlioCommand, type Running } from "./bench-common.ts";
 
 const PAGE = 8192;
 const PG_BIN = binDir(15);
@@ -449,21 +449,13 @@ async function main(): Promise<number> {
   const work = pgTempDir("klio-bench-backup-");
   const cache = path.join(work, "restic-cache");
   let pg: PgServer | undefined;
-  let interrupted = false;
   const cleanup = async () => {
     killChildren();
     await pg?.destroy().catch(() => {});
     pg = undefined;
     if (!opts.keep) rmSync(work, { recursive: true, force: true });
   };
-  const onSignal = () => {
-    if (interrupted) return;
-    interrupted = true;
-    say("interrupted: stopping the server and removing " + work);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  cleanUpOnInterrupt("stopping the server and removing " + work, cleanup);
 
   const started = performance.now();
   const loadBefore = loadAverage();

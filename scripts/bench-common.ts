@@ -24,6 +24,19 @@ export function killChildren(): void {
   for (const c of children) c.kill("SIGKILL");
 }
 
+/** On SIGINT/SIGTERM: say `what`, run `cleanup` once, exit 130. */
+export function cleanUpOnInterrupt(what: string, cleanup: () => Promise<void>): void {
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
+    say(`interrupted: ${what}`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
+
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;

@@ -52,7 +52,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { startPostgres, binDir, pgTempDir, type PgServer } from "../test/harness/postgres.ts";
 import { ROOT } from "../test/harness/klio.ts";
-import { MB, say, killChildren, launch, runToEnd, stopChild, tail, resolveKlio, sqlOf, sqlValue, pgArgs, loadAverage, median, rotate, f0, f1, f2, type KlioCommand, type Running } from "./bench-common.ts";
+import { MB, say, killChildren, cleanUpOnInterrupt, launch, runToEnd, stopChild, tail, resolveKlio, sqlOf, sqlValue, pgArgs, loadAverage, median, rotate, f0, f1, f2, type KlioCommand, type Running } from "./bench-common.ts";
 
 const SEGMENT_MB = 16;
 const PG_BIN = binDir(15);
@@ -436,20 +436,12 @@ async function main(): Promise<number> {
   const klio = await resolveKlio(opts.klio, { main: opts.klioMain, nodeArgs: opts.klioNodeArgs });
   const work = pgTempDir("klio-bench-wal-");
   const servers: PgServer[] = [];
-  let interrupted = false;
   const cleanup = async () => {
     killChildren();
     for (const s of servers.splice(0)) await s.destroy().catch(() => {});
     if (!opts.keep) rmSync(work, { recursive: true, force: true });
   };
-  const onSignal = () => {
-    if (interrupted) return;
-    interrupted = true;
-    say("interrupted: stopping servers and removing " + work);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  cleanUpOnInterrupt("stopping servers and removing " + work, cleanup);
 
   const started = performance.now();
   const loadBefore = loadAverage();
