@@ -172,7 +172,7 @@ it("another format version is named as such", async () => {
   const s = store();
   const { file, head } = await write(s, null, 10);
   const b = readFileSync(file);
-  b.writeUInt32BE(2, 8);
+  b.writeUInt32BE(1, 8);
   writeFileSync(file, b);
-  await expect(readIndexHead(new FsStorage(s.root), head.key, null, head.size)).rejects.toThrow(/format version 2; this klio reads version 1/);
+  await expect(readIndexHead(new FsStorage(s.root), head.key, null, head.size)).rejects.toThrow(/format version 1; this klio reads version 2/);
 });

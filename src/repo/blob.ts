@@ -1,20 +1,16 @@
-// How a chunk is stored in a pack, and read back: compressed when it pays (codec.ts), then
-// sealed when the repository is encrypted, with the chunk id as associated data (a blob
-// copied under another id does not decrypt). Reading checks every step and, last, that the
-// plain bytes hash to the id asked for: damaged data is reported, never returned.
+// How chunks are stored in a pack, and read back. New chunks are gathered into frames (a few
+// consecutive chunks, pack-writer.ts); a frame is compressed as a whole when it pays
+// (codec.ts), then sealed when the repository is encrypted. Reading checks every step and,
+// last, that the chunk's plain bytes hash to the id asked for: damaged data is reported,
+// never returned, and a frame in the wrong place cannot pass for another (the ids are keyed
+// hashes in an encrypted repository).
 import { KlioError } from "../util/errors.ts";
 import { chunkIdHex, sameChunkId, type ChunkId } from "./chunk-id.ts";
 import { decompress, type Compressor } from "./codec.ts";
 import { seal, unseal } from "./crypto.ts";
+import type { IndexEntry } from "./index-file.ts";
 
-const CHUNK_AAD = new TextEncoder().encode("klio chunk ");
-
-function chunkAad(id: ChunkId): Uint8Array {
-  const aad = new Uint8Array(CHUNK_AAD.length + id.length);
-  aad.set(CHUNK_AAD, 0);
-  aad.set(id, CHUNK_AAD.length);
-  return aad;
-}
+const FRAME_AAD = new TextEncoder().encode("klio frame");
 
 export interface BlobContext {
   /** The data key of an encrypted repository, else null. */
@@ -22,27 +18,32 @@ export interface BlobContext {
   chunkId: (data: Uint8Array) => ChunkId;
 }
 
-/** The bytes to store (valid until the compressor's next call) and the index flags (the codec). */
-export function encodeChunk(ctx: BlobContext, compressor: Compressor, id: ChunkId, plain: Uint8Array): { stored: Uint8Array; flags: number } {
-  const c = compressor.compress(plain);
-  return { stored: ctx.dataKey ? seal(ctx.dataKey, c.bytes, chunkAad(id)) : c.bytes, flags: c.codec };
+/** The bytes to store for a frame's plain bytes, and the index flags (the codec). */
+export async function encodeFrame(ctx: BlobContext, compressor: Compressor, plain: Uint8Array): Promise<{ stored: Uint8Array; flags: number }> {
+  const c = await compressor.compressAsync(plain);
+  return { stored: ctx.dataKey ? seal(ctx.dataKey, c.bytes, FRAME_AAD) : c.bytes, flags: c.codec };
 }
 
-/** The plain bytes of a stored chunk; KlioError "corrupt-chunk" when anything does not check. */
-export function decodeChunk(ctx: BlobContext, id: ChunkId, stored: Uint8Array, flags: number, plainLength: number, where: string): Uint8Array {
-  const bad = (why: string) => new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)} in ${where} is damaged: ${why}`);
+/** A frame's plain bytes; KlioError "corrupt-chunk" (naming `where`) when they do not decode. */
+export function decodeFrame(ctx: BlobContext, stored: Uint8Array, e: Pick<IndexEntry, "flags" | "frameLength">, where: string): Uint8Array {
   let body = stored;
   if (ctx.dataKey) {
-    const plain = unseal(ctx.dataKey, stored, chunkAad(id));
-    if (plain === null) throw bad("it does not decrypt");
+    const plain = unseal(ctx.dataKey, stored, FRAME_AAD);
+    if (plain === null) throw new KlioError("corrupt-chunk", `a frame in ${where} is damaged: it does not decrypt`);
     body = plain;
   }
-  let data: Uint8Array;
   try {
-    data = decompress(flags, body, plainLength);
-  } catch (e) {
-    throw bad((e as Error).message);
+    return decompress(e.flags, body, e.frameLength);
+  } catch (err) {
+    throw new KlioError("corrupt-chunk", `a frame in ${where} is damaged: ${(err as Error).message}`);
   }
-  if (!sameChunkId(ctx.chunkId(data), id)) throw bad("its content does not match its id");
+}
+
+/** The chunk `id` out of its decoded frame; KlioError "corrupt-chunk" unless its bytes hash to `id`. */
+export function chunkOfFrame(ctx: BlobContext, id: ChunkId, frame: Uint8Array, e: Pick<IndexEntry, "inFrame" | "plainLength">, where: string): Uint8Array {
+  if (e.inFrame + e.plainLength > frame.length)
+    throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)} in ${where} is damaged: it would end at ${e.inFrame + e.plainLength} of a ${frame.length}-byte frame`);
+  const data = frame.subarray(e.inFrame, e.inFrame + e.plainLength);
+  if (!sameChunkId(ctx.chunkId(data), id)) throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)} in ${where} is damaged: its content does not match its id`);
   return data;
 }

@@ -1,11 +1,13 @@
 // The repository's self-check. Structure: every index file parses and checks (checksum,
 // order, decryption, key section matching the entries), every entry lies inside an existing pack, every pack starts with a
 // pack header and is named by some index. With readData, every chunk is read back, decrypted,
-// decompressed and hashed. Problems are values; damaged data never makes this throw.
+// decompressed and hashed: the entries of an index file are taken READ_WINDOW at a time and
+// grouped by frame, so that a frame is decoded once for all its chunks in the window.
+// Problems are values; damaged data never makes this throw.
 import { isKlioError } from "../util/errors.ts";
 import { chunkIdHex } from "./chunk-id.ts";
-import { decodeChunk, type BlobContext } from "./blob.ts";
-import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, indexIdOfKey, packIdOfKey, packKey, readIndexHead, verifyIndexFile, type IndexHead } from "./index-file.ts";
+import { chunkOfFrame, decodeFrame, type BlobContext } from "./blob.ts";
+import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, type IndexEntry, indexIdOfKey, packIdOfKey, packKey, readIndexHead, verifyIndexFile, type IndexHead } from "./index-file.ts";
 import { PACK_HEADER, PACK_MAGIC, PACK_VERSION } from "./pack-writer.ts";
 import type { Storage } from "./storage.ts";
 
@@ -22,6 +24,39 @@ export interface CheckOptions {
 }
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** Entries whose frames are read together (about 4 MB of entries). */
+const READ_WINDOW = 65536;
+
+/** Decodes each frame of `window` once and checks every chunk of it the window holds. */
+async function readWindow(storage: Storage, ctx: BlobContext, window: { key: string; e: IndexEntry }[], problems: RepoProblem[]): Promise<void> {
+  const frames = new Map<string, { key: string; e: IndexEntry }[]>();
+  for (const w of window) {
+    const f = `${w.key}:${w.e.offset}`;
+    const list = frames.get(f);
+    if (list) list.push(w);
+    else frames.set(f, [w]);
+  }
+  for (const list of frames.values()) {
+    const { key, e } = list[0]!;
+    let frame: Uint8Array | null = null;
+    try {
+      frame = decodeFrame(ctx, await storage.getRange(key, e.offset, e.length), e, key);
+    } catch (err) {
+      if (!isKlioError(err) && !(err instanceof Error)) throw err;
+      for (const w of list) problems.push({ kind: "corrupt-chunk", pack: key, chunkId: chunkIdHex(w.e.id), message: message(err) });
+      continue;
+    }
+    for (const w of list) {
+      try {
+        chunkOfFrame(ctx, w.e.id, frame, w.e, key);
+      } catch (err) {
+        problems.push({ kind: "corrupt-chunk", pack: key, chunkId: chunkIdHex(w.e.id), message: message(err) });
+      }
+    }
+  }
+  window.length = 0;
+}
 
 export async function checkRepository(storage: Storage, ctx: BlobContext, opts: CheckOptions): Promise<RepoProblem[]> {
   const problems: RepoProblem[] = [];
@@ -66,6 +101,7 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
   const missingPacks = new Set<string>();
   for (const h of heads) {
     const readThis = opts.readData && !superseded.has(h.fileId);
+    const window: { key: string; e: IndexEntry }[] = [];
     try {
       await verifyIndexFile(storage, h, ctx.dataKey, async (block) => {
         for (let at = 0; at < block.length; at += ENTRY_BYTES) {
@@ -80,13 +116,11 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
             problems.push({ kind: "missing-chunk", pack: key, chunkId: hex, message: `chunk ${hex} is in the missing pack ${key}` });
           } else if (e.offset < PACK_HEADER || e.offset + e.length > size || e.plainLength > MAX_PLAIN) {
             problems.push({ kind: "entry-outside-pack", pack: key, chunkId: hex, message: `${h.key} places chunk ${hex} at ${e.offset}+${e.length}, outside ${key} (${size} bytes)` });
+          } else if (e.inFrame + e.plainLength > e.frameLength || e.frameLength > MAX_PLAIN) {
+            problems.push({ kind: "bad-entry", pack: key, chunkId: hex, message: `${h.key} places chunk ${hex} at ${e.inFrame}+${e.plainLength} of a ${e.frameLength}-byte frame` });
           } else if (readThis) {
-            try {
-              decodeChunk(ctx, e.id, await storage.getRange(key, e.offset, e.length), e.flags, e.plainLength, key);
-            } catch (err) {
-              if (!isKlioError(err) && !(err instanceof Error)) throw err;
-              problems.push({ kind: "corrupt-chunk", pack: key, chunkId: hex, message: message(err) });
-            }
+            window.push({ key, e: { ...e, id: e.id.slice() } });
+            if (window.length >= READ_WINDOW) await readWindow(storage, ctx, window, problems);
           }
           if (!superseded.has(h.fileId)) {
             done++;
@@ -97,6 +131,7 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
     } catch (e) {
       problems.push({ kind: "bad-index", message: message(e) });
     }
+    if (window.length) await readWindow(storage, ctx, window, problems);
   }
   opts.onProgress?.(total, total);
   return problems;

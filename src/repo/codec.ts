@@ -6,7 +6,7 @@
 // lz4 (lz4.ts) costs about half the CPU per page, for repositories where backup speed
 // matters more than size. fflate, measured beside them, is slower than node:zlib at every
 // level here and stores no less.
-import { deflateRawSync, inflateRawSync } from "node:zlib";
+import { deflateRaw, deflateRawSync, inflateRawSync } from "node:zlib";
 import { KlioError } from "../util/errors.ts";
 import { Lz4Compressor, lz4Decompress } from "./lz4.ts";
 
@@ -35,21 +35,35 @@ export class Compressor {
    */
   compress(plain: Uint8Array): { codec: number; bytes: Uint8Array } {
     if (this.compression === "none" || plain.length < 64) return { codec: CODEC_NONE, bytes: plain };
-    let out: Uint8Array | null;
-    let codec: number;
-    if (this.lz4) {
-      out = this.lz4.compress(plain);
-      codec = CODEC_LZ4;
-    } else {
-      // A window no larger than the chunk: less state to set up per call (8 KB pages: ~15%
-      // faster), the same output size.
-      out = deflateRawSync(plain, { level: 1, windowBits: Math.min(15, Math.max(9, Math.ceil(Math.log2(plain.length)))) });
-      codec = CODEC_DEFLATE;
-    }
-    // Not worth a decompression on every read unless it saves at least 1/16.
-    if (out === null || out.length + (plain.length >> 4) >= plain.length) return { codec: CODEC_NONE, bytes: plain };
-    return { codec, bytes: out };
+    if (this.lz4) return worthIt(plain, this.lz4.compress(plain), CODEC_LZ4);
+    return worthIt(plain, deflateRawSync(plain, deflateOptions(plain)), CODEC_DEFLATE);
   }
+
+  /**
+   * The same, with deflate run on libuv's thread pool: a writer keeps several frames
+   * compressing on other cores while its own thread reads and hashes the next ones. The
+   * result is always a new buffer (or `plain` itself).
+   */
+  compressAsync(plain: Uint8Array): Promise<{ codec: number; bytes: Uint8Array }> {
+    if (this.compression !== "deflate" || plain.length < 64) {
+      const c = this.compress(plain);
+      return Promise.resolve(c.bytes === plain ? c : { codec: c.codec, bytes: c.bytes.slice() });
+    }
+    return new Promise((resolve, reject) =>
+      deflateRaw(plain, deflateOptions(plain), (err, out) => (err ? reject(err) : resolve(worthIt(plain, out, CODEC_DEFLATE)))),
+    );
+  }
+}
+
+/** Level 1, and a window no larger than the data: less state to set up per call, the same output. */
+function deflateOptions(plain: Uint8Array) {
+  return { level: 1, windowBits: Math.min(15, Math.max(9, Math.ceil(Math.log2(plain.length)))) };
+}
+
+/** Not worth a decompression on every read unless it saves at least 1/16. */
+function worthIt(plain: Uint8Array, out: Uint8Array | null, codec: number): { codec: number; bytes: Uint8Array } {
+  if (out === null || out.length + (plain.length >> 4) >= plain.length) return { codec: CODEC_NONE, bytes: plain };
+  return { codec, bytes: out };
 }
 
 /** The plain bytes; KlioError "corrupt-data" when `bytes` do not decompress to exactly `plainLength` bytes. */

@@ -1,11 +1,11 @@
 // The repository's storage on a local (or mounted) filesystem. Every put is write-once in
 // the sense of DESIGN invariant 2: a temporary name in the target directory, fsync, rename,
 // fsync of the directory (and of the parents of any directory it had to create).
-import { mkdir, open, readdir, stat, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { fsyncDir, TEMP_SUFFIX, writeDurableWith } from "../util/durable-fs.ts";
+import { fsyncDir, TEMP_SUFFIX, tempNameFor, writeDurableWith } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
-import type { PutData, Storage, StorageEntry } from "./storage.ts";
+import type { ObjectWriter, PutData, Storage, StorageEntry } from "./storage.ts";
 
 const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 /** Reads keep this many files open: restore and check read many ranges of the same packs. */
@@ -78,6 +78,12 @@ export class FsStorage implements Storage {
         if (batch.length) await writeAll(fh, batch);
       }
     });
+  }
+
+  async create(key: string): Promise<ObjectWriter> {
+    const file = this.file(key);
+    await this.makeDir(path.dirname(file));
+    return FsObjectWriter.open(key, file);
   }
 
   async list(prefix: string): Promise<StorageEntry[]> {
@@ -216,5 +222,54 @@ async function writeAll(fh: FileHandle, parts: readonly Uint8Array[]): Promise<v
     }
     await fh.writeFile(p.subarray(skip));
     skip = 0;
+  }
+}
+
+/** An ObjectWriter on a file: a temporary name until commit() (fsync, rename, fsync of the directory). */
+class FsObjectWriter implements ObjectWriter {
+  size = 0;
+  private fh: FileHandle | null;
+  private closing: Promise<void> = Promise.resolve();
+
+  private constructor(readonly key: string, private readonly file: string, private readonly tmp: string, fh: FileHandle) {
+    this.fh = fh;
+  }
+
+  static async open(key: string, file: string): Promise<FsObjectWriter> {
+    const tmp = tempNameFor(file);
+    return new FsObjectWriter(key, file, tmp, await open(tmp, "wx", 0o640));
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (!this.fh) throw new KlioError("closed", `${this.key} is closed for writing`);
+    await writeAll(this.fh, [bytes]);
+    this.size += bytes.length;
+  }
+
+  close(): Promise<void> {
+    if (this.fh) {
+      const fh = this.fh;
+      this.fh = null;
+      this.closing = fh.close();
+    }
+    return this.closing;
+  }
+
+  async commit(): Promise<void> {
+    await this.close();
+    // fsync through a new descriptor: it flushes the file's dirty pages whoever wrote them.
+    const fh = await open(this.tmp, "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(this.tmp, this.file);
+    await fsyncDir(path.dirname(this.file));
+  }
+
+  async abandon(): Promise<void> {
+    await this.close().catch(() => {});
+    await unlink(this.tmp).catch(() => {});
   }
 }

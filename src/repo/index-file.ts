@@ -2,19 +2,21 @@
 // chunk id so that readers binary-search them and merge them by streaming. Each file names
 // the packs it indexes and the index files it supersedes (a consolidation's inputs).
 //
-// Two views of the same entries: the entry blocks (full 48-byte entries, small blocks, read
+// Two views of the same entries: the entry blocks (full 56-byte entries, small blocks, read
 // one at a time to locate a chunk) and, after them, the key section — exactly the in-memory
 // form of index-run.ts (a fan-out table and 12 bytes per chunk), so that opening a
 // repository reads only the key section, straight into its typed arrays, a quarter of the
 // file and no per-entry work.
 //
-// Version 1 (docs/FORMAT.md, "Index files"); integers big-endian unless said otherwise:
-//   preamble      "KLIOINDX" | version u32 (1) | stored length of the head u32
+// Version 2 (docs/FORMAT.md, "Index files"); integers big-endian unless said otherwise:
+//   preamble      "KLIOINDX" | version u32 (2) | stored length of the head u32
 //   head          entries u32 | packs u32 | superseded u32 | entries per block u32 (256) |
 //                 keys per block u32 (65536) | pack ids (16 bytes each) | superseded index ids (16 each)
-//   entry blocks  ceil(entries / 256) blocks of up to 256 entries, 48 bytes each:
+//   entry blocks  ceil(entries / 256) blocks of up to 256 entries, 56 bytes each:
 //                 chunk id (32) | pack number u32 | offset u32 | stored length u32 |
-//                 flags (4 high bits) and plain length (28 low bits) u32
+//                 flags (4 high bits) and plain length (28 low bits) u32 |
+//                 frame plain length u32 | offset in the frame u32
+//                 (offset and stored length are the frame's: pack-writer.ts)
 //   fan           65537 u32 little-endian: fan[p] = entries whose first 2 id bytes are < p
 //   key blocks    ceil(entries / 65536) blocks of up to 65536 keys, 12 bytes each: id bytes
 //                 2-5, 6-9 and 10-13, each read as a big-endian u32 and stored little-endian
@@ -29,9 +31,9 @@ import { SEAL_OVERHEAD, seal, unseal } from "./crypto.ts";
 import type { Storage } from "./storage.ts";
 
 const MAGIC = new TextEncoder().encode("KLIOINDX");
-export const INDEX_VERSION = 1;
+export const INDEX_VERSION = 2;
 const PREAMBLE = 16;
-export const ENTRY_BYTES = 48;
+export const ENTRY_BYTES = 56;
 export const ENTRIES_PER_BLOCK = 256;
 export const KEYS_PER_BLOCK = 65536;
 export const KEY_WORDS = 3;
@@ -85,23 +87,35 @@ export interface IndexEntry {
   pack: number;
   offset: number;
   length: number;
+  /** The codec of the frame. */
   flags: number;
   plainLength: number;
+  /** The plain length of the whole frame the chunk is in, and where in it the chunk starts. */
+  frameLength: number;
+  inFrame: number;
 }
 
-export function encodeEntry(out: Uint8Array, at: number, e: IndexEntry): void {
+/** A chunk stored alone is a frame of one: frameLength = plainLength, inFrame = 0. */
+export type EntryInput = Omit<IndexEntry, "frameLength" | "inFrame"> & Partial<Pick<IndexEntry, "frameLength" | "inFrame">>;
+
+export function encodeEntry(out: Uint8Array, at: number, e: EntryInput): void {
   out.set(e.id, at);
-  const v = new DataView(out.buffer, out.byteOffset + at + CHUNK_ID_BYTES, 16);
+  const v = new DataView(out.buffer, out.byteOffset + at + CHUNK_ID_BYTES, ENTRY_BYTES - CHUNK_ID_BYTES);
   v.setUint32(0, e.pack);
   v.setUint32(4, e.offset);
   v.setUint32(8, e.length);
   v.setUint32(12, ((e.flags & 0xf) << 28) + e.plainLength);
+  v.setUint32(16, e.frameLength ?? e.plainLength);
+  v.setUint32(20, e.inFrame ?? 0);
 }
 
 export function decodeEntry(buf: Uint8Array, at: number): IndexEntry {
-  const v = new DataView(buf.buffer, buf.byteOffset + at + CHUNK_ID_BYTES, 16);
+  const v = new DataView(buf.buffer, buf.byteOffset + at + CHUNK_ID_BYTES, ENTRY_BYTES - CHUNK_ID_BYTES);
   const last = v.getUint32(12);
-  return { id: buf.subarray(at, at + CHUNK_ID_BYTES), pack: v.getUint32(0), offset: v.getUint32(4), length: v.getUint32(8), flags: last >>> 28, plainLength: last & MAX_PLAIN };
+  return {
+    id: buf.subarray(at, at + CHUNK_ID_BYTES), pack: v.getUint32(0), offset: v.getUint32(4), length: v.getUint32(8), flags: last >>> 28, plainLength: last & MAX_PLAIN,
+    frameLength: v.getUint32(16), inFrame: v.getUint32(20),
+  };
 }
 
 const enc = new TextEncoder();
@@ -158,7 +172,7 @@ export interface KeySink {
 
 /**
  * The bytes of an index file, as a stream: `entries` yields encoded entries in id order (any
- * number per yield, whole 48-byte entries) and must yield exactly `count`; `sink` receives
+ * number per yield, whole entries) and must yield exactly `count`; `sink` receives
  * them too and provides the key section written after them.
  */
 export async function* encodeIndexFile(
@@ -203,7 +217,7 @@ export async function* encodeIndexFile(
     blockNo++;
   };
   for await (const chunk of entries) {
-    if (chunk.length % ENTRY_BYTES !== 0) throw new Error("index entries come in 48-byte records");
+    if (chunk.length % ENTRY_BYTES !== 0) throw new Error(`index entries come in ${ENTRY_BYTES}-byte records`);
     sink.add(chunk);
     seen += chunk.length / ENTRY_BYTES;
     let i = 0;
@@ -284,7 +298,7 @@ function open(h: IndexHead, stored: Uint8Array, dataKey: Uint8Array | null, part
   return plain;
 }
 
-/** One entry block, decoded: `entries × 48` bytes. */
+/** One entry block, decoded: `entries × ENTRY_BYTES` bytes. */
 export async function readIndexBlock(storage: Storage, h: IndexHead, b: number, dataKey: Uint8Array | null): Promise<Uint8Array> {
   const r = partRange(h, h.blocksAt, ENTRIES_PER_BLOCK, ENTRY_BYTES, b);
   return open(h, await storage.getRange(h.key, r.at, r.stored), dataKey, `block ${b}`);

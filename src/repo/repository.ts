@@ -16,11 +16,11 @@ import { KlioError, isKlioError } from "../util/errors.ts";
 import { chunkIdFunction, chunkIdHex, type ChunkId } from "./chunk-id.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import { checkRepository, type CheckOptions, type RepoProblem } from "./check.ts";
-import { decodeChunk, type BlobContext } from "./blob.ts";
+import { chunkOfFrame, decodeFrame, type BlobContext } from "./blob.ts";
 import type { Compression } from "./codec.ts";
 import { DEFAULT_SCRYPT, deriveKek, deriveKeys, newMasterKey, seal, unseal, MASTER_KEY_BYTES } from "./crypto.ts";
 import { encodeHeader, fromBase64, HEADER_KEY, parseHeader, REPO_FORMAT, REPO_VERSION, toBase64, type RepoHeader } from "./header.ts";
-import { hexOf, packKey } from "./index-file.ts";
+import { hexOf, packKey, type IndexEntry } from "./index-file.ts";
 import { decodeObject, encodeObject, validateObjectKey } from "./objects.ts";
 import { PackChunkWriter, type ChunkWriter } from "./pack-writer.ts";
 import { FsStorage } from "./fs-storage.ts";
@@ -31,6 +31,8 @@ export type { RepoProblem } from "./check.ts";
 
 export const DEFAULT_PACK_TARGET = 32 << 20;
 export const DEFAULT_COMPRESSION: Compression = "deflate";
+/** Frames kept decoded for readChunk (each FRAME_TARGET plain bytes at most, about 4 MB in all). */
+const FRAME_CACHE = 32;
 
 export interface Repository {
   readonly root: string;
@@ -190,6 +192,8 @@ class Repo implements Repository {
   readonly encrypted: boolean;
   private readonly index: ChunkIndex;
   private readonly ctx: BlobContext & { compression: Compression };
+  /** Decoded frames of several chunks, most recently used last. */
+  private readonly frames = new Map<string, Promise<Uint8Array>>();
 
   constructor(
     readonly root: string,
@@ -233,16 +237,33 @@ class Repo implements Repository {
         throw new KlioError("missing-chunk", `chunk ${chunkIdHex(id)} is not in the repository ${this.root}`);
       }
       const key = packKey(loc.packId);
-      let stored: Uint8Array;
-      try {
-        stored = await this.storage.getRange(key, loc.entry.offset, loc.entry.length);
-      } catch (e) {
-        if (isKlioError(e) && e.code === "not-found") throw new KlioError("missing-chunk", `chunk ${chunkIdHex(id)}: its pack ${key} is missing from ${this.root}`);
-        if (isKlioError(e) && e.code === "short-object") throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)}: its pack ${key} is truncated`);
-        throw e;
+      const e = loc.entry;
+      // A frame of several chunks is kept for the reads of its other chunks, which usually
+      // follow (restore reads files in the order they were backed up).
+      let frame: Promise<Uint8Array>;
+      if (e.frameLength === e.plainLength) frame = this.readFrame(key, e);
+      else {
+        const fk = `${loc.packId}:${e.offset}`;
+        frame = this.frames.get(fk) ?? this.readFrame(key, e);
+        this.frames.delete(fk);
+        this.frames.set(fk, frame);
+        if (this.frames.size > FRAME_CACHE) this.frames.delete(this.frames.keys().next().value!);
+        frame.catch(() => this.frames.get(fk) === frame && this.frames.delete(fk));
       }
-      return decodeChunk(this.ctx, id, stored, loc.entry.flags, loc.entry.plainLength, key);
+      return chunkOfFrame(this.ctx, id, await frame, e, key);
     }
+  }
+
+  private async readFrame(key: string, e: IndexEntry): Promise<Uint8Array> {
+    let stored: Uint8Array;
+    try {
+      stored = await this.storage.getRange(key, e.offset, e.length);
+    } catch (err) {
+      if (isKlioError(err) && err.code === "not-found") throw new KlioError("missing-chunk", `a frame of ${key} is missing: the pack is not in ${this.root}`);
+      if (isKlioError(err) && err.code === "short-object") throw new KlioError("corrupt-chunk", `a frame of ${key} is damaged: the pack is truncated`);
+      throw err;
+    }
+    return decodeFrame(this.ctx, stored, e, key);
   }
 
   writer(): ChunkWriter {

@@ -12,6 +12,24 @@ export interface StorageEntry {
 
 export type PutData = Uint8Array | readonly Uint8Array[] | AsyncIterable<Uint8Array>;
 
+/**
+ * An object being written piece by piece (a pack as it fills), invisible until commit():
+ * write() appends, close() ends the writing without waiting for the disk, and commit() makes
+ * the object durable and visible under its key — so a writer can let the kernel write a
+ * file back in the background and pay for the fsync only when it needs the object durable.
+ */
+export interface ObjectWriter {
+  readonly key: string;
+  /** Bytes written so far. */
+  readonly size: number;
+  write(bytes: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+  /** After close(): durable and visible. */
+  commit(): Promise<void>;
+  /** Removes what was written (never visible). */
+  abandon(): Promise<void>;
+}
+
 export interface Storage {
   /** Where the data lives, for messages. */
   readonly description: string;
@@ -29,6 +47,8 @@ export interface Storage {
    * survives a crash. A key is put once; putting it again replaces it whole.
    */
   put(key: string, data: PutData): Promise<void>;
+  /** Starts an object written piece by piece (see ObjectWriter); `key` is put once. */
+  create(key: string): Promise<ObjectWriter>;
   /** Objects whose key starts with `prefix`, at any depth, sorted by key. Unfinished puts are not listed. */
   list(prefix: string): Promise<StorageEntry[]>;
   exists(key: string): Promise<boolean>;

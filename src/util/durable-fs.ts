@@ -19,6 +19,11 @@ export async function fsyncDir(dir: string): Promise<void> {
 /** Temporary names share a suffix so that a crash's leftovers are recognisable and removable. */
 export const TEMP_SUFFIX = ".klio-tmp";
 
+/** A temporary name beside `file` that no other writer (process or call) uses. */
+export function tempNameFor(file: string): string {
+  return `${file}.${process.pid}-${randomBytes(4).toString("hex")}${TEMP_SUFFIX}`;
+}
+
 export async function writeFileDurable(file: string, data: Uint8Array | string): Promise<void> {
   await writeDurableWith(file, (fh) => fh.writeFile(data));
 }
@@ -29,7 +34,7 @@ export async function writeFileDurable(file: string, data: Uint8Array | string):
  * removes the temporary file and leaves `file` as it was.
  */
 export async function writeDurableWith(file: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const tmp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}${TEMP_SUFFIX}`;
+  const tmp = tempNameFor(file);
   const fh = await open(tmp, "wx", 0o640);
   try {
     await fill(fh);
