@@ -1,10 +1,11 @@
 // Damaged bytes in a pack is found by `repo check --read-data` (naming the backup and file
 // that use the chunk) and by `backup verify`; neither crashes.
 import { describe, it, expect, afterEach } from "vitest";
-import { openSync, readdirSync, readSync, statSync, writeSync, closeSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { startPostgres } from "./harness/postgres.ts";
 import { runKlioAsync } from "./harness/klio.ts";
+import { damageFile } from "./harness/damage.ts";
 import { klio, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
 
 const cleanups: Cleanup[] = [];
@@ -38,16 +39,8 @@ describe("a corrupted pack byte", () => {
     const backup = JSON.parse(await klio(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--json"]));
     expect((await runKlioAsync(["repo", "check", "--repo", repo, "--read-data"])).code).toBe(0);
 
-    // Damage 64 bytes in the middle of the largest pack (a single flipped byte inside
-    // compressed data can, rarely, decode to the same bytes: a test must not depend on luck).
-    const pack = packs(repo).sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
-    const fd = openSync(pack, "r+");
-    const at = Math.floor(statSync(pack).size / 2);
-    const b = Buffer.alloc(64);
-    readSync(fd, b, 0, b.length, at);
-    for (let i = 0; i < b.length; i++) b[i] = b[i]! ^ 0xff;
-    writeSync(fd, b, 0, b.length, at);
-    closeSync(fd);
+    // Damage the middle of the largest pack.
+    damageFile(packs(repo).sort((a, b) => statSync(b).size - statSync(a).size)[0]!);
 
     const check = await runKlioAsync(["repo", "check", "--repo", repo, "--read-data", "--json"]);
     expect(check.code).toBe(1);

@@ -13,6 +13,7 @@ import { ROOT, runKlio, startKlio, waitFor } from "./harness/klio.ts";
 import { PG_VERSIONS, pgTempDir, startDataDir, startPostgres, type PgServer } from "./harness/postgres.ts";
 import { archiveContentEnd, currentLsn, serverSegment } from "./harness/wal.ts";
 import { encodeStoredSegment } from "../src/wal/stored-segment.ts";
+import { damaged } from "./harness/damage.ts";
 import { openSpool } from "../src/wal/wal-spool.ts";
 import { restoreCommandWithSpool } from "../src/wal/wal-prefetch.ts";
 import { shellQuote } from "../src/util/self-command.ts";
@@ -235,8 +236,7 @@ describe("get-wal --spool (hand-built archives)", () => {
   it("does not spool a damaged segment; get-wal reports it and writes nothing", async () => {
     const s = setup({ window: 3, idle: 60 });
     await store(s.dir, name(1, 1), segment());
-    const bad = await encodeStoredSegment(segment());
-    bad[bad.length >> 1]! ^= 0x55;
+    const bad = damaged(await encodeStoredSegment(segment()));
     writeFileSync(path.join(s.dir, name(1, 2) + ".kwal"), bad);
     await store(s.dir, name(1, 3), segment());
     expect(s.get(name(1, 1)).code).toBe(0);

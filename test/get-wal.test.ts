@@ -7,6 +7,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { runKlio } from "./harness/klio.ts";
 import { encodeStoredSegment } from "../src/wal/stored-segment.ts";
+import { damaged } from "./harness/damage.ts";
 
 const SEG = 1024 * 1024;
 
@@ -52,8 +53,7 @@ describe("get-wal", () => {
 
   it("refuses a damaged segment with a clear error and writes nothing", async () => {
     const { repo, dir } = archive("db1");
-    const stored = await encodeStoredSegment(segment());
-    stored[stored.length >> 1]! ^= 0x55;
+    const stored = damaged(await encodeStoredSegment(segment()));
     writeFileSync(path.join(dir, "000000010000000000000003.kwal"), stored);
     const target = path.join(repo, "RECOVERYXLOG");
     const r = runKlio(["get-wal", "000000010000000000000003", target, "--repo", repo]);

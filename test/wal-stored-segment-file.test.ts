@@ -7,6 +7,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { encodeStoredSegment } from "../src/wal/stored-segment.ts";
 import { decodeStoredSegmentFile } from "../src/wal/stored-segment-file.ts";
+import { damaged as withDamage } from "./harness/damage.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "klio-kwal-file-"));
 let n = 0;
@@ -45,7 +46,7 @@ describe("decodeStoredSegmentFile", () => {
       ["too short for a header", good.subarray(0, 20), /bad header/],
       ["unknown compression", Uint8Array.from(good).fill(7, 8, 9), /unknown compression 7/],
       ["truncated payload", good.subarray(0, good.length - 100), /damaged: (cannot decompress|length)/],
-      ["flipped payload byte", (() => { const b = Uint8Array.from(good); b[b.length >> 1]! ^= 0x55; return b; })(), /damaged/],
+      ["damaged payload bytes", withDamage(good), /damaged/],
       ["wrong length in the header", (() => { const b = Uint8Array.from(good); new DataView(b.buffer).setUint32(12, original.length - 8192); return b; })(), /longer than|length/],
       ["wrong checksum", (() => { const b = Uint8Array.from(good); b[20]! ^= 1; return b; })(), /checksum mismatch/],
     ];
