@@ -37,15 +37,18 @@ function chunkAll(policy: ChunkingPolicy, input: Uint8Array, pieceSize: () => nu
   const out: Chunk[] = [];
   for (let at = 0; at < input.length; ) {
     const n = Math.min(input.length - at, pieceSize());
-    // Push a copy that is overwritten afterwards: chunks must own their bytes.
+    // Push a copy that is overwritten afterwards: a chunk's data is valid until the next
+    // push, and kept by copying it.
     const piece = new Uint8Array(input.subarray(at, at + n));
-    out.push(...c.push(piece));
+    out.push(...c.push(piece).map(owned));
     piece.fill(0xee);
     at += n;
   }
-  out.push(...c.end());
+  out.push(...c.end().map(owned));
   return out;
 }
+
+const owned = (c: Chunk): Chunk => ({ ...c, data: c.data && Uint8Array.from(c.data) });
 
 function reassemble(chunks: Chunk[]): Uint8Array {
   const total = chunks.reduce((n, c) => n + c.length, 0);

@@ -3,7 +3,7 @@ import { FileListWriter, readFileList, type FileListEvent } from "../src/repo/fi
 
 async function write(build: (w: FileListWriter) => Promise<void>, pieceBytes = 64): Promise<Uint8Array[]> {
   const pieces: Uint8Array[] = [];
-  const w = new FileListWriter(async (p) => void pieces.push(p), pieceBytes);
+  const w = new FileListWriter((p) => void pieces.push(p.slice()), pieceBytes);
   await build(w);
   await w.finish();
   return pieces;

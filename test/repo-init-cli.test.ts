@@ -27,7 +27,7 @@ describe("klio init", () => {
     const r = runKlio(["init", "--repo", repo]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^created repository .*repo \(id [0-9a-f]{32}, not encrypted, compression deflate\)\n$/);
+    expect(r.stdout).toMatch(/^created repository .*repo \(id [0-9a-f]{32}, not encrypted, compression brotli\)\n$/);
     const opened = await openRepository(repo);
     expect(opened.encrypted).toBe(false);
     await opened.close();
@@ -66,7 +66,7 @@ describe("klio init", () => {
       [["init"], /--repo/],
       [["init", "--repo", path.join(base, "a"), "--encryption-passphrase-file", empty], /passphrase file .* is empty/],
       [["init", "--repo", path.join(base, "b"), "--encryption-passphrase-file", path.join(base, "missing")], /cannot read the passphrase file/],
-      [["init", "--repo", path.join(base, "c"), "--compression", "zstd"], /--compression must be deflate or lz4 or none/],
+      [["init", "--repo", path.join(base, "c"), "--compression", "zstd"], /--compression must be brotli or deflate or lz4 or none/],
       [["init", "--repo", path.join(base, "existing")], /already a klio repository \(id [0-9a-f]{32}\); nothing was changed/],
       [["init", "--repo", base], /is not empty and is not a klio repository/],
       [["init", "--repo", path.join(base, "stray")], /exists and is not a directory/],

@@ -161,7 +161,7 @@ describe("chunks", () => {
     expect(await repo.readChunk(empty.id)).toEqual(new Uint8Array(0));
   });
 
-  for (const compression of ["lz4", "none"] as const) {
+  for (const compression of ["deflate", "lz4", "none"] as const) {
     it(`round-trip with compression ${compression}`, async () => {
       const dir = tempDir();
       await initRepository(dir, { compression, packTargetBytes: 64 * 1024 });

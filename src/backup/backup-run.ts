@@ -3,7 +3,7 @@
 // BASE_BACKUP's tar streams are read as they arrive, every file is cut into chunks that fit
 // its kind (8 KB pages for relation files), each chunk is stored once, and the file list
 // records which chunks make each file. Memory stays flat whatever the database size: a few
-// chunks in flight and one piece of the file list.
+// frames compressing, the packs not yet indexed, and one piece of the file list.
 //
 // The order is the correctness argument: chunks durable (writer.flush), then the WAL from
 // the backup's start to its end in the archive, then — and only then — the snapshot object
@@ -16,8 +16,8 @@ import { connect, type ReplicationConnection } from "../pg/replication-connectio
 import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { formatLsn } from "../pg/lsn.ts";
 import { runBaseBackup, type BaseBackupEvent } from "../pg/base-backup.ts";
-import { chunkIdHex, type ChunkId } from "../repo/chunk-id.ts";
-import { createChunker } from "../repo/chunker.ts";
+import { chunkIdHex } from "../repo/chunk-id.ts";
+import { createChunker, type Chunk } from "../repo/chunker.ts";
 import { FileListWriter } from "../repo/file-list.ts";
 import type { ChunkWriter, Repository } from "../repo/repository.ts";
 import { openClusterArchive } from "../wal/archive-reader.ts";
@@ -42,8 +42,6 @@ export interface BackupOptions {
   signal: AbortSignal;
   /** How long to wait for the archive to hold the backup's WAL before failing. */
   walTimeoutMs: number;
-  /** Chunks being stored at once (compression may run in the thread pool). */
-  concurrency?: number;
   onProgress?: (p: BackupProgress) => void;
   now?: () => Date;
 }
@@ -137,11 +135,7 @@ interface Copied {
 async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, started: Date, now: () => Date): Promise<Copied> {
   const where = describeConnInfo(o.conninfo);
   const pieces: string[] = [];
-  const fileList = new FileListWriter(async (piece) => {
-    const r = await writer.put(piece);
-    pieces.push(chunkIdHex(r.id));
-  });
-  const store = new OrderedPuts(writer, o.concurrency ?? 4);
+  const fileList = new FileListWriter((piece) => void pieces.push(chunkIdHex(writer.add(piece))));
   const stats = { files: 0, bytes: 0, zeroBytes: 0 };
   const labels = new Map<string, string>();
   const manifestChunks: string[] = [];
@@ -150,6 +144,12 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   let end: Extract<BaseBackupEvent, { kind: "end" }> | undefined;
   // When the server wrote the backup's end: a recovery target time must not be earlier.
   let copiedAt = started;
+  const storeChunk = (c: Chunk): void => {
+    if (c.data === null) {
+      stats.zeroBytes += c.length;
+      fileList.zeros(c.length);
+    } else fileList.chunk(c.length, writer.add(c.data));
+  };
 
   const conn = await connect(o.conninfo, { replication: "true", signal: o.signal });
   try {
@@ -175,26 +175,28 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
             if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted");
             const head = { root, path: entry.path, mode: entry.mode, mtime: entry.mtime };
             if (entry.type === "directory") {
-              await fileList.dir(head);
+              fileList.dir(head);
               continue;
             }
             if (entry.type === "symlink") {
-              await fileList.symlink({ ...head, target: entry.linkTarget ?? "" });
+              fileList.symlink({ ...head, target: entry.linkTarget ?? "" });
               continue;
             }
             stats.files++;
             stats.bytes += entry.size;
-            await fileList.beginFile({ ...head, size: entry.size });
+            fileList.beginFile({ ...head, size: entry.size });
             const keepText = root === 0 && LABEL_FILES.has(entry.path) && entry.size <= LABEL_FILE_MAX;
             const text: Uint8Array[] = [];
             const chunker = createChunker(chunkingFor(entry.path, entry.size));
+            // Chunks are stored as they come (the writer copies what it keeps), and the writer
+            // paces the reading once per buffer: nothing per chunk waits.
             for await (const bytes of content) {
               if (keepText) text.push(bytes.slice());
-              for (const c of chunker.push(bytes)) await store.add(c, fileList, stats);
+              for (const c of chunker.push(bytes)) storeChunk(c);
+              await writer.ready();
             }
-            for (const c of chunker.end()) await store.add(c, fileList, stats);
-            await store.drain(fileList);
-            await fileList.endFile();
+            for (const c of chunker.end()) storeChunk(c);
+            fileList.endFile();
             if (keepText) labels.set(entry.path, new TextDecoder().decode(concatBytes(text)));
           }
           // The tar reader stops at the end-of-archive blocks; what may follow is padding.
@@ -223,7 +225,7 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   if (manifestChunks.length === 0) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_manifest`);
   const backupLabel = labels.get("backup_label");
   if (backupLabel === undefined) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_label`);
-  const entries = await fileList.finish();
+  const entries = fileList.finish();
   await writer.flush();
   return { start, end, stats, labels, backupLabel, pieces, entries, manifestChunks, manifestBytes, copiedAt };
 }
@@ -245,38 +247,6 @@ async function readSourceFacts(ci: ConnInfo, signal: AbortSignal): Promise<Sourc
     };
   } finally {
     await conn.close().catch(() => conn.destroy());
-  }
-}
-
-/**
- * Stores chunks with a few in flight, and writes their file-list records in file order as
- * they complete.
- */
-class OrderedPuts {
-  private queue: { length: number; result: Promise<{ id: ChunkId }> }[] = [];
-  constructor(private readonly writer: ChunkWriter, private readonly depth: number) {}
-
-  async add(c: { length: number; data: Uint8Array | null }, list: FileListWriter, stats: { zeroBytes: number }): Promise<void> {
-    if (c.data === null) {
-      await this.drain(list);
-      stats.zeroBytes += c.length;
-      await list.zeros(c.length);
-      return;
-    }
-    const result = this.writer.put(c.data);
-    result.catch(() => {}); // awaited below, in order
-    this.queue.push({ length: c.length, result });
-    if (this.queue.length >= this.depth) await this.writeOldest(list);
-  }
-
-  async drain(list: FileListWriter): Promise<void> {
-    while (this.queue.length) await this.writeOldest(list);
-  }
-
-  private async writeOldest(list: FileListWriter): Promise<void> {
-    const head = this.queue.shift()!;
-    const { id } = await head.result;
-    await list.chunk(head.length, id);
   }
 }
 

@@ -43,8 +43,9 @@ const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Writes a file list, handing each full piece to `emit` (which stores it; awaited, so the
- * writer never runs ahead of the storage).
+ * Writes a file list, handing each full piece to `emit` (which stores it, or copies it: the
+ * piece's memory is reused). Synchronous: one record per chunk of a backup must cost next to
+ * nothing; the caller paces the whole (ChunkWriter.ready()).
  */
 export class FileListWriter {
   private buf: Uint8Array;
@@ -54,37 +55,37 @@ export class FileListWriter {
   private openFile: { path: string; size: number; written: number } | null = null;
   private finished = false;
 
-  constructor(private readonly emit: (piece: Uint8Array) => Promise<void>, pieceBytes = 1024 * 1024) {
+  constructor(private readonly emit: (piece: Uint8Array) => void, pieceBytes = 1024 * 1024) {
     this.buf = new Uint8Array(pieceBytes);
     this.view = new DataView(this.buf.buffer);
     this.buf.set(MAGIC, 0);
     this.at = MAGIC.length;
   }
 
-  async dir(e: EntryHead): Promise<void> {
+  dir(e: EntryHead): void {
     this.noOpenFile("a directory");
     const path = encodeStr(e.path, "path");
-    await this.room(1 + 4 + 2 + path.length + 4 + 8);
+    this.room(1 + 4 + 2 + path.length + 4 + 8);
     this.u8(0x44);
     this.head(e.root, path, e.mode, e.mtime);
     this.entries++;
   }
 
-  async symlink(e: EntryHead & { target: string }): Promise<void> {
+  symlink(e: EntryHead & { target: string }): void {
     this.noOpenFile("a symlink");
     const path = encodeStr(e.path, "path");
     const target = encodeStr(e.target, "symlink target");
-    await this.room(1 + 4 + 2 + path.length + 4 + 8 + 2 + target.length);
+    this.room(1 + 4 + 2 + path.length + 4 + 8 + 2 + target.length);
     this.u8(0x4c);
     this.head(e.root, path, e.mode, e.mtime);
     this.str(target);
     this.entries++;
   }
 
-  async beginFile(e: EntryHead & { size: number }): Promise<void> {
+  beginFile(e: EntryHead & { size: number }): void {
     this.noOpenFile("another file");
     const path = encodeStr(e.path, "path");
-    await this.room(1 + 4 + 2 + path.length + 4 + 8 + 8);
+    this.room(1 + 4 + 2 + path.length + 4 + 8 + 8);
     this.u8(0x46);
     this.head(e.root, path, e.mode, e.mtime);
     this.f64(e.size);
@@ -92,9 +93,9 @@ export class FileListWriter {
     this.entries++;
   }
 
-  async chunk(length: number, id: ChunkId): Promise<void> {
+  chunk(length: number, id: ChunkId): void {
     this.advance(length);
-    await this.room(1 + 4 + ID_BYTES);
+    this.room(1 + 4 + ID_BYTES);
     this.u8(0x43);
     this.view.setUint32(this.at, length);
     this.at += 4;
@@ -102,29 +103,29 @@ export class FileListWriter {
     this.at += ID_BYTES;
   }
 
-  async zeros(length: number): Promise<void> {
+  zeros(length: number): void {
     this.advance(length);
-    await this.room(1 + 8);
+    this.room(1 + 8);
     this.u8(0x5a);
     this.f64(length);
   }
 
-  async endFile(): Promise<void> {
+  endFile(): void {
     const f = this.openFile;
     if (!f) throw new Error("file list: endFile() without beginFile()");
     if (f.written !== f.size) throw new Error(`file list: ${f.path} has ${f.written} bytes of chunks, not its size ${f.size}`);
     this.openFile = null;
-    await this.room(1);
+    this.room(1);
     this.u8(0x45);
   }
 
   /** Ends the list and emits the last piece; returns the number of entries. */
-  async finish(): Promise<number> {
+  finish(): number {
     this.noOpenFile("the end");
-    await this.room(1 + 8);
+    this.room(1 + 8);
     this.u8(0x58);
     this.f64(this.entries);
-    await this.flushPiece();
+    this.flushPiece();
     this.finished = true;
     return this.entries;
   }
@@ -141,15 +142,15 @@ export class FileListWriter {
     if (this.openFile) throw new Error(`file list: ${what} while ${this.openFile.path} is open`);
   }
 
-  private async room(n: number): Promise<void> {
-    if (this.at + n > this.buf.length) await this.flushPiece();
+  private room(n: number): void {
+    if (this.at + n > this.buf.length) this.flushPiece();
   }
 
-  private async flushPiece(): Promise<void> {
+  private flushPiece(): void {
     if (this.at === 0) return;
-    const piece = this.buf.slice(0, this.at);
+    const piece = this.buf.subarray(0, this.at);
     this.at = 0;
-    await this.emit(piece);
+    this.emit(piece);
   }
 
   private head(root: number, path: Uint8Array, mode: number, mtime: number): void {

@@ -240,10 +240,11 @@ class FsObjectWriter implements ObjectWriter {
     return new FsObjectWriter(key, file, tmp, await open(tmp, "wx", 0o640));
   }
 
-  async write(bytes: Uint8Array): Promise<void> {
+  async write(bytes: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (!this.fh) throw new KlioError("closed", `${this.key} is closed for writing`);
-    await writeAll(this.fh, [bytes]);
-    this.size += bytes.length;
+    const parts = bytes instanceof Uint8Array ? [bytes] : bytes;
+    await writeAll(this.fh, parts);
+    for (const p of parts) this.size += p.length;
   }
 
   close(): Promise<void> {

@@ -24,6 +24,7 @@ import type { ChunkIndex } from "./chunk-index.ts";
 import { encodeFrame, type BlobContext } from "./blob.ts";
 import { Compressor, type Compression } from "./codec.ts";
 import { ENTRY_BYTES, MAX_PLAIN, compareIds, encodeEntry, encodeIndexFile, hexOf, indexKey, packKey, readIndexHead } from "./index-file.ts";
+import { IdTable } from "./id-table.ts";
 import { IndexRun, RunBuilder } from "./index-run.ts";
 import type { ObjectWriter, Storage } from "./storage.ts";
 
@@ -36,8 +37,12 @@ export const FRAME_TARGET = 128 * 1024;
 const FRAMES_PER_PACK_MIN = 16;
 /** Frames compressing at once: enough to keep every core busy, few enough to bound memory. */
 const FRAMES_IN_FLIGHT = Math.max(2, os.availableParallelism?.() ?? 2) * 2;
-/** Closed packs waiting for their fsync and index before put() waits for the disk. */
+/** Closed packs waiting for their fsync and index before ready() waits for the disk. */
 const PACKS_UNSYNCED = 8;
+/** Compressed frames gathered before they are written to the pack file. */
+const WRITE_BATCH = 1 << 20;
+/** Ids per table of chunks added but not yet indexed (32 bytes each, and 16 per slot). */
+const PENDING_TABLE = 16384;
 
 export interface WriterStats {
   chunks: number;
@@ -48,9 +53,18 @@ export interface WriterStats {
 }
 
 export interface ChunkWriter {
-  /** Stores `data` unless the repository has it. `data` is copied before this returns: the caller may reuse it. */
+  /**
+   * Stores `data` unless the repository has it, and returns its id at once: `data` is hashed
+   * and, when new, copied before this returns, so the caller may reuse it. Never waits: call
+   * ready() now and then (after each buffer of input) to let compression and the disk keep
+   * up. Throws the writer's failure, if it has one.
+   */
+  add(data: Uint8Array, id?: ChunkId): ChunkId;
+  /** Resolves once the writer can take more; rejects with its failure. */
+  ready(): Promise<void>;
+  /** add() then ready(), saying whether the chunk was new. */
   put(data: Uint8Array, id?: ChunkId): Promise<{ id: ChunkId; isNew: boolean }>;
-  /** Resolves once every chunk put so far is durable and indexed. */
+  /** Resolves once every chunk added so far is durable and indexed. */
   flush(): Promise<void>;
   /** Drops what is not yet durable (after a failure): temporary files are removed. */
   abandon(): Promise<void>;
@@ -64,37 +78,12 @@ export interface WriterContext extends BlobContext {
   packTargetBytes: number;
 }
 
-/** Chunk ids held outside the index (not yet indexed), found without a string per id. */
-class IdSet {
-  private readonly map = new Map<number, ChunkId | ChunkId[]>();
-
-  has(id: ChunkId): boolean {
-    const v = this.map.get(keyOf(id));
-    if (v === undefined) return false;
-    if (v instanceof Uint8Array) return compareIds(v, 0, id, 0) === 0;
-    return v.some((x) => compareIds(x, 0, id, 0) === 0);
-  }
-
-  add(id: ChunkId): void {
-    const k = keyOf(id);
-    const v = this.map.get(k);
-    if (v === undefined) this.map.set(k, id);
-    else if (v instanceof Uint8Array) this.map.set(k, [v, id]);
-    else v.push(id);
-  }
-}
-
-/** 30 bits of the id: a small integer key. */
-function keyOf(id: ChunkId): number {
-  return ((id[0]! << 22) | (id[1]! << 14) | (id[2]! << 6) | (id[3]! >> 2)) >>> 0;
-}
-
 /** New chunks being gathered, then compressed together. */
 class Frame {
   readonly ids: ChunkId[] = [];
   readonly offsets: number[] = [];
   size = 0;
-  constructor(readonly buf: Uint8Array) {}
+  constructor(readonly seq: number, readonly buf: Uint8Array) {}
 
   add(id: ChunkId, data: Uint8Array): void {
     this.buf.set(data, this.size);
@@ -112,10 +101,24 @@ class Frame {
 interface Pack {
   id: string;
   file: ObjectWriter;
+  /** Bytes of the pack so far, written or waiting in `unwritten`. */
+  bytes: number;
+  unwritten: Uint8Array[];
+  unwrittenBytes: number;
+  /** Frame buffers that parts of `unwritten` are (frames that did not compress): reused once written. */
+  lent: Uint8Array[];
   /** Entries with `pack` = 0, in put order; numbered per index file when it is written. */
   entries: Uint8Array;
   count: number;
-  ids: IdSet;
+  /** The last frame appended to it. */
+  lastFrame: number;
+}
+
+/** Ids of chunks added but not yet indexed, in tables of up to PENDING_TABLE ids. */
+interface PendingIds {
+  table: IdTable;
+  /** The last frame that put an id in it: once that frame's pack is indexed, the table goes. */
+  lastFrame: number;
 }
 
 export class PackChunkWriter implements ChunkWriter {
@@ -123,18 +126,19 @@ export class PackChunkWriter implements ChunkWriter {
   private readonly compressor: Compressor;
   private readonly frameTarget: number;
   private frame: Frame | null = null;
+  private frameSeq = 0;
   /** Frame buffers of FRAME_TARGET bytes, for reuse: fresh memory is slow to fault in. */
   private readonly buffers: Uint8Array[] = [];
-  /** The frames handed to compression, in order, and the chain that appends them. */
+  /** The frames handed to compression, and the chain that appends them in order. */
   private inFlight = 0;
   private appending: Promise<void> = Promise.resolve();
-  private readonly inFlightIds: IdSet[] = [];
+  private readonly pending: PendingIds[] = [];
   private open: Pack | null = null;
   /** Closed packs, oldest first, not yet indexed; and the background work that indexes them, one at a time. */
   private readonly closed: Pack[] = [];
   private syncing: Promise<void> | null = null;
   private failure: unknown = null;
-  /** put() calls waiting for compression or the disk (several: callers keep a few puts in flight). */
+  /** ready() calls waiting for compression or the disk. */
   private waiting: (() => void)[] = [];
 
   constructor(private readonly ctx: WriterContext) {
@@ -142,29 +146,40 @@ export class PackChunkWriter implements ChunkWriter {
     this.frameTarget = Math.max(1, Math.min(FRAME_TARGET, Math.floor(ctx.packTargetBytes / FRAMES_PER_PACK_MIN)));
   }
 
-  async put(data: Uint8Array, given?: ChunkId): Promise<{ id: ChunkId; isNew: boolean }> {
+  add(data: Uint8Array, given?: ChunkId): ChunkId {
     this.check();
     if (data.length > MAX_PLAIN) throw new KlioError("bad-chunk", `a chunk of ${data.length} bytes is larger than the largest stored chunk (${MAX_PLAIN} bytes)`);
     if (given !== undefined && given.length !== CHUNK_ID_BYTES) throw new KlioError("bad-chunk-id", `a chunk id has ${CHUNK_ID_BYTES} bytes, not ${given.length}`);
     const id = given ?? this.ctx.chunkId(data);
     this.stats.chunks++;
     this.stats.plainBytes += data.length;
-    if (this.known(id)) return { id, isNew: false };
+    if (this.known(id)) return id;
 
     if (this.frame && this.frame.size > 0 && this.frame.size + data.length > this.frameTarget) this.closeFrame();
-    if (!this.frame) {
-      this.frame = new Frame(data.length <= this.frameTarget ? (this.buffers.pop() ?? new Uint8Array(this.frameTarget)) : new Uint8Array(data.length));
-      this.inFlightIds.push(new IdSet());
-    }
+    if (!this.frame) this.frame = new Frame(this.frameSeq++, data.length <= this.frameTarget ? (this.buffers.pop() ?? new Uint8Array(this.frameTarget)) : new Uint8Array(data.length));
     this.frame.add(id, data);
-    this.inFlightIds[this.inFlightIds.length - 1]!.add(id);
+    let ids = this.pending[this.pending.length - 1];
+    if (!ids || ids.table.count >= PENDING_TABLE) this.pending.push((ids = { table: new IdTable(PENDING_TABLE), lastFrame: 0 }));
+    ids.table.add(id);
+    ids.lastFrame = this.frame.seq;
     this.stats.newChunks++;
     this.stats.newPlainBytes += data.length;
     if (this.frame.size >= this.frameTarget) this.closeFrame();
+    return id;
+  }
+
+  async ready(): Promise<void> {
     // Hold the caller back while the thread pool or the disk is behind.
     while (!this.failure && (this.inFlight >= FRAMES_IN_FLIGHT || this.closed.length >= PACKS_UNSYNCED)) await new Promise<void>((r) => this.waiting.push(r));
     this.check();
-    return { id, isNew: true };
+  }
+
+  async put(data: Uint8Array, given?: ChunkId): Promise<{ id: ChunkId; isNew: boolean }> {
+    const before = this.stats.newChunks;
+    const id = this.add(data, given);
+    const isNew = this.stats.newChunks > before;
+    await this.ready();
+    return { id, isNew };
   }
 
   async flush(): Promise<void> {
@@ -172,7 +187,7 @@ export class PackChunkWriter implements ChunkWriter {
     if (this.frame) this.closeFrame();
     await this.appending;
     this.check();
-    if (this.open) this.closePack();
+    if (this.open) await this.closePack();
     while (this.syncing) await this.syncing;
     this.check();
   }
@@ -189,43 +204,47 @@ export class PackChunkWriter implements ChunkWriter {
     if (this.failure) throw this.failure;
   }
 
-  /** In the index, in a frame or pack of this writer not yet indexed. */
+  /** In the index, or added by this writer and not yet indexed. */
   private known(id: ChunkId): boolean {
-    if (this.ctx.index.has(id)) return true;
-    for (const s of this.inFlightIds) if (s.has(id)) return true;
-    if (this.open?.ids.has(id)) return true;
-    for (const p of this.closed) if (p.ids.has(id)) return true;
-    return false;
+    for (const p of this.pending) if (p.table.has(id)) return true;
+    return this.ctx.index.has(id);
   }
 
   private closeFrame(): void {
     const frame = this.frame!;
-    const ids = this.inFlightIds[this.inFlightIds.length - 1]!;
     this.frame = null;
     this.inFlight++;
     const encoded = encodeFrame(this.ctx, this.compressor, frame.buf.subarray(0, frame.size));
     encoded.catch(() => {}); // awaited in order below
+    let lent = false;
     this.appending = this.appending.then(async () => {
       try {
-        if (!this.failure) await this.append(frame, await encoded);
+        if (!this.failure) lent = await this.append(frame, await encoded);
       } catch (e) {
         this.failure ??= e;
       } finally {
-        this.inFlightIds.splice(this.inFlightIds.indexOf(ids), 1);
-        if (frame.buf.length === this.frameTarget) this.buffers.push(frame.buf);
+        if (!lent) this.recycle(frame.buf);
         this.inFlight--;
         this.notify();
       }
     });
   }
 
-  /** Appends a compressed frame to the open pack (opening or rotating packs as needed). */
-  private async append(frame: Frame, enc: { stored: Uint8Array; flags: number }): Promise<void> {
-    if (this.open && this.open.count > 0 && this.open.file.size + enc.stored.length > this.ctx.packTargetBytes) this.closePack();
+  /**
+   * Appends a compressed frame to the open pack (opening or rotating packs as needed). True
+   * when the frame is stored as it is: its buffer is then the pack's until written out.
+   */
+  private async append(frame: Frame, enc: { stored: Uint8Array; flags: number }): Promise<boolean> {
+    if (this.open && this.open.count > 0 && this.open.bytes + enc.stored.length > this.ctx.packTargetBytes) await this.closePack();
     if (!this.open) this.open = await this.newPack();
     const pack = this.open;
-    const offset = pack.file.size;
-    await pack.file.write(enc.stored);
+    const offset = pack.bytes;
+    pack.unwritten.push(enc.stored);
+    pack.unwrittenBytes += enc.stored.length;
+    pack.bytes += enc.stored.length;
+    pack.lastFrame = frame.seq;
+    const lent = enc.stored.buffer === frame.buf.buffer;
+    if (lent) pack.lent.push(frame.buf);
     for (let i = 0; i < frame.ids.length; i++) {
       if ((pack.count + 1) * ENTRY_BYTES > pack.entries.length) {
         const grown = new Uint8Array(pack.entries.length * 2);
@@ -237,9 +256,26 @@ export class PackChunkWriter implements ChunkWriter {
         plainLength: frame.lengthOf(i), frameLength: frame.size, inFrame: frame.offsets[i]!,
       });
       pack.count++;
-      pack.ids.add(frame.ids[i]!);
     }
     this.stats.storedBytes += enc.stored.length;
+    if (pack.unwrittenBytes >= WRITE_BATCH) await this.writeOut(pack);
+    return lent;
+  }
+
+  /** Writes the frames a pack holds in memory (several at once: one system call per megabyte, not per frame). */
+  private async writeOut(pack: Pack): Promise<void> {
+    if (pack.unwritten.length === 0) return;
+    const parts = pack.unwritten;
+    const lent = pack.lent;
+    pack.unwritten = [];
+    pack.unwrittenBytes = 0;
+    pack.lent = [];
+    await pack.file.write(parts);
+    for (const b of lent) this.recycle(b);
+  }
+
+  private recycle(buf: Uint8Array): void {
+    if (buf.length === this.frameTarget) this.buffers.push(buf);
   }
 
   private async newPack(): Promise<Pack> {
@@ -248,14 +284,14 @@ export class PackChunkWriter implements ChunkWriter {
     const head = new Uint8Array(PACK_HEADER);
     head.set(PACK_MAGIC, 0);
     new DataView(head.buffer).setUint32(8, PACK_VERSION);
-    await file.write(head);
-    return { id, file, entries: new Uint8Array(256 * ENTRY_BYTES), count: 0, ids: new IdSet() };
+    return { id, file, bytes: PACK_HEADER, unwritten: [head], unwrittenBytes: PACK_HEADER, lent: [], entries: new Uint8Array(256 * ENTRY_BYTES), count: 0, lastFrame: -1 };
   }
 
-  /** Closes the open pack and starts indexing the closed ones unless that is under way. */
-  private closePack(): void {
+  /** Writes out and closes the open pack, and starts indexing the closed ones unless that is under way. */
+  private async closePack(): Promise<void> {
     const pack = this.open!;
     this.open = null;
+    await this.writeOut(pack);
     this.closed.push(pack);
     void pack.file.close().catch((e) => (this.failure ??= e));
     this.startSync();
@@ -265,7 +301,12 @@ export class PackChunkWriter implements ChunkWriter {
     if (this.syncing || this.closed.length === 0) return;
     this.syncing = (async () => {
       try {
-        if (!this.failure) await indexPack(this.ctx, this.closed[0]!);
+        if (!this.failure) {
+          const pack = this.closed[0]!;
+          await indexPack(this.ctx, pack);
+          // Its chunks are in the index now: the tables that only named chunks up to its last frame can go.
+          while (this.pending.length > 0 && this.pending[0]!.lastFrame <= pack.lastFrame) this.pending.shift();
+        }
         this.closed.shift();
       } catch (e) {
         this.failure ??= e;

@@ -30,7 +30,7 @@ export type { ChunkWriter } from "./pack-writer.ts";
 export type { RepoProblem } from "./check.ts";
 
 export const DEFAULT_PACK_TARGET = 32 << 20;
-export const DEFAULT_COMPRESSION: Compression = "deflate";
+export const DEFAULT_COMPRESSION: Compression = "brotli";
 /** Frames kept decoded for readChunk (each FRAME_TARGET plain bytes at most, about 4 MB in all). */
 const FRAME_CACHE = 32;
 

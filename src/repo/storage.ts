@@ -22,7 +22,8 @@ export interface ObjectWriter {
   readonly key: string;
   /** Bytes written so far. */
   readonly size: number;
-  write(bytes: Uint8Array): Promise<void>;
+  /** Appends the bytes (the parts in order). */
+  write(bytes: Uint8Array | readonly Uint8Array[]): Promise<void>;
   close(): Promise<void>;
   /** After close(): durable and visible. */
   commit(): Promise<void>;

@@ -8,7 +8,7 @@ export const command: Command = {
   spec: {
     name: "init",
     summary: "Create a repository.",
-    usage: "klio init --repo DIR [--encryption-passphrase-file FILE] [--compression deflate|none] [--json]",
+    usage: "klio init --repo DIR [--encryption-passphrase-file FILE] [--compression brotli|deflate|lz4|none] [--json]",
     flags: {
       repo: { kind: "string", value: "DIR", help: "directory of the new repository (created; must be empty if it exists)", required: true },
       "encryption-passphrase-file": { kind: "string", value: "FILE", help: "encrypt the repository with the passphrase in FILE (or KLIO_PASSPHRASE_FILE)" },
