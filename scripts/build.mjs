@@ -29,6 +29,7 @@ import * as esbuild from "esbuild";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const ENTRY = path.join(ROOT, "src", "cli", "main.ts");
+const WORKER_ENTRY = path.join(ROOT, "src", "repo", "chunk-worker.ts");
 const VERSION_FILE = path.join(ROOT, "src", "util", "version.ts");
 const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 
@@ -100,7 +101,40 @@ const IMPORT_META_SHIM = [
   "var __klio_import_meta = { url: require(\"node:url\").pathToFileURL(__klio_filename).href, filename: __klio_filename, dirname: require(\"node:path\").dirname(__klio_filename) };",
 ].join("\n");
 
+/**
+ * chunk-worker.ts as one script for `new Worker(code, { eval: true })`: a single executable
+ * has no module file a worker could load (src/repo/chunk-workers.ts).
+ */
+async function workerSource() {
+  const result = await esbuild.build({
+    entryPoints: [WORKER_ENTRY],
+    write: false,
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "cjs",
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  const code = result.outputFiles[0].text;
+  checkRequires(code, "the chunk worker");
+  return code;
+}
+
+/** A SEA's require() loads only builtins: any other require() would fail where the executable is copied to. */
+function checkRequires(code, what) {
+  const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+  const stray = new Set();
+  for (const m of code.matchAll(/\brequire\(\s*["'`]([^"'`]+)["'`]\s*\)/g)) if (!builtins.has(m[1])) stray.add(m[1]);
+  if (stray.size) {
+    throw new Error(`${what} requires modules that are not Node builtins, which a single executable cannot load: ${[...stray].join(", ")}`);
+  }
+}
+
 async function bundle(outfile, version) {
+  const worker = await workerSource();
   const result = await esbuild.build({
     entryPoints: [ENTRY],
     outfile,
@@ -114,7 +148,7 @@ async function bundle(outfile, version) {
     minifySyntax: true,
     keepNames: false,
     legalComments: "none",
-    define: { "import.meta": "__klio_import_meta" },
+    define: { "import.meta": "__klio_import_meta", KLIO_CHUNK_WORKER_SOURCE: JSON.stringify(worker) },
     banner: { js: IMPORT_META_SHIM },
     plugins: [versionPlugin(version)],
     metafile: true,
@@ -122,14 +156,7 @@ async function bundle(outfile, version) {
   });
   const code = fs.readFileSync(outfile, "utf8");
   if (/\bimport\.meta\b/.test(code)) throw new Error("the bundle still contains import.meta");
-  // A SEA's require() loads only builtins: any other require() left in the bundle would
-  // fail at run time on the machine the executable is copied to.
-  const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
-  const stray = new Set();
-  for (const m of code.matchAll(/\brequire\(\s*["'`]([^"'`]+)["'`]\s*\)/g)) if (!builtins.has(m[1])) stray.add(m[1]);
-  if (stray.size) {
-    throw new Error(`the bundle requires modules that are not Node builtins, which a single executable cannot load: ${[...stray].join(", ")}`);
-  }
+  checkRequires(code, "the bundle");
   return { bytes: Buffer.byteLength(code), inputs: Object.keys(result.metafile.inputs).length };
 }
 

@@ -139,7 +139,7 @@ describe("chunks", () => {
     const w = repo.writer();
     const data = chunk(9);
     const id = repo.chunkId(data);
-    expect((await w.put(data, id)).id).toBe(id);
+    expect((await w.put(data, id)).id).toEqual(id);
     await expect(w.put(data, new Uint8Array(31))).rejects.toMatchObject({ code: "bad-chunk-id" });
     await w.flush();
     await expectKlioError(repo.readChunk(parseChunkId("00".repeat(32))), "missing-chunk");

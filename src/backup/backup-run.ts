@@ -16,7 +16,7 @@ import { connect, type ReplicationConnection } from "../pg/replication-connectio
 import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { formatLsn } from "../pg/lsn.ts";
 import { runBaseBackup, type BaseBackupEvent } from "../pg/base-backup.ts";
-import { chunkIdHex } from "../repo/chunk-id.ts";
+import { chunkIdHex, type ChunkId } from "../repo/chunk-id.ts";
 import { createChunker, type Chunk } from "../repo/chunker.ts";
 import { FileListWriter } from "../repo/file-list.ts";
 import type { ChunkWriter, Repository } from "../repo/repository.ts";
@@ -135,7 +135,11 @@ interface Copied {
 async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, started: Date, now: () => Date): Promise<Copied> {
   const where = describeConnInfo(o.conninfo);
   const pieces: string[] = [];
-  const fileList = new FileListWriter((piece) => void pieces.push(chunkIdHex(writer.add(piece))));
+  // The file list is written as the chunks' ids come back from the writer, in order: every
+  // record goes through writer.after() or a chunk's callback.
+  const fileList = new FileListWriter((piece) => writer.add(piece, (id) => void pieces.push(chunkIdHex(id))));
+  const listed = (f: () => void) => writer.after(f);
+  const chunkListed = (id: ChunkId, length: number) => fileList.chunk(length, id);
   const stats = { files: 0, bytes: 0, zeroBytes: 0 };
   const labels = new Map<string, string>();
   const manifestChunks: string[] = [];
@@ -147,11 +151,13 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   const storeChunk = (c: Chunk): void => {
     if (c.data === null) {
       stats.zeroBytes += c.length;
-      fileList.zeros(c.length);
-    } else fileList.chunk(c.length, writer.add(c.data));
+      listed(() => fileList.zeros(c.length));
+    } else writer.add(c.data, chunkListed);
   };
 
-  const conn = await connect(o.conninfo, { replication: "true", signal: o.signal });
+  // The backup reads as fast as it stores: a megabyte of socket buffering keeps the pipe full
+  // (the receiver's default 8 MB would only cost memory here).
+  const conn = await connect(o.conninfo, { replication: "true", signal: o.signal, copyHighWater: 1024 * 1024 });
   try {
     const events = new EventReader(runBaseBackup(conn, { label: `klio ${id}`, fastCheckpoint: true, manifestChecksums: "CRC32C" })[Symbol.asyncIterator]());
     let done = 0;
@@ -175,16 +181,16 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
             if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted");
             const head = { root, path: entry.path, mode: entry.mode, mtime: entry.mtime };
             if (entry.type === "directory") {
-              fileList.dir(head);
+              listed(() => fileList.dir(head));
               continue;
             }
             if (entry.type === "symlink") {
-              fileList.symlink({ ...head, target: entry.linkTarget ?? "" });
+              listed(() => fileList.symlink({ ...head, target: entry.linkTarget ?? "" }));
               continue;
             }
             stats.files++;
             stats.bytes += entry.size;
-            fileList.beginFile({ ...head, size: entry.size });
+            listed(() => fileList.beginFile({ ...head, size: entry.size }));
             const keepText = root === 0 && LABEL_FILES.has(entry.path) && entry.size <= LABEL_FILE_MAX;
             const text: Uint8Array[] = [];
             const chunker = createChunker(chunkingFor(entry.path, entry.size));
@@ -196,7 +202,7 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
               await writer.ready();
             }
             for (const c of chunker.end()) storeChunk(c);
-            fileList.endFile();
+            listed(() => fileList.endFile());
             if (keepText) labels.set(entry.path, new TextDecoder().decode(concatBytes(text)));
           }
           // The tar reader stops at the end-of-archive blocks; what may follow is padding.
@@ -225,6 +231,7 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   if (manifestChunks.length === 0) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_manifest`);
   const backupLabel = labels.get("backup_label");
   if (backupLabel === undefined) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_label`);
+  await writer.drain();
   const entries = fileList.finish();
   await writer.flush();
   return { start, end, stats, labels, backupLabel, pieces, entries, manifestChunks, manifestBytes, copiedAt };

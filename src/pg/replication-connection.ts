@@ -115,17 +115,22 @@ export interface ConnectOptions {
   /** Aborts the connection attempt, and later closes the connection (pending calls reject with the reason). */
   signal?: AbortSignal;
   onNotice?: (n: { severity: string; message: string }) => void;
+  /**
+   * Unread CopyData above which the socket is paused until read() takes it (default 8 MB:
+   * a WAL receiver rides out a slow fsync without stalling the server). The connection's
+   * CopyData arena is four times this.
+   */
+  copyHighWater?: number;
 }
 
-/** Unread CopyData above which the socket is paused until read() takes it. */
-const HIGH_WATER = 8 * 1024 * 1024;
+const DEFAULT_HIGH_WATER = 8 * 1024 * 1024;
 /**
- * The CopyData arena of a connection (allocated on the first COPY). What it must hold at
- * once: the unread queue (up to HIGH_WATER plus one read), the batch the caller holds (as
- * much again) and the message being gathered; twice that leaves room for the ring's wrap.
- * Whatever does not fit is allocated one-off.
+ * The CopyData arena of a connection (allocated on the first COPY) is this many times the
+ * high water. What it must hold at once: the unread queue (up to the high water plus one
+ * read), the batch the caller holds (as much again) and the message being gathered; twice
+ * that leaves room for the ring's wrap. Whatever does not fit is allocated one-off.
  */
-const ARENA_BYTES = 32 * 1024 * 1024;
+const ARENA_PER_HIGH_WATER = 4;
 /** The buffer a plain socket reads into, again and again (net.connect's onread). */
 const READ_BUFFER_BYTES = 256 * 1024;
 /** Deno runs node:net, but a TLS upgrade of a socket that reads with onread stalls there. */
@@ -510,7 +515,9 @@ function wire(socket: net.Socket, input: Input, ci: ConnInfo, opts: ConnectOptio
   let settleStartup!: { resolve: (c: ReplicationConnection) => void; reject: (e: Error) => void };
   const started = new Promise<ReplicationConnection>((resolve, reject) => (settleStartup = { resolve, reject }));
 
-  // CopyData payloads live in the arena (see ARENA_BYTES), of which the copy stream `arenaUser`
+  const highWater = opts.copyHighWater ?? DEFAULT_HIGH_WATER;
+  const arenaBytes = highWater * ARENA_PER_HIGH_WATER;
+  // CopyData payloads live in the arena (see ARENA_PER_HIGH_WATER), of which the copy stream `arenaUser`
   // is the only user; `gathering` is the region a CopyData that spans reads is being gathered in.
   let arena: Arena | null = null;
   let arenaUser: CopyState | null = null;
@@ -527,13 +534,13 @@ function wire(socket: net.Socket, input: Input, ci: ConnInfo, opts: ConnectOptio
 
   function gather(type: number, size: number): Uint8Array {
     if (type !== Backend.CopyData) return new Uint8Array(size);
-    gathering = (arena ??= createArena(ARENA_BYTES)).alloc(size);
+    gathering = (arena ??= createArena(arenaBytes)).alloc(size);
     return gathering ?? new Uint8Array(size);
   }
 
   /** A copy of a payload that is only a view of the read buffer. */
   function keep(b: Uint8Array): Uint8Array {
-    const out = (arena ??= createArena(ARENA_BYTES)).alloc(b.length) ?? new Uint8Array(b.length);
+    const out = (arena ??= createArena(arenaBytes)).alloc(b.length) ?? new Uint8Array(b.length);
     out.set(b);
     return out;
   }
@@ -814,7 +821,7 @@ function wire(socket: net.Socket, input: Input, ci: ConnInfo, opts: ConnectOptio
     const payload = gathered || !input.reused ? b : keep(b);
     c.queue.push(payload);
     c.queued += payload.length;
-    if (c.queued > HIGH_WATER && !paused) {
+    if (c.queued > highWater && !paused) {
       paused = true;
       socket.pause();
     }

@@ -18,10 +18,13 @@ export interface BlobContext {
   chunkId: (data: Uint8Array) => ChunkId;
 }
 
-/** The bytes to store for a frame's plain bytes, and the index flags (the codec). */
-export async function encodeFrame(ctx: BlobContext, compressor: Compressor, plain: Uint8Array): Promise<{ stored: Uint8Array; flags: number }> {
-  const c = await compressor.compressAsync(plain);
-  return { stored: ctx.dataKey ? seal(ctx.dataKey, c.bytes, FRAME_AAD) : c.bytes, flags: c.codec };
+/**
+ * The bytes to store for a frame's plain bytes (`plain` itself when compressing does not pay
+ * and the repository is not encrypted), and the index flags (the codec).
+ */
+export function encodeFrame(dataKey: Uint8Array | null, compressor: Compressor, plain: Uint8Array): { stored: Uint8Array; flags: number } {
+  const c = compressor.compress(plain);
+  return { stored: dataKey ? seal(dataKey, c.bytes, FRAME_AAD) : c.bytes, flags: c.codec };
 }
 
 /** A frame's plain bytes; KlioError "corrupt-chunk" (naming `where`) when they do not decode. */

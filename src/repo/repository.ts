@@ -23,6 +23,7 @@ import { encodeHeader, fromBase64, HEADER_KEY, parseHeader, REPO_FORMAT, REPO_VE
 import { hexOf, packKey, type IndexEntry } from "./index-file.ts";
 import { decodeObject, encodeObject, validateObjectKey } from "./objects.ts";
 import { PackChunkWriter, type ChunkWriter } from "./pack-writer.ts";
+import { ChunkWorkerPool, defaultWorkerCount } from "./chunk-workers.ts";
 import { FsStorage } from "./fs-storage.ts";
 import type { Storage } from "./storage.ts";
 
@@ -172,12 +173,18 @@ export async function changePassphrase(dir: string, oldPassphrase: string, newPa
   await writeFileDurable(path.join(dir, HEADER_KEY), encodeHeader(next));
 }
 
-export async function openRepository(dir: string, opts: { passphrase?: string } = {}): Promise<Repository> {
+export interface OpenOptions {
+  passphrase?: string;
+  /** Worker threads a writer hashes and compresses on (0: on the calling thread); default one per core, up to 4. */
+  workers?: number;
+}
+
+export async function openRepository(dir: string, opts: OpenOptions = {}): Promise<Repository> {
   const header = await readHeaderFile(dir);
   let keys: { data: Uint8Array; id: Uint8Array } | null = null;
   if (header.encryption) keys = deriveKeys(await unwrapMaster(header, opts.passphrase, dir));
   const storage = new FsStorage(dir);
-  const repo = new Repo(dir, header, storage, keys);
+  const repo = new Repo(dir, header, storage, keys, opts.workers ?? defaultWorkerCount());
   try {
     await repo.refresh();
   } catch (e) {
@@ -199,7 +206,8 @@ class Repo implements Repository {
     readonly root: string,
     readonly header: RepoHeader,
     private readonly storage: Storage,
-    keys: { data: Uint8Array; id: Uint8Array } | null,
+    private readonly keys: { data: Uint8Array; id: Uint8Array } | null,
+    private readonly workerCount: number,
   ) {
     this.id = header.id;
     this.encrypted = keys !== null;
@@ -267,7 +275,11 @@ class Repo implements Repository {
   }
 
   writer(): ChunkWriter {
-    return new PackChunkWriter({ ...this.ctx, storage: this.storage, index: this.index, packTargetBytes: this.header.parameters.packTargetBytes });
+    const jobs = { compression: this.ctx.compression, idKey: this.keys?.id ?? null, dataKey: this.ctx.dataKey };
+    return new PackChunkWriter({
+      dataKey: this.ctx.dataKey, storage: this.storage, index: this.index, packTargetBytes: this.header.parameters.packTargetBytes,
+      workers: new ChunkWorkerPool(jobs, this.workerCount),
+    });
   }
 
   async putObject(key: string, data: Uint8Array): Promise<void> {

@@ -1,0 +1,110 @@
+// The CPU-heavy part of storing chunks — hashing them, compressing and sealing frames — as
+// jobs that run on worker threads (chunk-workers.ts starts them), so that a backup uses
+// every core and its main thread only reads, cuts and indexes. This module is both the
+// jobs (plain functions, also run in-thread when there are no workers) and, when loaded as
+// a worker, the loop that serves them.
+//
+// A job works in place in one buffer that travels to the worker and back (transferred,
+// never copied), so nothing is allocated in one thread and freed in another:
+//   hash    buffer = chunk bytes end to end | lengths (i32) | ids (32 bytes each), see batchLayout
+//           { seq, kind: "hash", buf, dataBytes, maxCount, count }  →  { seq, buf }
+//   encode  buffer = the frame's plain bytes [0, length), and FRAME_HEADROOM more
+//           { seq, kind: "encode", buf, length }  →  { seq, buf, storedLength, flags }
+//           the stored bytes (compressed, sealed) replace the plain ones at the start
+//   any job that fails  →  { seq, buf, error }
+import { isMainThread, parentPort, workerData, type MessagePort } from "node:worker_threads";
+import { CHUNK_ID_BYTES, chunkIdFunction, type ChunkId } from "./chunk-id.ts";
+import { Compressor, type Compression } from "./codec.ts";
+import { encodeFrame } from "./blob.ts";
+import { SEAL_OVERHEAD } from "./crypto.ts";
+
+export interface JobContext {
+  compression: Compression;
+  /** The chunk-id HMAC key of an encrypted repository, else null (plain SHA-256). */
+  idKey: Uint8Array | null;
+  /** The data key of an encrypted repository, else null. */
+  dataKey: Uint8Array | null;
+}
+
+/** Marks a worker as one of ours (workerData.klioChunkWorker). */
+export const WORKER_MARK = "klio-chunk-worker-2";
+
+/** Room after a frame's plain bytes: a frame that does not compress grows by the seal. */
+export const FRAME_HEADROOM = SEAL_OVERHEAD + 36;
+
+/** Where the parts of a batch buffer of `dataBytes` of chunks and up to `maxCount` chunks are. */
+export function batchLayout(dataBytes: number, maxCount: number): { lengthsAt: number; idsAt: number; bytes: number } {
+  const lengthsAt = Math.ceil(dataBytes / 4) * 4;
+  const idsAt = lengthsAt + maxCount * 4;
+  return { lengthsAt, idsAt, bytes: idsAt + maxCount * CHUNK_ID_BYTES };
+}
+
+export class ChunkJobs {
+  private readonly chunkId: (data: Uint8Array) => ChunkId;
+  private readonly compressor: Compressor;
+
+  constructor(private readonly ctx: JobContext) {
+    this.chunkId = chunkIdFunction(ctx.idKey);
+    this.compressor = new Compressor(ctx.compression);
+  }
+
+  /** Writes the ids of the batch's `count` chunks into its ids part (batchLayout). */
+  hash(buf: Uint8Array, dataBytes: number, maxCount: number, count: number): void {
+    const { lengthsAt, idsAt } = batchLayout(dataBytes, maxCount);
+    const lengths = new Int32Array(buf.buffer, buf.byteOffset + lengthsAt, count);
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      const n = lengths[i]!;
+      buf.set(this.chunkId(buf.subarray(at, at + n)), idsAt + i * CHUNK_ID_BYTES);
+      at += n;
+    }
+  }
+
+  /**
+   * Compresses (and seals) the frame buf[0, length) and puts the stored bytes at the start of
+   * `buf` (which has FRAME_HEADROOM bytes more than the frame); returns their length and the
+   * index flags (the codec).
+   */
+  encode(buf: Uint8Array, length: number): { storedLength: number; flags: number } {
+    const plain = buf.subarray(0, length);
+    const { stored, flags } = encodeFrame(this.ctx.dataKey, this.compressor, plain);
+    if (stored !== plain) buf.set(stored, 0);
+    return { storedLength: stored.length, flags };
+  }
+}
+
+export type JobRequest =
+  | { seq: number; kind: "hash"; buf: ArrayBuffer; dataBytes: number; maxCount: number; count: number }
+  | { seq: number; kind: "encode"; buf: ArrayBuffer; length: number };
+
+export interface JobReply {
+  seq: number;
+  buf: ArrayBuffer;
+  storedLength?: number;
+  flags?: number;
+  error?: string;
+}
+
+function serve(port: MessagePort, ctx: JobContext): void {
+  const jobs = new ChunkJobs(ctx);
+  port.on("message", (m: JobRequest) => {
+    const buf = new Uint8Array(m.buf);
+    let reply: JobReply;
+    try {
+      if (m.kind === "hash") {
+        jobs.hash(buf, m.dataBytes, m.maxCount, m.count);
+        reply = { seq: m.seq, buf: m.buf };
+      } else {
+        const { storedLength, flags } = jobs.encode(buf, m.length);
+        reply = { seq: m.seq, buf: m.buf, storedLength, flags };
+      }
+    } catch (e) {
+      reply = { seq: m.seq, buf: m.buf, error: e instanceof Error ? e.message : String(e) };
+    }
+    port.postMessage(reply, [m.buf]);
+  });
+}
+
+if (!isMainThread && parentPort && (workerData as { klioChunkWorker?: string } | null)?.klioChunkWorker === WORKER_MARK) {
+  serve(parentPort, (workerData as { context: JobContext }).context);
+}
