@@ -40,7 +40,7 @@
 //   npm run bench:backup -- [--gb 1] [--rounds 3] [--klio auto|dist|src|PATH] [--json] [--keep]
 // The environment can set the same: KLIO_BENCH_GB, KLIO_BENCH_ROUNDS, KLIO_BENCH_KLIO.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, lstatSync, openSync, readSync, closeSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, lstatSync, openSync, readSync, closeSync } from "node:fs";
 import path from "node:path";
 import os from "node:os";
 import process from "node:process";
@@ -274,6 +274,23 @@ function phasesText(p: Phases | null): string {
   return p === null ? "phases not logged" : `start ${f1(p.start)} s, data ${f1(p.data)} s, WAL wait and finish ${f1(p.finish)} s`;
 }
 
+/**
+ * Before every timed run: `sync`, then wait (up to 60 s) until the kernel has written back
+ * nearly all dirty pages. Otherwise the run pays for the writes of whatever came before it
+ * (the workload, the other tool's output) — and the tool that writes the most pays the most:
+ * in early runs of this bench pg_basebackup took 3.2–7.1 s for the same 1 GB.
+ */
+async function quietDisk(): Promise<void> {
+  execFileSync("sync");
+  const dirtyKb = () => {
+    const m = /^Dirty:\s+(\d+) kB$/m.exec(readFileSync("/proc/meminfo", "utf8"));
+    const w = /^Writeback:\s+(\d+) kB$/m.exec(readFileSync("/proc/meminfo", "utf8"));
+    return Number(m?.[1] ?? 0) + Number(w?.[1] ?? 0);
+  };
+  for (const deadline = Date.now() + 60_000; dirtyKb() > 16 * 1024 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 200));
+  await new Promise((r) => setTimeout(r, 1000));
+}
+
 async function pgBasebackupTar(pg: PgServer, dir: string): Promise<number> {
   const r = await runToEnd(path.join(PG_BIN, "pg_basebackup"), ["-Ft", "-X", "none", "-c", "fast", "-D", dir, ...pgArgs(pg)], "pg_basebackup -Ft");
   return r.seconds;
@@ -500,6 +517,7 @@ async function main(): Promise<number> {
       const tarDir = path.join(work, `tar-${round}`);
       const order = round % 2 === 1 ? ["pg_basebackup", "klio"] : ["klio", "pg_basebackup"];
       for (const tool of order) {
+        await quietDisk();
         if (tool === "klio") {
           const b = await klioBackup(pg, klio, repo, rssFile);
           backupRuns.push({ round, tool, seconds: b.seconds, rss: b.rss, phases: phasesOf(b) });
@@ -528,6 +546,7 @@ async function main(): Promise<number> {
       say(`klio init --compression none failed; measuring without it:\n${tail(msg, 5)}`);
     }
     if (repos.raw) {
+      await quietDisk();
       rawFirst = await klioBackup(pg, klio, repos.raw, rssFile);
       rssOf.push({ what: "backup run (no compression)", rss: rawFirst.rss });
       say(`klio backup run (--compression none repository): ${f1(rawFirst.seconds)} s (peak RSS ${rssText(rawFirst.rss)})`);
@@ -562,6 +581,7 @@ async function main(): Promise<number> {
       const tarDest = path.join(work, `restore-tar-${round}`, "data");
       const order = round % 2 === 1 ? ["tar", "klio"] : ["klio", "tar"];
       for (const tool of order) {
+        await quietDisk();
         if (tool === "klio") {
           const r = await klioRun(klio, ["restore", klioDest, "--repo", repos.compressed!.dir, "--cluster", CLUSTER], "klio restore", rssFile);
           restoreRuns.push({ round, tool, seconds: r.seconds, rss: r.rss });

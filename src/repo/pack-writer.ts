@@ -46,8 +46,8 @@ const BATCH_CHUNKS = 512;
 /** Batches being hashed, and frames being compressed, before ready() waits. */
 const BATCHES_IN_FLIGHT = 6;
 const FRAMES_IN_FLIGHT = 6;
-/** Closed packs waiting for their fsync and index before ready() waits for the disk. */
-const PACKS_UNSYNCED = 8;
+/** Closed packs waiting for their fsync and index before ready() waits for the disk (each holds its index entries, ~1 MB). */
+const PACKS_UNSYNCED = 4;
 /** Compressed frames gathered before they are written to the pack file. */
 const WRITE_BATCH = 1 << 20;
 /** Ids per table of chunks added but not yet indexed (32 bytes each, and 16 per slot). */
