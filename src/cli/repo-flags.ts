@@ -11,6 +11,11 @@ export const REPO_FLAGS: Record<string, FlagSpec> = {
   "encryption-passphrase-file": { kind: "string", value: "FILE", help: "file holding the passphrase of an encrypted repository (or KLIO_PASSPHRASE_FILE)" },
 };
 
+/** For commands that move much data: how many threads hash, compress, decompress and verify. */
+export const WORKERS_FLAG: Record<string, FlagSpec> = {
+  workers: { kind: "number", value: "N", help: "worker threads for hashing and (de)compression (default: one per core, up to 4; 0: all on the main thread)" },
+};
+
 export async function readPassphrase(file: string | undefined): Promise<string | undefined> {
   if (file === undefined) return undefined;
   let text: string;
@@ -26,7 +31,12 @@ export async function readPassphrase(file: string | undefined): Promise<string |
 
 export async function openRepoFromFlags(flags: Record<string, unknown>, ctx: CliContext): Promise<Repository> {
   const file = (flags["encryption-passphrase-file"] as string | undefined) ?? ctx.env.KLIO_PASSPHRASE_FILE;
-  return openRepository(String(flags.repo), { passphrase: await readPassphrase(file) });
+  let workers: number | undefined;
+  if (flags.workers !== undefined) {
+    workers = Number(flags.workers);
+    if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new KlioError("usage", `--workers must be a whole number from 0 to 64, got ${String(flags.workers)}`);
+  }
+  return openRepository(String(flags.repo), { passphrase: await readPassphrase(file), workers });
 }
 
 /** Text log lines on stderr for commands that run a while (JSON when --log-format json). */

@@ -28,10 +28,10 @@ export function encodeFrame(dataKey: Uint8Array | null, compressor: Compressor, 
 }
 
 /** A frame's plain bytes; KlioError "corrupt-chunk" (naming `where`) when they do not decode. */
-export function decodeFrame(ctx: BlobContext, stored: Uint8Array, e: Pick<IndexEntry, "flags" | "frameLength">, where: string): Uint8Array {
+export function decodeFrame(dataKey: Uint8Array | null, stored: Uint8Array, e: Pick<IndexEntry, "flags" | "frameLength">, where: string): Uint8Array {
   let body = stored;
-  if (ctx.dataKey) {
-    const plain = unseal(ctx.dataKey, stored, FRAME_AAD);
+  if (dataKey) {
+    const plain = unseal(dataKey, stored, FRAME_AAD);
     if (plain === null) throw new KlioError("corrupt-chunk", `a frame in ${where} is damaged: it does not decrypt`);
     body = plain;
   }
@@ -43,10 +43,10 @@ export function decodeFrame(ctx: BlobContext, stored: Uint8Array, e: Pick<IndexE
 }
 
 /** The chunk `id` out of its decoded frame; KlioError "corrupt-chunk" unless its bytes hash to `id`. */
-export function chunkOfFrame(ctx: BlobContext, id: ChunkId, frame: Uint8Array, e: Pick<IndexEntry, "inFrame" | "plainLength">, where: string): Uint8Array {
+export function chunkOfFrame(chunkId: (data: Uint8Array) => ChunkId, id: ChunkId, frame: Uint8Array, e: Pick<IndexEntry, "inFrame" | "plainLength">, where: string): Uint8Array {
   if (e.inFrame + e.plainLength > frame.length)
     throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)} in ${where} is damaged: it would end at ${e.inFrame + e.plainLength} of a ${frame.length}-byte frame`);
   const data = frame.subarray(e.inFrame, e.inFrame + e.plainLength);
-  if (!sameChunkId(ctx.chunkId(data), id)) throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)} in ${where} is damaged: its content does not match its id`);
+  if (!sameChunkId(chunkId(data), id)) throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(id)} in ${where} is damaged: its content does not match its id`);
   return data;
 }

@@ -41,7 +41,7 @@ async function readWindow(storage: Storage, ctx: BlobContext, window: { key: str
     const { key, e } = list[0]!;
     let frame: Uint8Array | null = null;
     try {
-      frame = decodeFrame(ctx, await storage.getRange(key, e.offset, e.length), e, key);
+      frame = decodeFrame(ctx.dataKey, await storage.getRange(key, e.offset, e.length), e, key);
     } catch (err) {
       if (!isKlioError(err) && !(err instanceof Error)) throw err;
       for (const w of list) problems.push({ kind: "corrupt-chunk", pack: key, chunkId: chunkIdHex(w.e.id), message: message(err) });
@@ -49,7 +49,7 @@ async function readWindow(storage: Storage, ctx: BlobContext, window: { key: str
     }
     for (const w of list) {
       try {
-        chunkOfFrame(ctx, w.e.id, frame, w.e, key);
+        chunkOfFrame(ctx.chunkId, w.e.id, frame, w.e, key);
       } catch (err) {
         problems.push({ kind: "corrupt-chunk", pack: key, chunkId: chunkIdHex(w.e.id), message: message(err) });
       }

@@ -11,11 +11,17 @@
 //   encode  buffer = the frame's plain bytes [0, length), and FRAME_HEADROOM more
 //           { seq, kind: "encode", buf, length }  →  { seq, buf, storedLength, flags }
 //           the stored bytes (compressed, sealed) replace the plain ones at the start
-//   any job that fails  →  { seq, buf, error }
+//   decode  buffer = the stored frame [0, storedLength) in a data part of dataBytes (at least
+//           the frame's plain length) | what to verify: per chunk u32 offset in the frame,
+//           u32 length, 32-byte id (little-endian u32s), see decodeLayout
+//           { seq, kind: "decode", buf, storedLength, flags, frameLength, dataBytes, count }
+//           →  { seq, buf }: the plain frame is buf[0, frameLength), every listed chunk checked
+//   any job that fails  →  { seq, buf, error, corrupt }: corrupt when the data is damaged
 import { isMainThread, parentPort, workerData, type MessagePort } from "node:worker_threads";
 import { CHUNK_ID_BYTES, chunkIdFunction, type ChunkId } from "./chunk-id.ts";
 import { Compressor, type Compression } from "./codec.ts";
-import { encodeFrame } from "./blob.ts";
+import { chunkOfFrame, decodeFrame, encodeFrame } from "./blob.ts";
+import { isKlioError } from "../util/errors.ts";
 import { SEAL_OVERHEAD } from "./crypto.ts";
 
 export interface JobContext {
@@ -37,6 +43,14 @@ export function batchLayout(dataBytes: number, maxCount: number): { lengthsAt: n
   const lengthsAt = Math.ceil(dataBytes / 4) * 4;
   const idsAt = lengthsAt + maxCount * 4;
   return { lengthsAt, idsAt, bytes: idsAt + maxCount * CHUNK_ID_BYTES };
+}
+
+/** Per chunk to verify after a decode: offset u32, length u32, id. */
+export const VERIFY_ENTRY = 8 + CHUNK_ID_BYTES;
+
+export function decodeLayout(dataBytes: number, count: number): { verifyAt: number; bytes: number } {
+  const verifyAt = Math.ceil(dataBytes / 4) * 4;
+  return { verifyAt, bytes: verifyAt + count * VERIFY_ENTRY };
 }
 
 export class ChunkJobs {
@@ -71,11 +85,29 @@ export class ChunkJobs {
     if (stored !== plain) buf.set(stored, 0);
     return { storedLength: stored.length, flags };
   }
+
+  /**
+   * Decodes the stored frame buf[0, storedLength) into buf[0, frameLength) and checks that each
+   * chunk listed in the verify part hashes to its id. Throws KlioError("corrupt-chunk") naming
+   * `where` and the chunk otherwise.
+   */
+  decode(buf: Uint8Array, storedLength: number, flags: number, frameLength: number, dataBytes: number, count: number, where: string): void {
+    const plain = decodeFrame(this.ctx.dataKey, buf.subarray(0, storedLength), { flags, frameLength }, where);
+    if (plain.byteOffset !== buf.byteOffset || plain.buffer !== buf.buffer) buf.set(plain, 0);
+    const frame = buf.subarray(0, frameLength);
+    const verify = new DataView(buf.buffer, buf.byteOffset + decodeLayout(dataBytes, count).verifyAt, count * VERIFY_ENTRY);
+    for (let i = 0; i < count; i++) {
+      const at = i * VERIFY_ENTRY;
+      const id = new Uint8Array(verify.buffer, verify.byteOffset + at + 8, CHUNK_ID_BYTES);
+      chunkOfFrame(this.chunkId, id, frame, { inFrame: verify.getUint32(at, true), plainLength: verify.getUint32(at + 4, true) }, where);
+    }
+  }
 }
 
 export type JobRequest =
   | { seq: number; kind: "hash"; buf: ArrayBuffer; dataBytes: number; maxCount: number; count: number }
-  | { seq: number; kind: "encode"; buf: ArrayBuffer; length: number };
+  | { seq: number; kind: "encode"; buf: ArrayBuffer; length: number }
+  | { seq: number; kind: "decode"; buf: ArrayBuffer; storedLength: number; flags: number; frameLength: number; dataBytes: number; count: number; where: string };
 
 export interface JobReply {
   seq: number;
@@ -83,6 +115,8 @@ export interface JobReply {
   storedLength?: number;
   flags?: number;
   error?: string;
+  /** The error is damage to the data (KlioError "corrupt-chunk"), not a failure of the worker. */
+  corrupt?: boolean;
 }
 
 function serve(port: MessagePort, ctx: JobContext): void {
@@ -94,12 +128,15 @@ function serve(port: MessagePort, ctx: JobContext): void {
       if (m.kind === "hash") {
         jobs.hash(buf, m.dataBytes, m.maxCount, m.count);
         reply = { seq: m.seq, buf: m.buf };
-      } else {
+      } else if (m.kind === "encode") {
         const { storedLength, flags } = jobs.encode(buf, m.length);
         reply = { seq: m.seq, buf: m.buf, storedLength, flags };
+      } else {
+        jobs.decode(buf, m.storedLength, m.flags, m.frameLength, m.dataBytes, m.count, m.where);
+        reply = { seq: m.seq, buf: m.buf };
       }
     } catch (e) {
-      reply = { seq: m.seq, buf: m.buf, error: e instanceof Error ? e.message : String(e) };
+      reply = { seq: m.seq, buf: m.buf, error: e instanceof Error ? e.message : String(e), corrupt: isKlioError(e) && e.code === "corrupt-chunk" };
     }
     port.postMessage(reply, [m.buf]);
   });

@@ -71,6 +71,20 @@ export class ChunkWorkerPool {
     return { buf: new Uint8Array(r.buf), storedLength: r.storedLength!, flags: r.flags! };
   }
 
+  /**
+   * Decodes the stored frame buf[0, storedLength) in place into buf[0, frameLength) and checks
+   * the chunks listed in its verify part (chunk-worker.ts, decodeLayout). Rejects with
+   * KlioError("corrupt-chunk") naming `where` when the data is damaged.
+   */
+  async decode(buf: Uint8Array, job: { storedLength: number; flags: number; frameLength: number; dataBytes: number; count: number; where: string }): Promise<Uint8Array> {
+    if (this.inline) {
+      this.inline.decode(buf, job.storedLength, job.flags, job.frameLength, job.dataBytes, job.count, job.where);
+      return buf;
+    }
+    const r = await this.run({ seq: 0, kind: "decode", buf: wholeBuffer(buf), ...job });
+    return new Uint8Array(r.buf);
+  }
+
   /** Ends the workers (a later job starts them again). */
   async close(): Promise<void> {
     const slots = this.slots;
@@ -90,7 +104,7 @@ export class ChunkWorkerPool {
       this.pending.set(req.seq, { resolve, reject, worker: slot });
       slot.worker.postMessage(req, [req.buf]);
     }).then((r) => {
-      if (r.error !== undefined) throw new KlioError("worker-failed", `a chunk worker failed: ${r.error}`);
+      if (r.error !== undefined) throw r.corrupt ? new KlioError("corrupt-chunk", r.error) : new KlioError("worker-failed", `a chunk worker failed: ${r.error}`);
       return r;
     });
   }

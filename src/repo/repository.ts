@@ -24,10 +24,12 @@ import { hexOf, packKey, type IndexEntry } from "./index-file.ts";
 import { decodeObject, encodeObject, validateObjectKey } from "./objects.ts";
 import { PackChunkWriter, type ChunkWriter } from "./pack-writer.ts";
 import { ChunkWorkerPool, defaultWorkerCount } from "./chunk-workers.ts";
+import { ChunkReader } from "./chunk-reader.ts";
 import { FsStorage } from "./fs-storage.ts";
 import type { Storage } from "./storage.ts";
 
 export type { ChunkWriter } from "./pack-writer.ts";
+export type { ChunkReader } from "./chunk-reader.ts";
 export type { RepoProblem } from "./check.ts";
 
 export const DEFAULT_PACK_TARGET = 32 << 20;
@@ -44,6 +46,8 @@ export interface Repository {
   has(id: ChunkId): boolean;
   readChunk(id: ChunkId): Promise<Uint8Array>;
   writer(): ChunkWriter;
+  /** Reads many chunks in order, `inFlight` frames at once (a restore); close() it when done. */
+  reader(opts?: { inFlight?: number }): ChunkReader;
   putObject(key: string, data: Uint8Array): Promise<void>;
   getObject(key: string): Promise<Uint8Array>;
   listObjects(prefix: string): Promise<string[]>;
@@ -258,7 +262,7 @@ class Repo implements Repository {
         if (this.frames.size > FRAME_CACHE) this.frames.delete(this.frames.keys().next().value!);
         frame.catch(() => this.frames.get(fk) === frame && this.frames.delete(fk));
       }
-      return chunkOfFrame(this.ctx, id, await frame, e, key);
+      return chunkOfFrame(this.ctx.chunkId, id, await frame, e, key);
     }
   }
 
@@ -271,15 +275,22 @@ class Repo implements Repository {
       if (isKlioError(err) && err.code === "short-object") throw new KlioError("corrupt-chunk", `a frame of ${key} is damaged: the pack is truncated`);
       throw err;
     }
-    return decodeFrame(this.ctx, stored, e, key);
+    return decodeFrame(this.ctx.dataKey, stored, e, key);
   }
 
   writer(): ChunkWriter {
-    const jobs = { compression: this.ctx.compression, idKey: this.keys?.id ?? null, dataKey: this.ctx.dataKey };
     return new PackChunkWriter({
       dataKey: this.ctx.dataKey, storage: this.storage, index: this.index, packTargetBytes: this.header.parameters.packTargetBytes,
-      workers: new ChunkWorkerPool(jobs, this.workerCount),
+      workers: this.workers(),
     });
+  }
+
+  reader(opts: { inFlight?: number } = {}): ChunkReader {
+    return new ChunkReader({ storage: this.storage, index: this.index, workers: this.workers(), root: this.root, refresh: () => this.refresh(), inFlight: opts.inFlight });
+  }
+
+  private workers(): ChunkWorkerPool {
+    return new ChunkWorkerPool({ compression: this.ctx.compression, idKey: this.keys?.id ?? null, dataKey: this.ctx.dataKey }, this.workerCount);
   }
 
   async putObject(key: string, data: Uint8Array): Promise<void> {

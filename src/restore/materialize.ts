@@ -8,7 +8,6 @@ import { constants } from "node:fs";
 import { chmod, mkdir, open, symlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
-import { chunkIdHex } from "../repo/chunk-id.ts";
 import { readFileList } from "../repo/file-list.ts";
 import type { Repository } from "../repo/repository.ts";
 import { readChunks, type Snapshot } from "../backup/snapshot.ts";
@@ -21,7 +20,7 @@ export interface MaterializeOptions {
   dest: string;
   /** Tablespace oid → the directory its files go to (exists and is empty). */
   tablespaceDirs: Map<number, string>;
-  /** Chunks read and written at once. */
+  /** Frames (of up to 16 chunks) read and decoded at once. */
   concurrency: number;
   signal: AbortSignal;
   onProgress?: (bytes: number) => void;
@@ -29,27 +28,113 @@ export interface MaterializeOptions {
 
 const TABLESPACE_LINK = /^pg_tblspc\/(\d+)$/;
 
-interface OpenFile {
-  path: string;
-  handle: FileHandle;
-  size: number;
-  mtime: number;
-  pending: number;
-  ended: boolean;
-  settled: boolean;
-  done: Promise<void>;
-  finish: () => void;
-  fail: (e: unknown) => void;
+/** Writes of restored data in flight at most (1 MB each): the disk paces the reading. */
+const WRITES_IN_FLIGHT = 8;
+const WRITE_BYTES = 1024 * 1024;
+
+/**
+ * Buffers for the writes of restored files, and the count of writes in flight: chunks of a
+ * file are gathered into 1 MB writes (one system call per megabyte, not per 8 KB page).
+ */
+class Writes {
+  private readonly free: Uint8Array[] = [];
+  private inFlight = 0;
+  private waiting: (() => void)[] = [];
+  failure: unknown = null;
+
+  take(): Uint8Array {
+    return this.free.pop() ?? new Uint8Array(WRITE_BYTES);
+  }
+
+  /** Writes buf[0, n) at `at`; the buffer comes back to the pool after. */
+  write(handle: FileHandle, buf: Uint8Array, n: number, at: number): Promise<void> {
+    this.inFlight++;
+    return writeAll(handle, buf, n, at).then(
+      () => {
+        if (buf.length === WRITE_BYTES) this.free.push(buf);
+      },
+      (e) => {
+        this.failure ??= e;
+      },
+    ).finally(() => {
+      this.inFlight--;
+      for (const w of this.waiting.splice(0)) w();
+    });
+  }
+
+  async ready(): Promise<void> {
+    while (this.inFlight >= WRITES_IN_FLIGHT) await new Promise<void>((r) => this.waiting.push(r));
+    if (this.failure) throw this.failure;
+  }
+}
+
+async function writeAll(handle: FileHandle, buf: Uint8Array, n: number, at: number): Promise<void> {
+  for (let done = 0; done < n; ) {
+    const { bytesWritten } = await handle.write(buf, done, n - done, at + done);
+    done += bytesWritten;
+  }
+}
+
+/** A file being restored: its chunks arrive in order (put), with holes where it has zeros (skip). */
+class RestoredFile {
+  private out: Uint8Array | null = null;
+  /** File offset of out[0], and bytes of out in use. */
+  private outAt = 0;
+  private used = 0;
+  /** File offset of the next byte. */
+  private offset = 0;
+  private readonly pending: Promise<void>[] = [];
+
+  constructor(readonly path: string, private readonly handle: FileHandle, private readonly size: number, private readonly mtime: number, private readonly writes: Writes) {}
+
+  put(data: Uint8Array): void {
+    if (this.offset + data.length > this.size) throw new KlioError("bad-snapshot", `${this.path}: its chunks run past its size ${this.size}`);
+    if (data.length > WRITE_BYTES / 2) {
+      this.flush();
+      this.pending.push(this.writes.write(this.handle, data.slice(), data.length, this.offset));
+    } else {
+      if (this.out && this.used + data.length > this.out.length) this.flush();
+      if (!this.out) {
+        this.out = this.writes.take();
+        this.outAt = this.offset;
+      }
+      this.out.set(data, this.used);
+      this.used += data.length;
+    }
+    this.offset += data.length;
+  }
+
+  skip(n: number): void {
+    this.flush();
+    this.offset += n;
+  }
+
+  /** Writes what is left, then the size (trailing zeros are a hole), mtime; closes. */
+  async finish(): Promise<void> {
+    try {
+      this.flush();
+      await Promise.all(this.pending);
+      if (this.writes.failure) throw this.writes.failure;
+      await this.handle.truncate(this.size);
+      await this.handle.utimes(this.mtime, this.mtime);
+    } finally {
+      await this.handle.close();
+    }
+  }
+
+  private flush(): void {
+    const out = this.out;
+    if (!out) return;
+    this.out = null;
+    if (this.used > 0) this.pending.push(this.writes.write(this.handle, out, this.used, this.outAt));
+    this.used = 0;
+  }
 }
 
 export async function materialize(o: MaterializeOptions): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
   const links = new Set<string>();
-  const inFlight = new Set<Promise<void>>();
-  let failure: unknown;
-  let file: OpenFile | null = null;
-  let offset = 0;
 
   const where = (root: number, rel: string): string => {
     const base = root === 0 ? o.dest : o.tablespaceDirs.get(root);
@@ -74,26 +159,16 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
     links.add(rel);
   };
 
-  const settle = async (f: OpenFile) => {
-    if (!f.ended || f.pending > 0 || f.settled) return;
-    f.settled = true;
-    try {
-      // Trailing all-zero chunks were not written: the size makes them.
-      await f.handle.truncate(f.size);
-      await f.handle.utimes(f.mtime, f.mtime);
-      await f.handle.close();
-      f.finish();
-    } catch (e) {
-      await f.handle.close().catch(() => {});
-      f.fail(e);
-    }
-  };
-
-  const pieces = readChunks(o.repo, o.snapshot.fileList.pieces);
-  const closing: Promise<void>[] = [];
+  // Chunks are read in file-list order and their bytes handed to the file they belong to in
+  // that order (the reader's callbacks); directories and new files are made as the list
+  // names them, ahead of the data.
+  const reader = o.repo.reader({ inFlight: o.concurrency });
+  const writes = new Writes();
+  const opened = new Set<RestoredFile>();
+  const finishing: Promise<void>[] = [];
+  let file: RestoredFile | null = null;
   try {
-    for await (const ev of readFileList(pieces)) {
-      if (failure !== undefined) throw failure;
+    for await (const ev of readFileList(readChunks(o.repo, o.snapshot.fileList.pieces))) {
       if (o.signal.aborted) throw new KlioError("aborted", "restore interrupted");
       switch (ev.kind) {
         case "dir": {
@@ -117,65 +192,52 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
           const full = where(ev.root, ev.path);
           await mkdir(path.dirname(full), { recursive: true });
           const handle = await open(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, ev.mode & 0o7777);
-          let finish!: () => void;
-          let fail!: (e: unknown) => void;
-          const done = new Promise<void>((res, rej) => ((finish = res), (fail = rej)));
-          done.catch(() => {});
-          file = { path: ev.path, handle, size: ev.size, mtime: ev.mtime, pending: 0, ended: false, settled: false, done, finish, fail };
-          offset = 0;
+          file = new RestoredFile(ev.path, handle, ev.size, ev.mtime, writes);
+          opened.add(file);
           files++;
           break;
         }
-        case "zeros":
-          offset += ev.length;
-          bytes += ev.length;
+        case "zeros": {
+          const f = file!;
+          const n = ev.length;
+          bytes += n;
+          reader.after(() => f.skip(n));
           break;
+        }
         case "chunk": {
           const f = file!;
-          const at = offset;
-          const length = ev.length;
-          offset += length;
-          f.pending++;
-          const task = (async () => {
-            const data = await o.repo.readChunk(ev.id);
-            if (data.length !== length) throw new KlioError("corrupt-chunk", `chunk ${chunkIdHex(ev.id)} of ${f.path} has ${data.length} bytes, the file list says ${length}`);
-            await f.handle.write(data, 0, data.length, at);
-            bytes += length;
+          const n = ev.length;
+          await reader.read(ev.id, n, (data) => {
+            f.put(data);
+            bytes += n;
             o.onProgress?.(bytes);
-          })().then(
-            () => {
-              f.pending--;
-              return settle(f);
-            },
-            (e) => {
-              failure ??= e;
-              f.pending--;
-              f.fail(e);
-            },
-          );
-          inFlight.add(task);
-          void task.finally(() => inFlight.delete(task));
-          if (inFlight.size >= o.concurrency) await Promise.race(inFlight);
+          });
+          await reader.ready();
+          await writes.ready();
           break;
         }
         case "end-file": {
           const f = file!;
-          f.ended = true;
-          closing.push(f.done);
-          await settle(f);
           file = null;
+          reader.after(() => {
+            opened.delete(f);
+            const done = f.finish();
+            done.catch(() => {});
+            finishing.push(done);
+          });
           break;
         }
       }
     }
-    await Promise.all(inFlight);
-    await Promise.all(closing);
-    if (failure !== undefined) throw failure;
+    await reader.drain();
+    await Promise.all(finishing);
+    if (writes.failure) throw writes.failure;
   } catch (e) {
-    await Promise.allSettled(inFlight);
-    const f = file as OpenFile | null;
-    if (f) await f.handle.close().catch(() => {});
+    await reader.close().catch(() => {});
+    await Promise.allSettled(finishing);
+    for (const f of opened) await f.finish().catch(() => {});
     throw e;
   }
+  await reader.close();
   return { files, bytes };
 }

@@ -3,7 +3,7 @@ import { KlioError } from "../../util/errors.ts";
 import { parseConnInfo } from "../../pg/conninfo.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { runBackup } from "../../backup/backup-run.ts";
-import { commandLogger, openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { commandLogger, openRepoFromFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
 export const command: Command = {
@@ -13,6 +13,7 @@ export const command: Command = {
     usage: "klio backup run --repo DIR --cluster NAME --pg CONNSTR [--name N] [--progress] [--json]",
     flags: {
       ...REPO_FLAGS,
+      ...WORKERS_FLAG,
       cluster: { kind: "string", value: "NAME", help: "cluster name (its WAL must be streamed into the same repository)", required: true },
       pg: { kind: "string", value: "CONNSTR", help: "libpq connection string or URI of the primary or a standby", default: "" },
       name: { kind: "string", value: "N", help: "a label kept with the backup" },

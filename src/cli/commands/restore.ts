@@ -5,7 +5,7 @@ import { selfCommand } from "../../util/self-command.ts";
 import { runRestore, type TablespaceMapping } from "../../restore/restore.ts";
 import { parseRecoveryTarget, parseTargetAction, parseTargetTimeline } from "../../restore/recovery-target.ts";
 import { CLUSTER_FLAG, clusterFromFlags } from "../backup-cluster.ts";
-import { commandLogger, openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { commandLogger, openRepoFromFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
 export const command: Command = {
@@ -16,6 +16,7 @@ export const command: Command = {
     positionals: [{ name: "DEST", help: "the new data directory (must not exist or be empty)" }],
     flags: {
       ...REPO_FLAGS,
+      ...WORKERS_FLAG,
       cluster: CLUSTER_FLAG,
       "backup-id": { kind: "string", value: "ID", help: "the backup to restore (default: the newest that can reach the target)" },
       "target-time": { kind: "string", value: "T", help: "recover to this time (with a time zone, e.g. 2026-11-24 07:15:00+00)" },
@@ -26,7 +27,7 @@ export const command: Command = {
       "target-action": { kind: "string", value: "ACTION", help: "at the target: promote (default), pause or shutdown" },
       "target-timeline": { kind: "string", value: "TLI", help: "latest (default), current or a number" },
       tablespaces: { kind: "string", value: "MAP", help: "where tablespaces go: name:/path or oid:/path, comma-separated (default: where they were)" },
-      concurrency: { kind: "number", value: "N", help: "chunks read at once", default: 8 },
+      concurrency: { kind: "number", value: "N", help: "frames (of up to 16 chunks) read and decoded at once", default: 12 },
       progress: { kind: "boolean", help: "show progress" },
       json: { kind: "boolean", help: "print the result as JSON" },
     },
