@@ -101,23 +101,25 @@ const IMPORT_META_SHIM = [
   "var __klio_import_meta = { url: require(\"node:url\").pathToFileURL(__klio_filename).href, filename: __klio_filename, dirname: require(\"node:path\").dirname(__klio_filename) };",
 ].join("\n");
 
+/** One CommonJS script for Node 20. Whitespace and syntax only: identifiers keep their names, so an internal error's stack trace still names our functions. */
+const BUNDLE_OPTIONS = {
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "cjs",
+  minifyWhitespace: true,
+  minifySyntax: true,
+  keepNames: false,
+  legalComments: "none",
+  logLevel: "warning",
+};
+
 /**
  * chunk-worker.ts as one script for `new Worker(code, { eval: true })`: a single executable
  * has no module file a worker could load (src/repo/chunk-workers.ts).
  */
 async function workerSource() {
-  const result = await esbuild.build({
-    entryPoints: [WORKER_ENTRY],
-    write: false,
-    bundle: true,
-    platform: "node",
-    target: "node20",
-    format: "cjs",
-    minifyWhitespace: true,
-    minifySyntax: true,
-    legalComments: "none",
-    logLevel: "warning",
-  });
+  const result = await esbuild.build({ ...BUNDLE_OPTIONS, entryPoints: [WORKER_ENTRY], write: false });
   const code = result.outputFiles[0].text;
   checkRequires(code, "the chunk worker");
   return code;
@@ -136,23 +138,13 @@ function checkRequires(code, what) {
 async function bundle(outfile, version) {
   const worker = await workerSource();
   const result = await esbuild.build({
+    ...BUNDLE_OPTIONS,
     entryPoints: [ENTRY],
     outfile,
-    bundle: true,
-    platform: "node",
-    target: "node20",
-    format: "cjs",
-    // Whitespace and syntax only: identifiers keep their names, so an internal error's
-    // stack trace still names our functions.
-    minifyWhitespace: true,
-    minifySyntax: true,
-    keepNames: false,
-    legalComments: "none",
     define: { "import.meta": "__klio_import_meta", KLIO_CHUNK_WORKER_SOURCE: JSON.stringify(worker) },
     banner: { js: IMPORT_META_SHIM },
     plugins: [versionPlugin(version)],
     metafile: true,
-    logLevel: "warning",
   });
   const code = fs.readFileSync(outfile, "utf8");
   if (/\bimport\.meta\b/.test(code)) throw new Error("the bundle still contains import.meta");

@@ -7,6 +7,7 @@
 // Every chunk is checked as Repository.readChunk checks it (the frame decrypts and
 // decompresses to its length, the chunk hashes to its id): damaged data is reported, never
 // handed on.
+import { Waiters } from "../util/waiters.ts";
 import { KlioError, isKlioError } from "../util/errors.ts";
 import { chunkIdHex, CHUNK_ID_BYTES, type ChunkId } from "./chunk-id.ts";
 import type { ChunkIndex, ChunkLocation } from "./chunk-index.ts";
@@ -61,7 +62,7 @@ export class ChunkReader {
   private readonly reading: FrameRead[] = [];
   private readonly buffers: Uint8Array[] = [];
   private failure: unknown = null;
-  private waiting: (() => void)[] = [];
+  private readonly waiters = new Waiters();
   private refreshed = false;
 
   constructor(private readonly ctx: ChunkReaderContext) {}
@@ -96,7 +97,7 @@ export class ChunkReader {
 
   /** Resolves once the reader can take more; rejects with its failure. */
   async ready(): Promise<void> {
-    while (!this.failure && this.reading.length >= (this.ctx.inFlight ?? DEFAULT_IN_FLIGHT)) await this.wait();
+    while (!this.failure && this.reading.length >= (this.ctx.inFlight ?? DEFAULT_IN_FLIGHT)) await this.waiters.wait();
     this.check();
   }
 
@@ -104,7 +105,7 @@ export class ChunkReader {
   async drain(): Promise<void> {
     this.check();
     if (this.open) this.dispatch(this.open);
-    while (!this.failure && this.reading.length > 0) await this.wait();
+    while (!this.failure && this.reading.length > 0) await this.waiters.wait();
     this.check();
   }
 
@@ -112,7 +113,7 @@ export class ChunkReader {
   async close(): Promise<void> {
     this.failure ??= new KlioError("closed", "the chunk reader is closed");
     this.open = null;
-    while (this.reading.some((r) => !r.done)) await this.wait();
+    while (this.reading.some((r) => !r.done)) await this.waiters.wait();
     await this.ctx.workers.close();
   }
 
@@ -120,13 +121,7 @@ export class ChunkReader {
     if (this.failure) throw this.failure;
   }
 
-  private wait(): Promise<void> {
-    return new Promise((r) => this.waiting.push(r));
-  }
 
-  private notify(): void {
-    for (const w of this.waiting.splice(0)) w();
-  }
 
   private async locate(id: ChunkId): Promise<ChunkLocation> {
     for (;;) {
@@ -156,7 +151,7 @@ export class ChunkReader {
       (e) => {
         r.done = true;
         this.failure ??= e;
-        this.notify();
+        this.waiters.wake();
       },
     );
   }
@@ -199,6 +194,6 @@ export class ChunkReader {
     } catch (e) {
       this.failure ??= e;
     }
-    this.notify();
+    this.waiters.wake();
   }
 }

@@ -23,6 +23,7 @@
 // Pack file, version 1 (docs/FORMAT.md, "Packs"): "KLIOPACK" | version u32 (1) | reserved
 // u32 (0) | the stored frames back to back; where each one is, only the index says.
 import { randomBytes } from "node:crypto";
+import { Waiters } from "../util/waiters.ts";
 import { KlioError } from "../util/errors.ts";
 import { CHUNK_ID_BYTES, type ChunkId } from "./chunk-id.ts";
 import type { ChunkIndex } from "./chunk-index.ts";
@@ -227,7 +228,7 @@ export class PackChunkWriter implements ChunkWriter {
   private syncing: Promise<void> | null = null;
   private failure: unknown = null;
   /** ready() and flush() calls waiting for hashing, compression or the disk. */
-  private waiting: (() => void)[] = [];
+  private readonly waiters = new Waiters();
 
   constructor(private readonly ctx: WriterContext) {
     this.frameTarget = Math.max(1, Math.min(FRAME_TARGET, Math.floor(ctx.packTargetBytes / FRAMES_PER_PACK_MIN)));
@@ -258,7 +259,7 @@ export class PackChunkWriter implements ChunkWriter {
 
   async ready(): Promise<void> {
     // Hold the caller back while the workers or the disk are behind.
-    while (!this.failure && (this.hashing.length >= BATCHES_IN_FLIGHT || this.inFlight >= FRAMES_IN_FLIGHT || this.closed.length >= PACKS_UNSYNCED)) await this.wait();
+    while (!this.failure && (this.hashing.length >= BATCHES_IN_FLIGHT || this.inFlight >= FRAMES_IN_FLIGHT || this.closed.length >= PACKS_UNSYNCED)) await this.waiters.wait();
     this.check();
   }
 
@@ -277,7 +278,7 @@ export class PackChunkWriter implements ChunkWriter {
   async drain(): Promise<void> {
     this.check();
     if (this.filling) this.dispatch(this.filling);
-    while (!this.failure && this.hashing.length > 0) await this.wait();
+    while (!this.failure && this.hashing.length > 0) await this.waiters.wait();
     this.check();
   }
 
@@ -307,13 +308,10 @@ export class PackChunkWriter implements ChunkWriter {
     if (this.failure) throw this.failure;
   }
 
-  private wait(): Promise<void> {
-    return new Promise<void>((r) => this.waiting.push(r));
-  }
 
   private fail(e: unknown): void {
     this.failure ??= e;
-    this.notify();
+    this.waiters.wake();
   }
 
   private dispatch(b: Batch): void {
@@ -336,7 +334,7 @@ export class PackChunkWriter implements ChunkWriter {
     } catch (e) {
       this.fail(e);
     }
-    this.notify();
+    this.waiters.wake();
   }
 
   private take(b: Batch): void {
@@ -396,7 +394,7 @@ export class PackChunkWriter implements ChunkWriter {
         this.failure ??= e;
       } finally {
         this.inFlight--;
-        this.notify();
+        this.waiters.wake();
       }
     });
   }
@@ -488,16 +486,13 @@ export class PackChunkWriter implements ChunkWriter {
         this.failure ??= e;
       } finally {
         this.syncing = null;
-        this.notify();
+        this.waiters.wake();
       }
       // Packs closed meanwhile: their turn.
       if (!this.failure) this.startSync();
     })();
   }
 
-  private notify(): void {
-    for (const w of this.waiting.splice(0)) w();
-  }
 }
 
 /** Makes the pack durable, then writes its index file, then makes its chunks visible in memory. */

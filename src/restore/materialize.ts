@@ -8,6 +8,7 @@ import { constants } from "node:fs";
 import { chmod, mkdir, open, symlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
+import { Waiters } from "../util/waiters.ts";
 import { readFileList } from "../repo/file-list.ts";
 import type { Repository } from "../repo/repository.ts";
 import { readChunks, type Snapshot } from "../backup/snapshot.ts";
@@ -39,7 +40,7 @@ const WRITE_BYTES = 1024 * 1024;
 class Writes {
   private readonly free: Uint8Array[] = [];
   private inFlight = 0;
-  private waiting: (() => void)[] = [];
+  private readonly waiters = new Waiters();
   failure: unknown = null;
 
   take(): Uint8Array {
@@ -58,12 +59,12 @@ class Writes {
       },
     ).finally(() => {
       this.inFlight--;
-      for (const w of this.waiting.splice(0)) w();
+      this.waiters.wake();
     });
   }
 
   async ready(): Promise<void> {
-    while (this.inFlight >= WRITES_IN_FLIGHT) await new Promise<void>((r) => this.waiting.push(r));
+    while (this.inFlight >= WRITES_IN_FLIGHT) await this.waiters.wait();
     if (this.failure) throw this.failure;
   }
 }
