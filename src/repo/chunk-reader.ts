@@ -127,7 +127,7 @@ export class ChunkReader {
     for (;;) {
       let at: ChunkLocation | null = null;
       try {
-        at = await this.ctx.index.locate(id);
+        at = await this.ctx.index.locateForRead(id);
       } catch (e) {
         if (!(isKlioError(e) && e.code === "not-found") || this.refreshed) throw e;
       }

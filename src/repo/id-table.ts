@@ -23,6 +23,12 @@ export class IdTable {
     this.ids = new Uint8Array(Math.max(16, capacity) * CHUNK_ID_BYTES);
   }
 
+  /** Empties the table, keeping its memory (writers reuse tables: fresh large buffers fragment the heap). */
+  clear(): void {
+    this.slots.fill(EMPTY);
+    this.count = 0;
+  }
+
   has(id: ChunkId): boolean {
     const head = headOf(id);
     for (let s = head & this.mask; ; s = (s + 1) & this.mask) {

@@ -309,10 +309,10 @@ export async function readIndexBlock(storage: Storage, h: IndexHead, b: number, 
  * buffers (fresh memory is slow to fault in on these VMs), the next batch read while the
  * current one is used; yields each part's stored bytes, valid until the next is asked for.
  */
-async function* readParts(storage: Storage, h: IndexHead, parts: number, range: (b: number) => { at: number; stored: number }): AsyncGenerator<Uint8Array> {
+async function* readParts(storage: Storage, h: IndexHead, parts: number, range: (b: number) => { at: number; stored: number }, batchBytes = 4 << 20): AsyncGenerator<Uint8Array> {
   if (parts === 0) return;
   const full = range(0).stored;
-  const batch = Math.max(1, Math.floor((4 << 20) / full));
+  const batch = Math.max(1, Math.floor(batchBytes / full));
   const buffers = [new Uint8Array(Math.min(parts, batch) * full), new Uint8Array(parts > batch ? batch * full : 0)];
   const read = (b: number, into: Uint8Array) => {
     const start = range(b).at;
@@ -339,11 +339,11 @@ async function* readParts(storage: Storage, h: IndexHead, parts: number, range: 
  * concurrent writers, allowed), pack numbers lie inside the pack table. A yielded block is
  * valid until the next one is asked for.
  */
-export async function* readIndexBlocks(storage: Storage, h: IndexHead, dataKey: Uint8Array | null): AsyncGenerator<Uint8Array> {
+export async function* readIndexBlocks(storage: Storage, h: IndexHead, dataKey: Uint8Array | null, batchBytes?: number): AsyncGenerator<Uint8Array> {
   const prev = new Uint8Array(CHUNK_ID_BYTES);
   const nPacks = h.packs.length;
   let i = 0;
-  for await (const stored of readParts(storage, h, blockCount(h), (b) => partRange(h, h.blocksAt, ENTRIES_PER_BLOCK, ENTRY_BYTES, b))) {
+  for await (const stored of readParts(storage, h, blockCount(h), (b) => partRange(h, h.blocksAt, ENTRIES_PER_BLOCK, ENTRY_BYTES, b), batchBytes)) {
     const plain = open(h, stored, dataKey, `block ${i}`);
     if (i > 0 && compareIds(prev, 0, plain, 0) > 0) throw corrupt(h.key, `entries out of order at block ${i}`);
     for (let at = 0; at < plain.length; at += ENTRY_BYTES) {

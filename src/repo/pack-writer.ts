@@ -222,6 +222,9 @@ export class PackChunkWriter implements ChunkWriter {
   private inFlight = 0;
   private appending: Promise<void> = Promise.resolve();
   private readonly pending: PendingIds[] = [];
+  /** Emptied id tables and index entry buffers of indexed packs, for reuse: fresh large buffers fragment the heap. */
+  private readonly spareTables: IdTable[] = [];
+  private readonly spareEntries: Uint8Array[] = [];
   private open: Pack | null = null;
   /** Closed packs, oldest first, not yet indexed; and the background work that indexes them, one at a time. */
   private readonly closed: Pack[] = [];
@@ -370,7 +373,7 @@ export class PackChunkWriter implements ChunkWriter {
     }
     this.frame.add(id, data);
     let ids = this.pending[this.pending.length - 1];
-    if (!ids || ids.table.count >= PENDING_TABLE) this.pending.push((ids = { table: new IdTable(PENDING_TABLE), lastFrame: 0 }));
+    if (!ids || ids.table.count >= PENDING_TABLE) this.pending.push((ids = { table: this.spareTables.pop() ?? new IdTable(PENDING_TABLE), lastFrame: 0 }));
     ids.table.add(id);
     ids.lastFrame = this.frame.seq;
     this.stats.newChunks++;
@@ -453,7 +456,7 @@ export class PackChunkWriter implements ChunkWriter {
   private async newPack(): Promise<Pack> {
     const id = hexOf(randomBytes(16));
     const file = await this.ctx.storage.create(packKey(id));
-    const pack: Pack = { id, file, bytes: 0, out: null, outUsed: 0, entries: new Uint8Array(256 * ENTRY_BYTES), count: 0, lastFrame: -1 };
+    const pack: Pack = { id, file, bytes: 0, out: null, outUsed: 0, entries: this.spareEntries.pop() ?? new Uint8Array(256 * ENTRY_BYTES), count: 0, lastFrame: -1 };
     const head = new Uint8Array(PACK_HEADER);
     head.set(PACK_MAGIC, 0);
     new DataView(head.buffer).setUint32(8, PACK_VERSION);
@@ -479,7 +482,12 @@ export class PackChunkWriter implements ChunkWriter {
           const pack = this.closed[0]!;
           await indexPack(this.ctx, pack);
           // Its chunks are in the index now: the tables that only named chunks up to its last frame can go.
-          while (this.pending.length > 0 && this.pending[0]!.lastFrame <= pack.lastFrame) this.pending.shift();
+          while (this.pending.length > 0 && this.pending[0]!.lastFrame <= pack.lastFrame) {
+            const done = this.pending.shift()!.table;
+            done.clear();
+            this.spareTables.push(done);
+          }
+          this.spareEntries.push(pack.entries);
         }
         this.closed.shift();
       } catch (e) {
