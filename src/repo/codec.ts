@@ -5,10 +5,10 @@
 // brotli at quality 1 (node:zlib) is the default. On the frames of a real backup (bench:backup's
 // 1.1 GB database: md5 text, pgbench, log-like rows; 128 KB frames, one core of this VM) it
 // compresses at ~240 MB/s to 26 % where DEFLATE level 1 manages ~85 MB/s to 29 % (and ~67
-// MB/s on the md5 text alone), and decompresses as fast (~370 MB/s). DEFLATE made the backup
-// CPU-bound; brotli q1 keeps it near the speed of reading the data. deflate and lz4 (lz4.ts,
-// half deflate's CPU, larger output) stay for repositories made with them. fflate, measured
-// beside node:zlib, is slower at every level and stores no less.
+// MB/s on the md5 text alone), and decompresses about as fast (~370 MB/s). A backup is still
+// CPU-bound on a 2-core machine, but with a third of DEFLATE's compression CPU. deflate and
+// lz4 (lz4.ts: 160 MB/s to 45 % on frames, in JavaScript) stay for repositories made with
+// them. fflate, measured beside node:zlib, is slower at every level and stores no less.
 import { brotliCompressSync, brotliDecompressSync, constants, deflateRawSync, inflateRawSync } from "node:zlib";
 import { KlioError } from "../util/errors.ts";
 import { Lz4Compressor, lz4Decompress } from "./lz4.ts";
