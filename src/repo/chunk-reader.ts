@@ -13,7 +13,7 @@ import { chunkIdHex, CHUNK_ID_BYTES, type ChunkId } from "./chunk-id.ts";
 import type { ChunkIndex, ChunkLocation } from "./chunk-index.ts";
 import type { ChunkWorkerPool } from "./chunk-workers.ts";
 import { decodeLayout, FRAME_HEADROOM, VERIFY_ENTRY } from "./chunk-worker.ts";
-import { packKey } from "./index-file.ts";
+import { MAX_PLAIN, packKey } from "./index-file.ts";
 import { FRAME_TARGET } from "./pack-writer.ts";
 import type { Storage } from "./storage.ts";
 
@@ -158,6 +158,9 @@ export class ChunkReader {
 
   private async fetch(r: FrameRead): Promise<Uint8Array> {
     const e = r.at.entry;
+    // A damaged index must not make us allocate gigabytes: frames are at most MAX_PLAIN.
+    if (e.frameLength > MAX_PLAIN || e.length > MAX_PLAIN + FRAME_HEADROOM || r.wanted.some((w) => w.inFrame + w.length > e.frameLength))
+      throw new KlioError("corrupt-index", `index file ${r.at.indexKey} is damaged: it places a frame of ${e.frameLength} bytes (${e.length} stored) in ${r.key}`);
     const dataBytes = Math.max(e.length, e.frameLength);
     const layout = decodeLayout(dataBytes, r.wanted.length);
     const buf = layout.bytes <= POOLED_BYTES ? (this.buffers.pop() ?? new Uint8Array(POOLED_BYTES)) : new Uint8Array(layout.bytes);
