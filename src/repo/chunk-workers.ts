@@ -1,11 +1,11 @@
-// Worker threads that run a writer's chunk jobs (chunk-worker.ts): hashing batches of chunks,
-// compressing and sealing frames. Measured on bench:backup's 1.1 GB database (2 cores): with
+// Worker threads that run chunk jobs (chunk-worker.ts): for a writer, hashing batches of
+// chunks and compressing and sealing frames; for a reader, decoding and verifying frames.
+// Measured on bench:backup's 1.1 GB database (2 cores): with
 // hashing and brotli on the main thread and libuv's pool, the main thread alone used ~3.8 s
 // of CPU, a third of it hashing and much of the rest the zlib stream machinery of one async
 // call per frame; moving both to workers leaves the main thread reading, cutting and indexing.
 //
-// With `count` 0 the same jobs run on the calling thread (tests, and machines where threads
-// cannot start). Workers start on the first job and keep the process alive only while they
+// With `count` 0 the same jobs run on the calling thread (`--workers 0`, and tests). Workers start on the first job and keep the process alive only while they
 // have work; close() ends them.
 //
 // The single executable cannot load a module file into a worker: scripts/build.mjs bundles
