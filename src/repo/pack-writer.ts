@@ -266,16 +266,12 @@ export class PackChunkWriter implements ChunkWriter {
     this.check();
   }
 
-  put(data: Uint8Array, given?: ChunkId): Promise<{ id: ChunkId; isNew: boolean }> {
-    return new Promise((resolve, reject) => {
-      try {
-        this.add(data, (id, _length, isNew) => resolve({ id: id.slice(), isNew }), given);
-        // The callback has run once drain() resolves, unless the writer failed first.
-        this.drain().catch(reject);
-      } catch (e) {
-        reject(e);
-      }
-    });
+  async put(data: Uint8Array, given?: ChunkId): Promise<{ id: ChunkId; isNew: boolean }> {
+    let result: { id: ChunkId; isNew: boolean } | undefined;
+    this.add(data, (id, _length, isNew) => (result = { id: id.slice(), isNew }), given);
+    await this.drain(); // the callback has run once this resolves
+    await this.ready();
+    return result!;
   }
 
   async drain(): Promise<void> {
