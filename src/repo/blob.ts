@@ -4,7 +4,8 @@
 // last, that the chunk's plain bytes hash to the id asked for: damaged data is reported,
 // never returned, and a frame in the wrong place cannot pass for another (the ids are keyed
 // hashes in an encrypted repository).
-import { KlioError } from "../util/errors.ts";
+import { isKlioError, KlioError } from "../util/errors.ts";
+import type { Storage } from "./storage.ts";
 import { chunkIdHex, sameChunkId, type ChunkId } from "./chunk-id.ts";
 import { decompress, type Compressor } from "./codec.ts";
 import { seal, unseal } from "./crypto.ts";
@@ -25,6 +26,20 @@ export interface BlobContext {
 export function encodeFrame(dataKey: Uint8Array | null, compressor: Compressor, plain: Uint8Array): { stored: Uint8Array; flags: number } {
   const c = compressor.compress(plain);
   return { stored: dataKey ? seal(dataKey, c.bytes, FRAME_AAD) : c.bytes, flags: c.codec };
+}
+
+/**
+ * The stored bytes of the frame `e` names in pack `key` (into `into` when given), with the
+ * pack missing reported as KlioError "missing-chunk" and a truncated pack as "corrupt-chunk".
+ */
+export async function readStoredFrame(storage: Storage, key: string, e: Pick<IndexEntry, "offset" | "length">, root: string, into?: Uint8Array): Promise<Uint8Array> {
+  try {
+    return await storage.getRange(key, e.offset, e.length, into);
+  } catch (err) {
+    if (isKlioError(err) && err.code === "not-found") throw new KlioError("missing-chunk", `a frame of ${key} is missing: the pack is not in ${root}`);
+    if (isKlioError(err) && err.code === "short-object") throw new KlioError("corrupt-chunk", `a frame of ${key} is damaged: the pack is truncated`);
+    throw err;
+  }
 }
 
 /** A frame's plain bytes; KlioError "corrupt-chunk" (naming `where`) when they do not decode. */

@@ -7,7 +7,7 @@
 // different chunks needs about 2^56 chunks to become likely (a repository of 10 million has
 // odds of 1 in 10^19 per lookup). readChunk compares all 256 bits and verifies the data's
 // hash, so nothing wrong is ever returned.
-import { chunkIdHex, CHUNK_ID_BYTES, type ChunkId } from "./chunk-id.ts";
+import { chunkIdHex, type ChunkId } from "./chunk-id.ts";
 import { IndexRun, idKey } from "./index-run.ts";
 import {
   ENTRY_BYTES,
@@ -18,7 +18,9 @@ import {
   readIndexBlock,
   readIndexBlocks,
   readIndexHead,
-  MAX_PLAIN,
+  copyLocation,
+  entryOfLocation,
+  LOCATION_WORDS,
   readIndexKeys,
   type IndexEntry,
   type IndexHead,
@@ -29,8 +31,6 @@ import { chooseMerge, mergeRuns } from "./index-merge.ts";
 
 /** Decoded entry blocks kept for lookups (14 KB each). */
 const BLOCK_CACHE = 256;
-/** u32 words per entry in a location table: pack, frame offset, frame stored length, flags|plain length, frame length, offset in frame. */
-const LOCATION_WORDS = 6;
 /** Location tables (24 bytes per entry) kept for readers in all: 64 MB, about 2.8 million chunks. */
 const LOCATION_BUDGET = 64 * 1024 * 1024;
 
@@ -117,14 +117,9 @@ export class ChunkIndex {
         });
         table = loading;
       }
-      const t = await table;
-      const at = pos * LOCATION_WORDS;
-      const pack = t[at]!;
-      const packId = r.head.packs[pack];
-      if (packId === undefined) throw new KlioError("corrupt-index", `index file ${r.head.key} is damaged: chunk ${chunkIdHex(id)} names pack number ${pack} of ${r.head.packs.length}`);
-      const entry: IndexEntry = {
-        id, pack, offset: t[at + 1]!, length: t[at + 2]!, flags: t[at + 3]! >>> 28, plainLength: t[at + 3]! & MAX_PLAIN, frameLength: t[at + 4]!, inFrame: t[at + 5]!,
-      };
+      const entry = entryOfLocation(id, await table, pos * LOCATION_WORDS);
+      const packId = r.head.packs[entry.pack];
+      if (packId === undefined) throw new KlioError("corrupt-index", `index file ${r.head.key} is damaged: chunk ${chunkIdHex(id)} names pack number ${entry.pack} of ${r.head.packs.length}`);
       return { packId, entry, indexKey: r.head.key };
     }
     return null;
@@ -264,10 +259,9 @@ async function loadLocations(storage: Storage, r: IndexRun, dataKey: Uint8Array 
   const t = new Uint32Array(r.count * LOCATION_WORDS);
   let n = 0;
   for await (const plain of readIndexBlocks(storage, r.head, dataKey)) {
-    const v = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
     for (let at = 0; at < plain.length; at += ENTRY_BYTES, n++) {
       if (n >= r.count) throw new KlioError("corrupt-index", `index file ${r.head.key} is damaged: it has more entries than its keys`);
-      for (let w = 0; w < LOCATION_WORDS; w++) t[n * LOCATION_WORDS + w] = v.getUint32(at + CHUNK_ID_BYTES + 4 * w);
+      copyLocation(plain, at, t, n * LOCATION_WORDS);
     }
   }
   if (n !== r.count) throw new KlioError("corrupt-index", `index file ${r.head.key} is damaged: ${n} entries for ${r.count} keys`);

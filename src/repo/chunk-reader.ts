@@ -14,6 +14,7 @@ import type { ChunkIndex, ChunkLocation } from "./chunk-index.ts";
 import type { ChunkWorkerPool } from "./chunk-workers.ts";
 import { decodeLayout, FRAME_HEADROOM, VERIFY_ENTRY } from "./chunk-worker.ts";
 import { MAX_PLAIN, packKey } from "./index-file.ts";
+import { readStoredFrame } from "./blob.ts";
 import { FRAME_TARGET } from "./pack-writer.ts";
 import type { Storage } from "./storage.ts";
 
@@ -164,13 +165,7 @@ export class ChunkReader {
     const dataBytes = Math.max(e.length, e.frameLength);
     const layout = decodeLayout(dataBytes, r.wanted.length);
     const buf = layout.bytes <= POOLED_BYTES ? (this.buffers.pop() ?? new Uint8Array(POOLED_BYTES)) : new Uint8Array(layout.bytes);
-    try {
-      await this.ctx.storage.getRange(r.key, e.offset, e.length, buf);
-    } catch (err) {
-      if (isKlioError(err) && err.code === "not-found") throw new KlioError("missing-chunk", `a frame of ${r.key} is missing: the pack is not in ${this.ctx.root}`);
-      if (isKlioError(err) && err.code === "short-object") throw new KlioError("corrupt-chunk", `a frame of ${r.key} is damaged: the pack is truncated`);
-      throw err;
-    }
+    await readStoredFrame(this.ctx.storage, r.key, e, this.ctx.root, buf);
     const verify = new DataView(buf.buffer, buf.byteOffset + layout.verifyAt, r.wanted.length * VERIFY_ENTRY);
     r.wanted.forEach((w, i) => {
       verify.setUint32(i * VERIFY_ENTRY, w.inFrame, true);

@@ -111,11 +111,25 @@ export function encodeEntry(out: Uint8Array, at: number, e: EntryInput): void {
 
 export function decodeEntry(buf: Uint8Array, at: number): IndexEntry {
   const v = new DataView(buf.buffer, buf.byteOffset + at + CHUNK_ID_BYTES, ENTRY_BYTES - CHUNK_ID_BYTES);
-  const last = v.getUint32(12);
-  return {
-    id: buf.subarray(at, at + CHUNK_ID_BYTES), pack: v.getUint32(0), offset: v.getUint32(4), length: v.getUint32(8), flags: last >>> 28, plainLength: last & MAX_PLAIN,
-    frameLength: v.getUint32(16), inFrame: v.getUint32(20),
-  };
+  return entryOf(buf.subarray(at, at + CHUNK_ID_BYTES), v.getUint32(0), v.getUint32(4), v.getUint32(8), v.getUint32(12), v.getUint32(16), v.getUint32(20));
+}
+
+function entryOf(id: Uint8Array, pack: number, offset: number, length: number, flagsAndLength: number, frameLength: number, inFrame: number): IndexEntry {
+  return { id, pack, offset, length, flags: flagsAndLength >>> 28, plainLength: flagsAndLength & MAX_PLAIN, frameLength, inFrame };
+}
+
+/** u32 words after an entry's id: pack, frame offset, frame stored length, flags|plain length, frame length, offset in frame. */
+export const LOCATION_WORDS = 6;
+
+/** Copies the location words of the entry at `at` of a plain entry block into `out` at `outAt`. */
+export function copyLocation(plain: Uint8Array, at: number, out: Uint32Array, outAt: number): void {
+  const v = new DataView(plain.buffer, plain.byteOffset + at + CHUNK_ID_BYTES, LOCATION_WORDS * 4);
+  for (let w = 0; w < LOCATION_WORDS; w++) out[outAt + w] = v.getUint32(4 * w);
+}
+
+/** The entry of chunk `id` from its location words (LOCATION_WORDS at `at`). */
+export function entryOfLocation(id: Uint8Array, t: Uint32Array, at: number): IndexEntry {
+  return entryOf(id, t[at]!, t[at + 1]!, t[at + 2]!, t[at + 3]!, t[at + 4]!, t[at + 5]!);
 }
 
 const enc = new TextEncoder();

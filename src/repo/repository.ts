@@ -16,7 +16,7 @@ import { KlioError, isKlioError } from "../util/errors.ts";
 import { chunkIdFunction, chunkIdHex, type ChunkId } from "./chunk-id.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import { checkRepository, type CheckOptions, type RepoProblem } from "./check.ts";
-import { chunkOfFrame, decodeFrame, type BlobContext } from "./blob.ts";
+import { chunkOfFrame, decodeFrame, readStoredFrame, type BlobContext } from "./blob.ts";
 import type { Compression } from "./codec.ts";
 import { DEFAULT_SCRYPT, deriveKek, deriveKeys, newMasterKey, seal, unseal, MASTER_KEY_BYTES } from "./crypto.ts";
 import { encodeHeader, fromBase64, HEADER_KEY, parseHeader, REPO_FORMAT, REPO_VERSION, toBase64, type RepoHeader } from "./header.ts";
@@ -267,15 +267,7 @@ class Repo implements Repository {
   }
 
   private async readFrame(key: string, e: IndexEntry): Promise<Uint8Array> {
-    let stored: Uint8Array;
-    try {
-      stored = await this.storage.getRange(key, e.offset, e.length);
-    } catch (err) {
-      if (isKlioError(err) && err.code === "not-found") throw new KlioError("missing-chunk", `a frame of ${key} is missing: the pack is not in ${this.root}`);
-      if (isKlioError(err) && err.code === "short-object") throw new KlioError("corrupt-chunk", `a frame of ${key} is damaged: the pack is truncated`);
-      throw err;
-    }
-    return decodeFrame(this.ctx.dataKey, stored, e, key);
+    return decodeFrame(this.ctx.dataKey, await readStoredFrame(this.storage, key, e, this.root), e, key);
   }
 
   writer(): ChunkWriter {

@@ -9,6 +9,7 @@ import { chmod, mkdir, open, symlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { Waiters } from "../util/waiters.ts";
+import { writeFully } from "../util/durable-fs.ts";
 import { readFileList } from "../repo/file-list.ts";
 import type { Repository } from "../repo/repository.ts";
 import { readChunks, type Snapshot } from "../backup/snapshot.ts";
@@ -50,7 +51,7 @@ class Writes {
   /** Writes buf[0, n) at `at`; the buffer comes back to the pool after. */
   write(handle: FileHandle, buf: Uint8Array, n: number, at: number): Promise<void> {
     this.inFlight++;
-    return writeAll(handle, buf, n, at).then(
+    return writeFully(handle, buf.subarray(0, n), at).then(
       () => {
         if (buf.length === WRITE_BYTES) this.free.push(buf);
       },
@@ -66,13 +67,6 @@ class Writes {
   async ready(): Promise<void> {
     while (this.inFlight >= WRITES_IN_FLIGHT) await this.waiters.wait();
     if (this.failure) throw this.failure;
-  }
-}
-
-async function writeAll(handle: FileHandle, buf: Uint8Array, n: number, at: number): Promise<void> {
-  for (let done = 0; done < n; ) {
-    const { bytesWritten } = await handle.write(buf, done, n - done, at + done);
-    done += bytesWritten;
   }
 }
 

@@ -24,6 +24,14 @@ export function tempNameFor(file: string): string {
   return `${file}.${process.pid}-${randomBytes(4).toString("hex")}${TEMP_SUFFIX}`;
 }
 
+/** Writes all of `bytes` at `position` (null: where the file's offset is), however short each write. */
+export async function writeFully(fh: FileHandle, bytes: Uint8Array, position: number | null = null): Promise<void> {
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position === null ? null : position + done);
+    done += bytesWritten;
+  }
+}
+
 export async function writeFileDurable(file: string, data: Uint8Array | string): Promise<void> {
   await writeDurableWith(file, (fh) => fh.writeFile(data));
 }

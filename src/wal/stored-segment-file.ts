@@ -5,7 +5,8 @@
 // length, SHA-256 of the original bytes; the caller renames the output into place only after
 // this resolves, so a damaged segment is never served.
 import { createHash } from "node:crypto";
-import { open, type FileHandle } from "node:fs/promises";
+import { open } from "node:fs/promises";
+import { writeFully } from "../util/durable-fs.ts";
 import { pipeline } from "node:stream/promises";
 import { createInflateRaw } from "node:zlib";
 import { KlioError } from "../util/errors.ts";
@@ -43,7 +44,7 @@ export async function decodeStoredSegmentFile(src: string, dest: string, what: s
           written += chunk.length;
           if (written > length) throw (tooLong = corrupt(`longer than the ${length} bytes its header says`));
           hash.update(chunk);
-          await writeAll(out, chunk);
+          await writeFully(out, chunk);
         }
       };
       const payload = input.createReadStream({ start: STORED_HEADER_BYTES, highWaterMark: CHUNK, autoClose: false });
@@ -65,13 +66,5 @@ export async function decodeStoredSegmentFile(src: string, dest: string, what: s
     }
   } finally {
     await input.close();
-  }
-}
-
-async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < chunk.length) {
-    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-    off += bytesWritten;
   }
 }
