@@ -5,6 +5,7 @@ import { helpText, parseArgs } from "./args.ts";
 import type { CliContext, Command } from "./command.ts";
 import { isKlioError } from "../util/errors.ts";
 import { VERSION } from "../util/version.ts";
+import { keepYoungGenerationSmall } from "../util/heap.ts";
 
 type Loader = () => Promise<{ command: Command }>;
 
@@ -94,6 +95,7 @@ function cliContext(): CliContext {
   };
 }
 
+keepYoungGenerationSmall();
 main(process.argv.slice(2), cliContext()).then(
   (code) => {
     process.exitCode = code;

@@ -16,6 +16,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { KlioError } from "../util/errors.ts";
+import { keepYoungGenerationSmall } from "../util/heap.ts";
 import { ChunkJobs, WORKER_MARK, type JobContext, type JobReply, type JobRequest } from "./chunk-worker.ts";
 
 declare const KLIO_CHUNK_WORKER_SOURCE: string | undefined;
@@ -131,6 +132,7 @@ export class ChunkWorkerPool {
         }
       };
       worker.on("error", fail);
+      worker.once("online", keepYoungGenerationSmall);
       worker.on("exit", (code) => {
         if (this.slots?.includes(slot)) fail(new Error(`it exited with code ${code}`));
       });
