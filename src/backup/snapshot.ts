@@ -62,6 +62,15 @@ export interface Snapshot {
   };
 }
 
+/** What a listing shows of a backup (backup list --json, the API). */
+export function snapshotSummary(s: Snapshot) {
+  return {
+    id: s.id, cluster: s.cluster, name: s.name, startTime: s.startTime, endTime: s.endTime, startLsn: s.startLsn, endLsn: s.endLsn,
+    timeline: s.timeline, pgVersion: s.pgVersion, fromStandby: s.fromStandby, files: s.stats.files, bytes: s.stats.bytes,
+    newBytes: s.stats.newBytes, storedBytes: s.stats.storedBytes,
+  };
+}
+
 const ID_PATTERN = /^\d{8}T\d{6}Z(?:-\d+)?$/;
 
 export function snapshotKey(cluster: string, id: string): string {

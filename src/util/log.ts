@@ -36,3 +36,18 @@ export function createLogger(opts: { write: (line: string) => void; format: "jso
   };
   return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
+
+/** The same logger with `fields` added to every event (the caller's fields win). */
+export function withFields(log: Logger, fields: LogFields): Logger {
+  const wrap = (f: Logger["info"]) => (event: string, more: LogFields = {}) => f(event, { ...fields, ...more });
+  return { debug: wrap(log.debug), info: wrap(log.info), warn: wrap(log.warn), error: wrap(log.error) };
+}
+
+/** The same logger, telling `observe` of every event first (whatever the level): a supervisor follows what a part does. */
+export function observedLogger(log: Logger, observe: (level: LogLevel, event: string, fields: LogFields) => void): Logger {
+  const wrap = (level: LogLevel) => (event: string, fields: LogFields = {}) => {
+    observe(level, event, fields);
+    log[level](event, fields);
+  };
+  return { debug: wrap("debug"), info: wrap("info"), warn: wrap("warn"), error: wrap("error") };
+}

@@ -1,6 +1,6 @@
 import type { Command } from "../command.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
-import { listSnapshotClusters, listSnapshots, type Snapshot } from "../../backup/snapshot.ts";
+import { listSnapshotClusters, listSnapshots, snapshotSummary, type Snapshot } from "../../backup/snapshot.ts";
 import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
 import { bytes } from "../progress.ts";
 
@@ -28,11 +28,11 @@ export const command: Command = {
         unreadable.push(...r.unreadable.map((u) => ({ cluster: c, ...u })));
       }
       if (f.json) {
-        ctx.stdout(JSON.stringify({ backups: all.map(summary), unreadable }, null, 2) + "\n");
+        ctx.stdout(JSON.stringify({ backups: all.map(snapshotSummary), unreadable }, null, 2) + "\n");
       } else {
         const rows = [["ID", "CLUSTER", "END TIME", "SIZE", "NEW", "STORED", "START LSN", "END LSN", "FROM", "NAME"]];
         for (const s of all) {
-          const x = summary(s);
+          const x = snapshotSummary(s);
           rows.push([x.id, x.cluster, x.endTime.replace("T", " ").replace(/\.\d+Z$/, "Z"), bytes(x.bytes), bytes(x.newBytes), bytes(x.storedBytes), x.startLsn, x.endLsn, x.fromStandby ? "standby" : "primary", x.name ?? ""]);
         }
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -45,11 +45,3 @@ export const command: Command = {
     }
   },
 };
-
-function summary(s: Snapshot) {
-  return {
-    id: s.id, cluster: s.cluster, name: s.name, startTime: s.startTime, endTime: s.endTime, startLsn: s.startLsn, endLsn: s.endLsn,
-    timeline: s.timeline, pgVersion: s.pgVersion, fromStandby: s.fromStandby, files: s.stats.files, bytes: s.stats.bytes,
-    newBytes: s.stats.newBytes, storedBytes: s.stats.storedBytes,
-  };
-}

@@ -1,0 +1,249 @@
+// The HTTP control API: hono routes over the daemon. Each route is declared once in ROUTES
+// (method, path, scope, schemas, handler); the same table registers it and describes it in
+// /openapi.json. Without a valid token only /healthz answers; a read token may GET, an admin
+// token may do everything. Every error is JSON {error, detail}, and a refused request changes
+// nothing.
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { Type, type TSchema } from "@sinclair/typebox";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { KlioError, isKlioError } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import { VERSION } from "../util/version.ts";
+import { listSnapshots, loadSnapshot, snapshotKey, snapshotSummary } from "../backup/snapshot.ts";
+import { openClusterArchive, parseWalRequest, readWalFile } from "../wal/archive-reader.ts";
+import { walStatus } from "../wal/archive-status.ts";
+import { formatLsn } from "../pg/lsn.ts";
+import type { Daemon } from "../server/daemon.ts";
+import { lagSeconds, type ClusterSupervisor } from "../server/supervisor.ts";
+import { allows, TokenChecker, type Scope } from "./auth.ts";
+import { daemonMetrics, RepositorySize } from "./metrics.ts";
+import * as S from "./schemas.ts";
+import { openApiDocument } from "./openapi.ts";
+
+export interface RouteSpec {
+  method: "get" | "post" | "delete";
+  /** hono path syntax (":name"). */
+  path: string;
+  scope: Scope;
+  summary: string;
+  params?: Record<string, TSchema>;
+  body?: TSchema;
+  /** 200 (or the status given) JSON body; omitted for non-JSON answers. */
+  response?: { status: number; schema: TSchema } | { status: number; contentType: string };
+  handler: (a: RouteArgs) => Promise<Response>;
+}
+
+interface RouteArgs {
+  c: Context;
+  d: Daemon;
+  params: Record<string, string>;
+  body: unknown;
+}
+
+const STATUS_OF: Record<string, number> = { "not-found": 404, "no-backup": 404, "no-archive": 404, busy: 409, "object-exists": 409, stopping: 503 };
+
+function statusOf(e: KlioError): number {
+  if (STATUS_OF[e.code]) return STATUS_OF[e.code]!;
+  if (e.code === "usage" || e.code.startsWith("bad-")) return 400;
+  return 500;
+}
+
+function errorResponse(status: number, error: string, detail: string): Response {
+  return new Response(JSON.stringify({ error, detail }), { status, headers: { "content-type": "application/json; charset=utf-8" } });
+}
+
+function json(value: unknown, status = 200): Response {
+  return new Response(JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v)), { status, headers: { "content-type": "application/json; charset=utf-8" } });
+}
+
+function supervisorOf(d: Daemon, name: string): ClusterSupervisor {
+  const s = d.supervisors.get(name);
+  if (!s) throw new KlioError("not-found", `no cluster named ${name} in the configuration`);
+  return s;
+}
+
+function receiverJson(s: ClusterSupervisor) {
+  const r = s.receiver;
+  const last = r.last;
+  return {
+    state: r.state, server: r.server, slot: r.slot, synchronous: r.synchronous,
+    timeline: last ? Number(last.timeline) : null,
+    flushedLsn: last ? formatLsn(last.flushedLsn) : null,
+    serverWalEnd: last ? formatLsn(last.serverWalEnd) : null,
+    lagBytes: last ? Number(last.serverWalEnd > last.flushedLsn ? last.serverWalEnd - last.flushedLsn : 0n) : null,
+    lagSeconds: lagSeconds(r, Date.now()),
+    updatedAt: last ? last.updatedAt : null,
+    lastSegment: r.lastSegment, lastError: r.lastError, restarts: r.restarts,
+  };
+}
+
+function clusterJson(s: ClusterSupervisor) {
+  return {
+    name: s.cluster.name, receiver: receiverJson(s), schedule: s.cluster.schedule?.text ?? null,
+    nextBackupAt: s.nextBackupAt === null ? null : new Date(s.nextBackupAt).toISOString(),
+    runningJob: s.running?.id ?? null, lastBackup: s.state.lastBackup, backupFailures: s.state.backupFailures,
+  };
+}
+
+const P = { name: S.ClusterName, id: S.BackupId, job: S.JobId, walname: S.WalName };
+
+export const ROUTES: RouteSpec[] = [
+  {
+    method: "get", path: "/v1/status", scope: "read", summary: "The daemon: version, uptime, every cluster's receiver and last backup",
+    response: { status: 200, schema: S.Status },
+    handler: async ({ d }) => json({
+      version: VERSION, startedAt: d.startedAt.toISOString(), uptimeSeconds: Math.round((Date.now() - d.startedAt.getTime()) / 1000),
+      repository: d.config.repository.path, clusters: [...d.supervisors.values()].map(clusterJson),
+    }),
+  },
+  {
+    method: "get", path: "/v1/clusters", scope: "read", summary: "Every configured cluster",
+    response: { status: 200, schema: Type.Object({ clusters: Type.Array(S.Cluster) }) },
+    handler: async ({ d }) => json({ clusters: [...d.supervisors.values()].map(clusterJson) }),
+  },
+  {
+    method: "get", path: "/v1/clusters/:name", scope: "read", summary: "One cluster", params: { name: P.name },
+    response: { status: 200, schema: S.Cluster },
+    handler: async ({ d, params }) => json(clusterJson(supervisorOf(d, params.name!))),
+  },
+  {
+    method: "get", path: "/v1/clusters/:name/backups", scope: "read", summary: "The cluster's backups, oldest first", params: { name: P.name },
+    response: { status: 200, schema: Type.Object({ backups: Type.Array(S.Backup), unreadable: Type.Array(Type.Object({ id: Type.String(), error: Type.String() })) }) },
+    handler: async ({ d, params }) => {
+      const s = supervisorOf(d, params.name!);
+      const { snapshots, unreadable } = await listSnapshots(d.repo, s.cluster.name);
+      return json({ backups: snapshots.map(snapshotSummary), unreadable });
+    },
+  },
+  {
+    method: "post", path: "/v1/clusters/:name/backups", scope: "admin", summary: "Start a backup now; follow it at /v1/jobs/{id}",
+    params: { name: P.name }, body: S.StartBackupBody, response: { status: 202, schema: S.Job },
+    handler: async ({ d, params, body }) => json(supervisorOf(d, params.name!).startBackup("api", (body as S.StartBackupBody).name), 202),
+  },
+  {
+    method: "get", path: "/v1/clusters/:name/backups/:id", scope: "read", summary: "One backup, whole (its manifest)", params: { name: P.name, id: P.id },
+    response: { status: 200, schema: Type.Object({}, { additionalProperties: true, description: "the backup's manifest (see docs/FORMAT.md)" }) },
+    handler: async ({ d, params }) => json(await loadSnapshot(d.repo, supervisorOf(d, params.name!).cluster.name, params.id!)),
+  },
+  {
+    method: "delete", path: "/v1/clusters/:name/backups/:id", scope: "admin", summary: "Delete a backup (maintenance frees its data later)",
+    params: { name: P.name, id: P.id },
+    handler: async ({ d, params }) => {
+      const cluster = supervisorOf(d, params.name!).cluster.name;
+      const s = await loadSnapshot(d.repo, cluster, params.id!);
+      await d.repo.deleteObject(snapshotKey(cluster, s.id));
+      return json({ deleted: s.id, cluster });
+    },
+  },
+  {
+    method: "get", path: "/v1/clusters/:name/jobs", scope: "read", summary: "The cluster's recent jobs, newest first", params: { name: P.name },
+    response: { status: 200, schema: Type.Object({ jobs: Type.Array(S.Job) }) },
+    handler: async ({ d, params }) => json({ jobs: d.jobs.list(supervisorOf(d, params.name!).cluster.name) }),
+  },
+  {
+    method: "get", path: "/v1/jobs/:job", scope: "read", summary: "One job: state, progress, outcome", params: { job: P.job },
+    response: { status: 200, schema: S.Job },
+    handler: async ({ d, params }) => {
+      const job = d.jobs.get(params.job!);
+      if (!job) throw new KlioError("not-found", `no job ${params.job} (jobs are kept in memory: a restart forgets them)`);
+      return json(job);
+    },
+  },
+  {
+    method: "get", path: "/v1/clusters/:name/wal", scope: "read", summary: "The WAL receiver and archive: position, lag, segments, gaps", params: { name: P.name },
+    response: { status: 200, schema: S.WalArchive },
+    handler: async ({ d, params }) => {
+      const s = supervisorOf(d, params.name!);
+      let archive = null;
+      try {
+        const w = await walStatus(await openClusterArchive(d.config.repository.path, s.cluster.name));
+        archive = { systemIdentifier: w.systemIdentifier, walSegmentSize: w.walSegmentSize, segments: w.segments, firstSegment: w.firstSegment, lastSegment: w.lastSegment, timelines: w.timelines.map(Number), gaps: w.gaps };
+      } catch (e) {
+        if (!(isKlioError(e) && e.code === "no-archive")) throw e;
+      }
+      return json({ cluster: s.cluster.name, receiver: receiverJson(s), archive });
+    },
+  },
+  {
+    method: "get", path: "/v1/clusters/:name/wal/:walname", scope: "read",
+    summary: "A WAL segment's original bytes (NAME.partial: the newest partial segment if the whole one is not archived), or a history file",
+    params: { name: P.name, walname: P.walname }, response: { status: 200, contentType: "application/octet-stream" },
+    handler: async ({ d, params }) => {
+      const archive = await openClusterArchive(d.config.repository.path, supervisorOf(d, params.name!).cluster.name);
+      const req = parseWalRequest(params.walname!, archive.identity.walSegmentSize, false);
+      const found = await readWalFile(archive, req);
+      if (!found) throw new KlioError("not-found", `the archive of ${archive.cluster} has no ${params.walname}`);
+      return new Response(found.bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": "application/octet-stream", "x-klio-source": found.from } });
+    },
+  },
+];
+
+export interface ApiOptions {
+  log: Logger;
+}
+
+export function createApp(d: Daemon, opts: ApiOptions): Hono {
+  const app = new Hono();
+  const tokens = new TokenChecker(d.config.api.tokens);
+  const repoSize = new RepositorySize(d.config.repository.path);
+
+  app.onError((e, c) => {
+    if (isKlioError(e)) return errorResponse(statusOf(e), e.code, e.message);
+    opts.log.error("api.error", { method: c.req.method, path: c.req.path, error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+    return errorResponse(500, "internal", "the request failed inside the daemon; see its log");
+  });
+  app.notFound((c) => errorResponse(404, "not-found", `no route ${c.req.method} ${c.req.path}`));
+
+  app.get("/healthz", () => new Response("ok\n", { headers: { "content-type": "text/plain" } }));
+
+  // Everything else needs a token: who may do what is decided before any route runs.
+  app.use("*", async (c, next) => {
+    const token = tokens.check(c.req.header("authorization"));
+    if (!token) return errorResponse(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)");
+    const needs: Scope = c.req.method === "GET" || c.req.method === "HEAD" ? "read" : "admin";
+    if (!allows(token.scope, needs)) return errorResponse(403, "forbidden", `token ${token.name} has scope ${token.scope}; this needs ${needs}`);
+    c.set("token" as never, token.name as never);
+    await next();
+  });
+  app.use("*", bodyLimit({
+    maxSize: d.config.api.maxBodyBytes,
+    onError: () => errorResponse(413, "too-large", `request bodies are limited to ${d.config.api.maxBodyBytes} bytes`),
+  }));
+
+  app.get("/metrics", async () => new Response(await daemonMetrics(d, repoSize), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));
+  app.get("/openapi.json", () => json(openApiDocument(ROUTES)));
+
+  for (const r of ROUTES) {
+    const params = r.params ? Object.entries(r.params).map(([k, s]) => [k, TypeCompiler.Compile(s)] as const) : [];
+    const body = r.body ? TypeCompiler.Compile(r.body) : null;
+    app[r.method](r.path, async (c) => {
+      const values: Record<string, string> = {};
+      for (const [k, check] of params) {
+        const v = c.req.param(k);
+        if (v === undefined || !check.Check(v)) return errorResponse(400, "bad-request", `${k} ${JSON.stringify(v ?? "").slice(0, 100)} is not valid here`);
+        values[k] = v;
+      }
+      let parsed: unknown = undefined;
+      if (body) {
+        const text = await c.req.text();
+        if (text.trim() === "") parsed = {};
+        else {
+          const type = c.req.header("content-type") ?? "";
+          if (!/^application\/json\b/i.test(type)) return errorResponse(415, "unsupported-media-type", "send the body as application/json");
+          try {
+            parsed = JSON.parse(text);
+          } catch (e) {
+            return errorResponse(400, "bad-request", `the body is not JSON: ${(e as Error).message}`);
+          }
+        }
+        if (!body.Check(parsed)) {
+          const first = body.Errors(parsed).First();
+          return errorResponse(400, "bad-request", `the body ${first ? `at ${first.path || "/"}: ${first.message}` : "is not valid"}`);
+        }
+      }
+      return r.handler({ c, d, params: values, body: parsed });
+    });
+  }
+  return app;
+}

@@ -1,0 +1,104 @@
+// GET /metrics: Prometheus text exposition (version 0.0.4) of what an operator alerts on —
+// receiver lag and state, the last archived segment, the age and size of the last backup,
+// failures, and the repository's size on disk.
+import { readdir, stat } from "node:fs/promises";
+import path from "node:path";
+import { listSnapshots } from "../backup/snapshot.ts";
+import type { Daemon } from "../server/daemon.ts";
+import { lagSeconds } from "../server/supervisor.ts";
+
+const REPO_SIZE_TTL_MS = 60_000;
+
+interface Family {
+  name: string;
+  help: string;
+  type: "gauge" | "counter";
+  samples: { labels?: Record<string, string>; value: number }[];
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+export function renderMetrics(families: Family[]): string {
+  const out: string[] = [];
+  for (const f of families) {
+    out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) {
+      const labels = s.labels && Object.keys(s.labels).length ? `{${Object.entries(s.labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}` : "";
+      out.push(`${f.name}${labels} ${Number.isFinite(s.value) ? String(s.value) : "NaN"}`);
+    }
+  }
+  return out.join("\n") + "\n";
+}
+
+/** Bytes of every file under `dir` (the repository), walked at most once a minute. */
+export class RepositorySize {
+  private cached: { at: number; bytes: number } | null = null;
+
+  constructor(private readonly dir: string) {}
+
+  async bytes(now = Date.now()): Promise<number> {
+    if (this.cached && now - this.cached.at < REPO_SIZE_TTL_MS) return this.cached.bytes;
+    const bytes = await walk(this.dir);
+    this.cached = { at: now, bytes };
+    return bytes;
+  }
+}
+
+async function walk(dir: string): Promise<number> {
+  let total = 0;
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0; // vanished while walking: a rename or a removal
+  }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) total += await walk(p);
+    else if (e.isFile()) total += await stat(p).then((s) => s.size, () => 0);
+  }
+  return total;
+}
+
+export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = Date.now()): Promise<string> {
+  const f = (name: string, type: Family["type"], help: string): Family => ({ name, help, type, samples: [] });
+  const lagBytes = f("klio_receiver_lag_bytes", "gauge", "WAL the server had that the archive had not flushed, at the last status update");
+  const lagSecs = f("klio_receiver_lag_seconds", "gauge", "0 while the archive holds all the server has; else seconds since it last did");
+  const streaming = f("klio_receiver_streaming", "gauge", "1 while the receiver is connected and streaming");
+  const restarts = f("klio_receiver_restarts_total", "counter", "times the receiver stopped on an error and was restarted");
+  const archived = f("klio_wal_segments_archived_total", "counter", "WAL segments completed in the archive since the daemon started");
+  const lastSegment = f("klio_wal_last_segment_info", "gauge", "the newest complete WAL segment in the archive (label segment)");
+  const backups = f("klio_backups", "gauge", "backups in the repository");
+  const lastAge = f("klio_backup_last_age_seconds", "gauge", "seconds since the newest backup ended");
+  const lastSize = f("klio_backup_last_size_bytes", "gauge", "bytes of the files in the newest backup");
+  const lastStored = f("klio_backup_last_stored_bytes", "gauge", "bytes the newest backup added to the repository");
+  const failures = f("klio_backup_failures_total", "counter", "backups that failed");
+  const running = f("klio_backup_running", "gauge", "1 while a backup runs");
+  for (const [name, s] of d.supervisors) {
+    const labels = { cluster: name };
+    const r = s.receiver;
+    lagBytes.samples.push({ labels, value: r.last ? Number(r.last.serverWalEnd > r.last.flushedLsn ? r.last.serverWalEnd - r.last.flushedLsn : 0n) : NaN });
+    lagSecs.samples.push({ labels, value: lagSeconds(r, now) ?? NaN });
+    streaming.samples.push({ labels, value: r.state === "streaming" ? 1 : 0 });
+    restarts.samples.push({ labels, value: r.restarts });
+    archived.samples.push({ labels, value: r.segmentsArchived });
+    if (r.lastSegment) lastSegment.samples.push({ labels: { ...labels, segment: r.lastSegment }, value: 1 });
+    const { snapshots } = await listSnapshots(d.repo, name);
+    backups.samples.push({ labels, value: snapshots.length });
+    const newest = snapshots.at(-1);
+    if (newest) {
+      lastAge.samples.push({ labels, value: Math.max(0, (now - Date.parse(newest.endTime)) / 1000) });
+      lastSize.samples.push({ labels, value: newest.stats.bytes });
+      lastStored.samples.push({ labels, value: newest.stats.storedBytes });
+    }
+    failures.samples.push({ labels, value: s.state.backupFailures });
+    running.samples.push({ labels, value: s.running ? 1 : 0 });
+  }
+  const size = f("klio_repository_size_bytes", "gauge", "bytes the repository takes on disk (refreshed each minute)");
+  size.samples.push({ value: await repoSize.bytes(now) });
+  const up = f("klio_up", "gauge", "1 while the daemon answers");
+  up.samples.push({ value: 1 });
+  return renderMetrics([up, lagBytes, lagSecs, streaming, restarts, archived, lastSegment, backups, lastAge, lastSize, lastStored, failures, running, size]);
+}

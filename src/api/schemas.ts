@@ -1,0 +1,88 @@
+// The API's request and response shapes, as typebox schemas: the same objects validate
+// requests (compiled) and describe the API in /openapi.json.
+import { Type, type Static } from "@sinclair/typebox";
+
+export const ErrorBody = Type.Object({
+  error: Type.String({ description: "a stable code, e.g. not-found, busy, bad-request" }),
+  detail: Type.String({ description: "what went wrong, for a person" }),
+});
+
+export const ClusterName = Type.String({ pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$" });
+export const BackupId = Type.String({ pattern: "^\\d{8}T\\d{6}Z(-\\d+)?$" });
+export const JobId = Type.String({ pattern: "^\\d{8}T\\d{6}-[0-9a-f]{8}$" });
+export const WalName = Type.String({ pattern: "^([0-9A-F]{24}(\\.partial)?|[0-9A-F]{8}\\.history)$" });
+
+export const StartBackupBody = Type.Object({
+  name: Type.Optional(Type.String({ maxLength: 200, pattern: "^[^\\x00-\\x1f]*$", description: "a label kept with the backup" })),
+}, { additionalProperties: false });
+export type StartBackupBody = Static<typeof StartBackupBody>;
+
+const ErrorRecord = Type.Object({ at: Type.String(), code: Type.String(), message: Type.String() });
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
+
+export const Job = Type.Object({
+  id: JobId,
+  kind: Type.Literal("backup"),
+  cluster: ClusterName,
+  trigger: Type.Union([Type.Literal("schedule"), Type.Literal("api")]),
+  state: Type.Union([Type.Literal("running"), Type.Literal("succeeded"), Type.Literal("failed")]),
+  startedAt: Type.String(),
+  finishedAt: Nullable(Type.String()),
+  progress: Nullable(Type.Object({ phase: Type.String(), doneBytes: Type.Number(), totalBytes: Nullable(Type.Number()) })),
+  backupId: Nullable(BackupId),
+  error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
+});
+
+export const Backup = Type.Object({
+  id: BackupId, cluster: ClusterName, name: Nullable(Type.String()), startTime: Type.String(), endTime: Type.String(),
+  startLsn: Type.String(), endLsn: Type.String(), timeline: Type.Integer(), pgVersion: Type.Integer(), fromStandby: Type.Boolean(),
+  files: Type.Integer(), bytes: Type.Number(), newBytes: Type.Number(), storedBytes: Type.Number(),
+});
+
+export const Receiver = Type.Object({
+  state: Type.Union(["starting", "streaming", "reconnecting", "restarting", "stopped"].map((s) => Type.Literal(s))),
+  server: Type.String(),
+  slot: Type.String(),
+  synchronous: Type.Boolean(),
+  timeline: Nullable(Type.Integer()),
+  flushedLsn: Nullable(Type.String()),
+  serverWalEnd: Nullable(Type.String()),
+  lagBytes: Nullable(Type.Number()),
+  lagSeconds: Nullable(Type.Number()),
+  updatedAt: Nullable(Type.String()),
+  lastSegment: Nullable(Type.String()),
+  lastError: Nullable(ErrorRecord),
+  restarts: Type.Integer(),
+});
+
+export const Cluster = Type.Object({
+  name: ClusterName,
+  receiver: Receiver,
+  schedule: Nullable(Type.String()),
+  nextBackupAt: Nullable(Type.String()),
+  runningJob: Nullable(JobId),
+  lastBackup: Nullable(Type.Object({ id: Nullable(BackupId), jobId: Type.String(), startedAt: Type.String(), finishedAt: Type.String(), ok: Type.Boolean(), error: Type.Optional(ErrorRecord) })),
+  backupFailures: Type.Integer(),
+});
+
+export const Status = Type.Object({
+  version: Type.String(),
+  startedAt: Type.String(),
+  uptimeSeconds: Type.Number(),
+  repository: Type.String(),
+  clusters: Type.Array(Cluster),
+});
+
+export const WalArchive = Type.Object({
+  cluster: ClusterName,
+  receiver: Receiver,
+  archive: Nullable(Type.Object({
+    systemIdentifier: Type.String(),
+    walSegmentSize: Type.Integer(),
+    segments: Type.Object({ stored: Type.Integer(), uncompressed: Type.Integer(), partial: Type.Integer() }),
+    firstSegment: Nullable(Type.String()),
+    lastSegment: Nullable(Type.String()),
+    timelines: Type.Array(Type.Integer()),
+    gaps: Type.Array(Type.Object({ timeline: Type.Integer(), from: Type.String(), to: Type.String(), reason: Type.String() })),
+  })),
+});

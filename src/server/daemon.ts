@@ -1,0 +1,50 @@
+// The appliance daemon: creates the repository on first start, runs one supervisor per
+// cluster and the HTTP API, and stops them all cleanly. It owns nothing the API or the
+// supervisors do not: this file wires them together.
+import { mkdir } from "node:fs/promises";
+import { KlioError } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import { initRepository, isRepository, openRepository, type Repository } from "../repo/repository.ts";
+import type { DaemonConfig } from "./config.ts";
+import { JobTable } from "./jobs.ts";
+import { StateStore } from "./state.ts";
+import { ClusterSupervisor } from "./supervisor.ts";
+
+export interface Daemon {
+  readonly config: DaemonConfig;
+  readonly startedAt: Date;
+  readonly supervisors: ReadonlyMap<string, ClusterSupervisor>;
+  readonly jobs: JobTable;
+  /** Opened once, for the API's reads and deletions of snapshots. */
+  readonly repo: Repository;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Daemon> {
+  const repoPath = config.repository.path;
+  if (!(await isRepository(repoPath))) {
+    await initRepository(repoPath, { passphrase: config.repository.passphrase });
+    log.info("repository.created", { path: repoPath, encrypted: config.repository.passphrase !== undefined });
+  }
+  const repo = await openRepository(repoPath, { passphrase: config.repository.passphrase, workers: 0 });
+  await mkdir(config.stateDir, { recursive: true, mode: 0o700 }).catch((e: Error) => {
+    throw new KlioError("bad-config", `cannot create the state directory ${config.stateDir}: ${e.message}`);
+  });
+  const store = new StateStore(config.stateDir, log);
+  const jobs = new JobTable();
+  const supervisors = new Map<string, ClusterSupervisor>();
+  for (const c of config.clusters) supervisors.set(c.name, new ClusterSupervisor(c, { config, log, store, jobs }, await store.load(c.name)));
+  for (const s of supervisors.values()) s.start();
+  log.info("server.started", { repository: repoPath, clusters: config.clusters.map((c) => c.name) });
+  let stopping: Promise<void> | null = null;
+  return {
+    config, startedAt: new Date(), supervisors, jobs, repo,
+    stop() {
+      stopping ??= (async () => {
+        await Promise.all([...supervisors.values()].map((s) => s.stop()));
+        await repo.close();
+      })();
+      return stopping;
+    },
+  };
+}
