@@ -22,7 +22,7 @@ export function parseSchedule(text: string): Schedule {
   const every = /^every\s+(\d+)\s*([smhd])$/i.exec(t);
   if (every) {
     const everyMs = Number(every[1]) * UNITS[every[2]!.toLowerCase()]!;
-    if (everyMs < 60_000 || everyMs > 366 * 86_400_000) throw bad(text, "an interval must be between 1 minute and 366 days");
+    if (everyMs < 10_000 || everyMs > 366 * 86_400_000) throw bad(text, "an interval must be between 10 seconds and 366 days");
     return { kind: "interval", text: t, everyMs };
   }
   const fields = (SHORTHANDS[t.toLowerCase()] ?? t).split(/\s+/);

@@ -1,0 +1,80 @@
+// The appliance daemon for tests: a real config file with token files, `klio server start`
+// as a separate process, and a small client that speaks to it only over HTTP.
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import { freePort, type PgServer } from "./postgres.ts";
+import { startKlio, waitFor, type KlioProcess } from "./klio.ts";
+import { tempDir, type Cleanup } from "./backup.ts";
+
+export const ADMIN_TOKEN = "admin-token-for-tests-0123456789";
+export const READ_TOKEN = "read-token-for-tests-0123456789";
+
+export interface DaemonCluster {
+  name: string;
+  pg: PgServer;
+  schedule?: string;
+}
+
+export interface TestDaemon {
+  dir: string;
+  configFile: string;
+  repo: string;
+  url: string;
+  process: KlioProcess;
+  /** fetch with the admin token (or `token`, or none with token: null). */
+  call(method: string, p: string, opts?: { token?: string | null; body?: string; headers?: Record<string, string> }): Promise<Response>;
+  /** GET as JSON with the admin token; throws unless 2xx. */
+  get<T = any>(p: string): Promise<T>;
+}
+
+export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonCluster[], extra: { binary?: boolean } = {}): Promise<TestDaemon> {
+  const dir = tempDir(cleanups, "klio-daemon-");
+  writeFileSync(path.join(dir, "admin.token"), ADMIN_TOKEN + "\n", { mode: 0o600 });
+  writeFileSync(path.join(dir, "read.token"), READ_TOKEN + "\n", { mode: 0o600 });
+  const port = await freePort();
+  const config = {
+    repository: { path: "repo", workers: 1 },
+    api: {
+      host: "127.0.0.1", port,
+      tokens: [{ name: "ops", scope: "admin", token_file: "admin.token" }, { name: "grafana", scope: "read", token_file: "read.token" }],
+      max_body_bytes: 4096,
+    },
+    log: { format: "json" },
+    clusters: clusters.map((c) => ({
+      name: c.name, connection: `host=${c.pg.host} port=${c.pg.port} user=postgres dbname=postgres`,
+      ...(c.schedule ? { backup: { schedule: c.schedule, wal_timeout_seconds: 60 } } : { backup: { wal_timeout_seconds: 60 } }),
+    })),
+  };
+  const configFile = path.join(dir, "klio.json");
+  writeFileSync(configFile, JSON.stringify(config, null, 2));
+  const proc = startKlio(["server", "start", "--config", configFile]);
+  cleanups.push(async () => void (await proc.kill9()));
+  await proc.waitForLog(/"api.listening"/, 60_000);
+  const url = `http://127.0.0.1:${port}`;
+  const call: TestDaemon["call"] = (method, p, opts = {}) => {
+    const token = opts.token === undefined ? ADMIN_TOKEN : opts.token;
+    return fetch(url + p, {
+      method, body: opts.body,
+      headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(opts.body !== undefined ? { "content-type": "application/json" } : {}), ...opts.headers },
+    });
+  };
+  return {
+    dir, configFile, repo: path.join(dir, "repo"), url, process: proc, call,
+    async get(p) {
+      const r = await call("GET", p);
+      if (!r.ok) throw new Error(`GET ${p}: ${r.status} ${await r.text()}`);
+      return await r.json();
+    },
+  };
+}
+
+/** Starts a backup through the API and waits for its job to end; returns the job. */
+export async function backupThroughApi(d: TestDaemon, cluster: string, timeoutMs = 120_000): Promise<any> {
+  const r = await d.call("POST", `/v1/clusters/${cluster}/backups`, { body: "{}" });
+  if (r.status !== 202) throw new Error(`POST backup of ${cluster}: ${r.status} ${await r.text()}`);
+  const job = await r.json();
+  return await waitFor(`backup job ${job.id} of ${cluster}`, async () => {
+    const j = await d.get(`/v1/jobs/${job.id}`);
+    return j.state === "running" ? undefined : j;
+  }, timeoutMs);
+}
