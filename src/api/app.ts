@@ -14,6 +14,8 @@ import { listSnapshots, loadSnapshot, snapshotKey, snapshotSummary } from "../ba
 import { openClusterArchive, parseWalRequest, readWalFile } from "../wal/archive-reader.ts";
 import { walStatus } from "../wal/archive-status.ts";
 import { formatLsn } from "../pg/lsn.ts";
+import { HEADER_KEY } from "../repo/header.ts";
+import { validateKey } from "../repo/fs-storage.ts";
 import type { Daemon } from "../server/daemon.ts";
 import { lagSeconds, type ClusterSupervisor } from "../server/supervisor.ts";
 import { allows, TokenChecker, type Scope } from "./auth.ts";
@@ -174,10 +176,67 @@ export const ROUTES: RouteSpec[] = [
       const req = parseWalRequest(params.walname!, archive.identity.walSegmentSize, false);
       const found = await readWalFile(archive, req);
       if (!found) throw new KlioError("not-found", `the archive of ${archive.cluster} has no ${params.walname}`);
-      return new Response(found.bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": "application/octet-stream", "x-klio-source": found.from } });
+      return binary(found.bytes, 200, { "x-klio-source": found.from });
+    },
+  },
+  {
+    method: "get", path: "/v1/repository/objects", scope: "read",
+    summary: "Repository objects (header, indexes, packs, snapshots) under ?prefix=, with sizes: what `--repo https://…` reads",
+    response: { status: 200, schema: Type.Object({ objects: Type.Array(Type.Object({ key: Type.String(), size: Type.Integer() })) }) },
+    handler: async ({ c, d }) => {
+      const prefix = c.req.query("prefix") ?? "";
+      if (prefix !== "" && !servedKey(prefix.replace(/\/$/, "/x"))) throw new KlioError("bad-request", `prefix ${JSON.stringify(prefix.slice(0, 100))} is not one the API serves (index/, packs/, snapshots/)`);
+      const roots = prefix === "" ? [HEADER_KEY, ...SERVED_ROOTS] : [prefix];
+      const objects = [];
+      for (const r of roots) objects.push(...(await d.storage.list(r)).filter((e) => servedKey(e.key)));
+      return json({ objects });
+    },
+  },
+  {
+    method: "get", path: "/v1/repository/objects/:key{.+}", scope: "read",
+    summary: "One repository object's bytes; a Range header (bytes=a-b) reads part of it",
+    params: { key: Type.String({ minLength: 1, maxLength: 1024 }) }, response: { status: 200, contentType: "application/octet-stream" },
+    handler: async ({ c, d, params }) => {
+      const key = params.key!;
+      if (!servedKey(key)) throw new KlioError("bad-request", `${JSON.stringify(key.slice(0, 100))} is not an object the API serves (klio-repository.json, index/…, packs/…, snapshots/…)`);
+      const size = await objectSize(d, key);
+      const range = c.req.header("range");
+      if (range === undefined) return binary(await d.storage.get(key), 200);
+      const m = /^bytes=(\d{1,15})-(\d{1,15})$/.exec(range.trim());
+      if (!m) throw new KlioError("bad-request", `Range ${JSON.stringify(range.slice(0, 100))} is not bytes=FIRST-LAST`);
+      const [first, last] = [Number(m[1]), Number(m[2])];
+      if (first > last) throw new KlioError("bad-request", `Range ${range} runs backwards`);
+      if (last - first + 1 > MAX_RANGE) throw new KlioError("bad-request", `Range ${range} asks for more than ${MAX_RANGE} bytes at once`);
+      if (last >= size) return errorResponse(416, "range-not-satisfiable", `${key} has ${size} bytes`);
+      return binary(await d.storage.getRange(key, first, last - first + 1), 206, { "content-range": `bytes ${first}-${last}/${size}` });
     },
   },
 ];
+
+/** What the API hands out of the repository: never the WAL (its own routes) nor unfinished files. */
+const SERVED_ROOTS = ["index/", "packs/", "snapshots/"];
+const MAX_RANGE = 64 * 1024 * 1024;
+
+function servedKey(key: string): boolean {
+  if (key === HEADER_KEY) return true;
+  if (!SERVED_ROOTS.some((r) => key.startsWith(r))) return false;
+  try {
+    validateKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function objectSize(d: Daemon, key: string): Promise<number> {
+  const found = (await d.storage.list(key)).find((e) => e.key === key);
+  if (!found) throw new KlioError("not-found", `the repository has no ${key}`);
+  return found.size;
+}
+
+function binary(bytes: Uint8Array, status: number, headers: Record<string, string> = {}): Response {
+  return new Response(bytes as Uint8Array<ArrayBuffer>, { status, headers: { "content-type": "application/octet-stream", ...headers } });
+}
 
 export interface ApiOptions {
   log: Logger;

@@ -26,6 +26,8 @@ import { PackChunkWriter, type ChunkWriter } from "./pack-writer.ts";
 import { ChunkWorkerPool, defaultWorkerCount } from "./chunk-workers.ts";
 import { ChunkReader } from "./chunk-reader.ts";
 import { FsStorage } from "./fs-storage.ts";
+import { HttpStorage } from "./http-storage.ts";
+import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
 
 export type { ChunkWriter } from "./pack-writer.ts";
@@ -100,6 +102,15 @@ async function readHeaderFile(dir: string): Promise<RepoHeader> {
     throw new KlioError("bad-repository", `cannot read ${path.join(dir, HEADER_KEY)}: ${(e as Error).message}`);
   }
   return parseHeader(bytes, dir);
+}
+
+async function readHeaderOver(url: string, token: string | undefined): Promise<RepoHeader> {
+  try {
+    return parseHeader(await new HttpStorage(url, token).get(HEADER_KEY), url);
+  } catch (e) {
+    if (isKlioError(e) && e.code === "not-found") throw new KlioError("bad-repository", `${url} serves no klio repository (no ${HEADER_KEY})`);
+    throw e;
+  }
 }
 
 export async function isRepository(dir: string): Promise<boolean> {
@@ -179,16 +190,23 @@ export async function changePassphrase(dir: string, oldPassphrase: string, newPa
 
 export interface OpenOptions {
   passphrase?: string;
+  /** Bearer token for a repository read over the appliance's API. */
+  token?: string;
   /** Worker threads a writer hashes and compresses on (0: on the calling thread); default one per core, up to 4. */
   workers?: number;
 }
 
-export async function openRepository(dir: string, opts: OpenOptions = {}): Promise<Repository> {
-  const header = await readHeaderFile(dir);
+/**
+ * Opens the repository at `location`: a directory, or the appliance's API (https://host:port,
+ * read-only, with `token`).
+ */
+export async function openRepository(location: string, opts: OpenOptions = {}): Promise<Repository> {
+  const http = isApiLocation(location);
+  const header = http ? await readHeaderOver(location, opts.token) : await readHeaderFile(location);
   let keys: { data: Uint8Array; id: Uint8Array } | null = null;
-  if (header.encryption) keys = deriveKeys(await unwrapMaster(header, opts.passphrase, dir));
-  const storage = new FsStorage(dir);
-  const repo = new Repo(dir, header, storage, keys, opts.workers ?? defaultWorkerCount());
+  if (header.encryption) keys = deriveKeys(await unwrapMaster(header, opts.passphrase, location));
+  const storage: Storage = http ? new HttpStorage(location, opts.token) : new FsStorage(location);
+  const repo = new Repo(location, header, storage, keys, opts.workers ?? defaultWorkerCount());
   try {
     await repo.refresh();
   } catch (e) {

@@ -10,6 +10,8 @@ import { shellQuote } from "../util/self-command.ts";
 import type { Repository } from "../repo/repository.ts";
 import { listSnapshots, loadSnapshot, readChunks, type Snapshot } from "../backup/snapshot.ts";
 import { clusterWalDir } from "../wal/archive-layout.ts";
+import { isApiLocation } from "../util/api-client.ts";
+import { apiWalLocation } from "../wal/wal-source.ts";
 import { restoreCommandWithSpool } from "../wal/wal-prefetch.ts";
 import { spoolId } from "../wal/wal-spool.ts";
 import { materialize } from "./materialize.ts";
@@ -25,7 +27,10 @@ export interface TablespaceMapping {
 }
 
 export interface RestoreOptions {
+  /** A directory, or the appliance's API (https://host:port). */
   repoDir: string;
+  /** The API token's file, for restore_command when repoDir is the API. */
+  tokenFile?: string;
   repo: Repository;
   cluster: string;
   dest: string;
@@ -158,13 +163,21 @@ async function writeRecoveryConfig(dest: string, s: Snapshot, o: RestoreOptions)
   // The spool (relative: PostgreSQL runs restore_command in the data directory) lets a
   // background prefetcher keep the next segments ready; a shell `mv` hands a ready one over
   // without starting klio at all, so replay does not wait on start-up once per segment.
-  const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
-  const archiveDir = clusterWalDir(path.resolve(o.repoDir), o.cluster);
-  const restoreCommand = restoreCommandWithSpool(
-    `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`,
-    path.join(SPOOL, spoolId(archiveDir, s.systemIdentifier)),
-    { archiveDir, partial: true },
-  );
+  let restoreCommand: string;
+  if (isApiLocation(o.repoDir)) {
+    // From the appliance: get-wal asks its API, with the same token file (PostgreSQL's user must be able to read it).
+    const flags = ["--repo", o.repoDir, ...(o.tokenFile === undefined ? [] : ["--token-file", path.resolve(o.tokenFile)]), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
+    const location = apiWalLocation(o.repoDir, o.cluster);
+    restoreCommand = restoreCommandWithSpool(`${shellQuote(getWal)} %f %p ${shellQuote(flags)}`, path.join(SPOOL, spoolId(location, s.systemIdentifier)));
+  } else {
+    const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
+    const archiveDir = clusterWalDir(path.resolve(o.repoDir), o.cluster);
+    restoreCommand = restoreCommandWithSpool(
+      `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`,
+      path.join(SPOOL, spoolId(archiveDir, s.systemIdentifier)),
+      { archiveDir, partial: true },
+    );
+  }
   const settings: [string, string][] = [["restore_command", restoreCommand], ...targetSettings(o.target, o.action, o.timeline)];
   const conf = path.join(dest, "postgresql.auto.conf");
   const existing = await readFile(conf, "utf8").catch(() => "");

@@ -5,6 +5,8 @@ import { mkdir } from "node:fs/promises";
 import { KlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { initRepository, isRepository, openRepository, type Repository } from "../repo/repository.ts";
+import { FsStorage } from "../repo/fs-storage.ts";
+import type { Storage } from "../repo/storage.ts";
 import type { DaemonConfig } from "./config.ts";
 import { JobTable } from "./jobs.ts";
 import { StateStore } from "./state.ts";
@@ -17,6 +19,8 @@ export interface Daemon {
   readonly jobs: JobTable;
   /** Opened once, for the API's reads and deletions of snapshots. */
   readonly repo: Repository;
+  /** The repository's files as objects, for the API to serve to `--repo https://…` readers. */
+  readonly storage: Storage;
   stop(): Promise<void>;
 }
 
@@ -30,6 +34,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 }).catch((e: Error) => {
     throw new KlioError("bad-config", `cannot create the state directory ${config.stateDir}: ${e.message}`);
   });
+  const storage = new FsStorage(repoPath);
   const store = new StateStore(config.stateDir, log);
   const jobs = new JobTable();
   const supervisors = new Map<string, ClusterSupervisor>();
@@ -38,11 +43,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   log.info("server.started", { repository: repoPath, clusters: config.clusters.map((c) => c.name) });
   let stopping: Promise<void> | null = null;
   return {
-    config, startedAt: new Date(), supervisors, jobs, repo,
+    config, startedAt: new Date(), supervisors, jobs, repo, storage,
     stop() {
       stopping ??= (async () => {
         await Promise.all([...supervisors.values()].map((s) => s.stop()));
         await repo.close();
+        await storage.close();
       })();
       return stopping;
     },

@@ -20,7 +20,7 @@ import { isKlioError } from "../util/errors.ts";
 import { TEMP_SUFFIX } from "../util/durable-fs.ts";
 import { shellQuote } from "../util/self-command.ts";
 import { parseSegmentName, walFileName, type Timeline } from "../pg/lsn.ts";
-import { copyWalFile, type ClusterArchive } from "./archive-reader.ts";
+import type { WalSource } from "./wal-source.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "./archive-layout.ts";
 import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, isAlive, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
 import { sleep } from "../util/sleep.ts";
@@ -30,7 +30,7 @@ const END_GRACE_MS = 2_000;
 const POLL_MS = 100;
 
 export interface PrefetchOptions {
-  archive: ClusterArchive;
+  source: WalSource;
   spool: Spool;
   /** The segment get-wal served when it started us: we keep the ones after it. */
   from: string;
@@ -60,7 +60,7 @@ interface Position {
 
 /** Runs until it is time to leave (see the top of this file). */
 export async function runPrefetcher(o: PrefetchOptions): Promise<PrefetchResult> {
-  const segSize = o.archive.identity.walSegmentSize;
+  const segSize = o.source.identity.walSegmentSize;
   const pollMs = o.pollMs ?? POLL_MS;
   const graceMs = Math.min(END_GRACE_MS, o.idleMs);
   const position = (name: string): Position => parseSegmentName(name, segSize);
@@ -188,7 +188,7 @@ async function fetchInto(o: PrefetchOptions, name: string): Promise<"fetched" | 
   try {
     // fsync'd before the rename: after a machine crash a spooled name holds the whole
     // segment or does not exist, since a shell `mv` may serve it without any check.
-    const got = await copyWalFile(o.archive, { kind: "segment", name, partial: false }, tmp, { sync: true });
+    const got = await o.source.copy({ kind: "segment", name, partial: false }, tmp, { sync: true });
     if (!got) return "missing";
     await rename(tmp, final);
     return "fetched";

@@ -53,7 +53,7 @@ export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, r
   cleanups.push(() => rmSync(base, { recursive: true, force: true }));
   const dest = path.join(base, "data");
   await klio(["restore", dest, "--repo", repo, "--cluster", "db1", ...flags.map((f) => f.replace("{base}", base))], true);
-  shareRepo(repo);
+  if (!/^https?:\/\//.test(repo)) shareRepo(repo);
   beforeStart?.(dest);
   let pg: PgServer | undefined;
   try {

@@ -27,7 +27,7 @@ export interface TestDaemon {
   get<T = any>(p: string): Promise<T>;
 }
 
-export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonCluster[], extra: { binary?: boolean } = {}): Promise<TestDaemon> {
+export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonCluster[]): Promise<TestDaemon> {
   const dir = tempDir(cleanups, "klio-daemon-");
   writeFileSync(path.join(dir, "admin.token"), ADMIN_TOKEN + "\n", { mode: 0o600 });
   writeFileSync(path.join(dir, "read.token"), READ_TOKEN + "\n", { mode: 0o600 });

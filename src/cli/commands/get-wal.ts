@@ -12,7 +12,10 @@ import type { Command, CliContext } from "../command.ts";
 import type { ParsedArgs } from "../args.ts";
 import { KlioError } from "../../util/errors.ts";
 import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
-import { copyWalFile, hasCompleteSegment, openClusterArchive, parseWalRequest, type ClusterArchive } from "../../wal/archive-reader.ts";
+import { parseWalRequest } from "../../wal/archive-reader.ts";
+import { openWalSource, type WalSource } from "../../wal/wal-source.ts";
+import { isApiLocation } from "../../util/api-client.ts";
+import { TOKEN_FILE_FLAG, tokenFromFlags } from "../secret-files.ts";
 import {
   DEFAULT_IDLE_SECONDS, DEFAULT_PREFETCH, LOG_FILE, livePrefetcher, noteServed, openSpool, startPrefetcher, takeSpooled, type Spool,
 } from "../../wal/wal-spool.ts";
@@ -27,7 +30,8 @@ export const command: Command = {
       { name: "TARGET", help: "where to write it (%p)", required: false },
     ],
     flags: {
-      repo: { kind: "string", value: "DIR", help: "repository directory", required: true },
+      repo: { kind: "string", value: "DIR|URL", help: "repository directory, or the appliance's API (https://host:port)", required: true },
+      ...TOKEN_FILE_FLAG,
       cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },
       partial: { kind: "boolean", help: "serve the newest .partial segment when the complete one is not archived" },
       spool: { kind: "string", value: "DIR", help: "keep the next segments ready here (a background prefetcher); inside pg_wal, e.g. DATA/pg_wal/klio-spool" },
@@ -54,16 +58,17 @@ export const command: Command = {
     } else if (target === undefined) throw new KlioError("usage", `get-wal: missing TARGET (usage: ${command.spec.usage})`);
 
     const repo = String(args.flags.repo);
-    const archive = await openClusterArchive(repo, args.flags.cluster as string | undefined);
+    const tokenFile = (args.flags["token-file"] as string | undefined) ?? ctx.env.KLIO_TOKEN_FILE;
+    const archive = await openWalSource(repo, args.flags.cluster as string | undefined, await tokenFromFlags(args.flags, ctx));
     const req = parseWalRequest(walName, archive.identity.walSegmentSize, Boolean(args.flags.partial));
-    const spool = spoolFlag === undefined ? undefined : openSpool(spoolFlag, archive.dir, archive.identity.systemIdentifier);
+    const spool = spoolFlag === undefined ? undefined : openSpool(spoolFlag, archive.location, archive.identity.systemIdentifier);
     if (args.flags.prefetcher) {
       if (req.kind !== "segment") throw new KlioError("usage", "get-wal: --prefetcher starts after a WAL segment, not a history file");
       return await runPrefetcherProcess(archive, spool!, req.name, prefetch, idleSeconds, ctx);
     }
 
     const useSpool = spool !== undefined && req.kind === "segment";
-    const prefetcher = { repo, prefetch, idleSeconds };
+    const prefetcher = { repo, tokenFile, prefetch, idleSeconds };
     if (useSpool) {
       if (await spoolStep(ctx, "take a segment from", () => takeSpooled(spool, req.name, target!))) {
         await spoolStep(ctx, "update", async () => {
@@ -76,14 +81,14 @@ export const command: Command = {
       // up while we read this segment ourselves. Not after a partial segment: nothing complete
       // follows it yet.
       await spoolStep(ctx, "start a prefetcher for", async () => {
-        if (await hasCompleteSegment(archive, req.name)) await ensurePrefetcher(spool, archive, req.name, prefetcher);
+        if (await archive.hasComplete(req.name)) await ensurePrefetcher(spool, archive, req.name, prefetcher);
       });
     }
     // Never leave a half-written file under the name PostgreSQL will read.
     const tmp = `${target}.${process.pid}${TEMP_SUFFIX}`;
     let found;
     try {
-      found = await copyWalFile(archive, req, tmp);
+      found = await archive.copy(req, tmp);
       if (found) await rename(tmp, target!);
     } finally {
       if (!found) await unlink(tmp).catch(() => {});
@@ -98,11 +103,12 @@ export const command: Command = {
 };
 
 /** Starts a prefetcher that keeps the segments after `name` ready, unless one runs. */
-async function ensurePrefetcher(spool: Spool, archive: ClusterArchive, name: string, o: { repo: string; prefetch: number; idleSeconds: number }): Promise<void> {
+async function ensurePrefetcher(spool: Spool, archive: WalSource, name: string, o: { repo: string; tokenFile: string | undefined; prefetch: number; idleSeconds: number }): Promise<void> {
   if (o.prefetch === 0 || (await livePrefetcher(spool)) !== undefined) return;
   const { selfCommand } = await import("../../util/self-command.ts");
   await startPrefetcher(spool, [
-    ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", path.resolve(o.repo),
+    ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", isApiLocation(o.repo) ? o.repo : path.resolve(o.repo),
+    ...(o.tokenFile === undefined ? [] : ["--token-file", path.resolve(o.tokenFile)]),
     "--cluster", archive.cluster, "--spool", spool.root, "--prefetch", String(o.prefetch), "--prefetch-idle", String(o.idleSeconds),
   ]);
 }
@@ -117,13 +123,13 @@ async function spoolStep<T>(ctx: CliContext, what: string, step: () => Promise<T
   }
 }
 
-async function runPrefetcherProcess(archive: ClusterArchive, spool: Spool, from: string, window: number, idleSeconds: number, ctx: CliContext): Promise<number> {
+async function runPrefetcherProcess(archive: WalSource, spool: Spool, from: string, window: number, idleSeconds: number, ctx: CliContext): Promise<number> {
   const [{ createLogger }, { runPrefetcher }] = await Promise.all([import("../../util/log.ts"), import("../../wal/wal-prefetch.ts")]);
   mkdirSync(spool.root, { recursive: true, mode: 0o700 });
   const logFile = path.join(spool.root, LOG_FILE);
   const log = createLogger({ write: (line) => appendFileSync(logFile, line), format: "json", level: "info", base: { cluster: archive.cluster } });
   try {
-    await runPrefetcher({ archive, spool, from, window, idleMs: idleSeconds * 1000, pid: process.pid, log, signal: ctx.signal });
+    await runPrefetcher({ source: archive, spool, from, window, idleMs: idleSeconds * 1000, pid: process.pid, log, signal: ctx.signal });
     return 0;
   } catch (e) {
     log.error("prefetch.failed", { error: e instanceof Error ? e.message : String(e) });

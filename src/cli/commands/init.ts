@@ -1,6 +1,6 @@
 import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
-import { readPassphrase } from "../repo-flags.ts";
+import { readPassphrase } from "../secret-files.ts";
 import { COMPRESSIONS, isCompression } from "../../repo/codec.ts";
 import { DEFAULT_COMPRESSION, initRepository, openRepository } from "../../repo/repository.ts";
 

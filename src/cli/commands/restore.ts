@@ -53,7 +53,7 @@ export const command: Command = {
     try {
       const cluster = await clusterFromFlags(repo, f);
       const r = await runRestore({
-        repoDir: String(f.repo), repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
+        repoDir: String(f.repo), tokenFile: (f["token-file"] as string | undefined) ?? ctx.env.KLIO_TOKEN_FILE, repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
         target, action, timeline, tablespaces, klio: selfCommand(), concurrency,
         log: commandLogger(ctx, !ctx.isTTY), signal: ctx.signal, onProgress: (done, total) => progress.update(done, total),
       });

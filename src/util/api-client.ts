@@ -1,0 +1,42 @@
+// Requests to the appliance's HTTP API from the restore side (the http repository backend and
+// get-wal's WAL source): the bearer token, one error for an unreachable appliance, and the
+// API's JSON error bodies turned into one line.
+import { KlioError } from "./errors.ts";
+
+/** A repository location that is the appliance's API (https://host:port) rather than a directory. */
+export function isApiLocation(location: string): boolean {
+  return /^https?:\/\//i.test(location);
+}
+
+export async function apiFetch(base: string, pathAndQuery: string, token: string | undefined, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Response> {
+  const headers: Record<string, string> = { ...init.headers };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  let r: Response;
+  try {
+    r = await fetch(base + pathAndQuery, { method: init.method ?? "GET", headers });
+  } catch (e) {
+    const cause = (e as { cause?: { message?: string } }).cause?.message;
+    throw new KlioError("unreachable", `cannot reach ${base}: ${cause ?? (e as Error).message}`);
+  }
+  if (r.status === 401 || r.status === 403) {
+    throw new KlioError("unauthorized", `${base} refused the request (${r.status}): ${await apiErrorDetail(r)}${token === undefined ? " (give a token with --token-file)" : ""}`);
+  }
+  return r;
+}
+
+/** The `detail` of the API's JSON error, or the start of whatever else came back. */
+export async function apiErrorDetail(r: Response): Promise<string> {
+  const text = await r.text().catch(() => "");
+  try {
+    const j = JSON.parse(text) as { detail?: unknown };
+    if (typeof j.detail === "string") return j.detail;
+  } catch {
+    // not the API's JSON error
+  }
+  return text.slice(0, 200) || r.statusText;
+}
+
+/** An answer the caller did not expect, as one error. */
+export async function apiFailure(r: Response, what: string): Promise<KlioError> {
+  return new KlioError("http-error", `${what}: HTTP ${r.status}: ${await apiErrorDetail(r)}`);
+}
