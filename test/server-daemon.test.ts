@@ -6,7 +6,7 @@ import { describe, it, expect, afterEach } from "vitest";
 import { startPostgres } from "./harness/postgres.ts";
 import { waitFor } from "./harness/klio.ts";
 import { type Cleanup } from "./harness/backup.ts";
-import { backupThroughApi, startTestDaemon } from "./harness/daemon.ts";
+import { backupThroughApi, restartTestDaemon, startTestDaemon } from "./harness/daemon.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -108,5 +108,13 @@ describe("klio server start", () => {
     // SIGTERM: a clean stop.
     expect(await d.process.stop()).toBe(0);
     expect(d.process.log()).toMatch(/"server.stopped"/);
+
+    // Started again, the daemon remembers the last backups and failures.
+    const d2 = await restartTestDaemon(cleanups, d);
+    expect((await d2.get("/v1/clusters/db18")).lastBackup).toMatchObject({ id: again.backupId, ok: true });
+    const db15 = await d2.get("/v1/clusters/db15");
+    expect(db15.lastBackup).toMatchObject({ ok: false }); // the failed one, or a scheduled one that failed too (its server is down)
+    expect(db15.backupFailures).toBeGreaterThanOrEqual(1);
+    expect(await d2.process.stop()).toBe(0);
   });
 });

@@ -47,6 +47,15 @@ export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonClust
   };
   const configFile = path.join(dir, "klio.json");
   writeFileSync(configFile, JSON.stringify(config, null, 2));
+  return await launch(cleanups, dir, configFile, port);
+}
+
+/** The same daemon (config, repository, state) started again, after the first one stopped. */
+export function restartTestDaemon(cleanups: Cleanup[], d: TestDaemon): Promise<TestDaemon> {
+  return launch(cleanups, d.dir, d.configFile, Number(new URL(d.url).port));
+}
+
+async function launch(cleanups: Cleanup[], dir: string, configFile: string, port: number): Promise<TestDaemon> {
   const proc = startKlio(["server", "start", "--config", configFile]);
   cleanups.push(async () => void (await proc.kill9()));
   await proc.waitForLog(/"api.listening"/, 60_000);
