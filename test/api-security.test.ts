@@ -90,6 +90,10 @@ describe("the control API's guard", () => {
       expect([400, 404], `${p} answered ${r.status}`).toContain(r.status);
       await expectJsonError(r, r.status);
     }
+    // HEAD (get-wal asks whether a whole segment is there) answers like GET, without the bytes.
+    const head = await d.call("HEAD", `/v1/clusters/db1/wal/${seg}`);
+    expect([head.status, (await head.arrayBuffer()).byteLength]).toEqual([200, 0]);
+    expect((await d.call("HEAD", "/v1/clusters/db1/wal/0000000100000000000000FF")).status).toBe(404);
     await expectJsonError(await d.call("GET", "/v1/clusters/nosuch"), 404);
     await expectJsonError(await d.call("DELETE", "/v1/clusters/db1/backups/20200101T000000Z"), 404);
     await expectJsonError(await d.call("GET", "/v1/clusters/db1/wal/0000000100000000000000FF"), 404);

@@ -5,8 +5,10 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { startPostgres } from "./harness/postgres.ts";
 import { waitFor } from "./harness/klio.ts";
-import { type Cleanup } from "./harness/backup.ts";
-import { backupThroughApi, restartTestDaemon, startTestDaemon } from "./harness/daemon.ts";
+import { chmodSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { klio, pgbench, restoreAndStart, tempDir, type Cleanup } from "./harness/backup.ts";
+import { backupThroughApi, READ_TOKEN, restartTestDaemon, startTestDaemon } from "./harness/daemon.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -97,10 +99,24 @@ describe("klio server start", () => {
     const again = await backupThroughApi(d, "db18");
     expect(again.state).toBe("succeeded");
     const sql18 = pg18.sql();
+    await sql18`insert into t values (5002)`;
+    await new Promise((r) => setTimeout(r, 1100));
+    const [{ target }] = await sql18`select now()::text as target`;
+    await new Promise((r) => setTimeout(r, 1100));
+    await sql18`insert into t values (5003)`;
     const [{ seg }] = await sql18`select pg_walfile_name(pg_current_wal_lsn()) as seg`;
-    await sql18`insert into t values (2)`;
     await sql18`select pg_switch_wal()`;
     await waitFor(`db18 to archive ${seg} while db15 is down`, async () => (await d.call("GET", `/v1/clusters/db18/wal/${seg}`)).status === 200, 60_000);
+
+    // Another host restores db18 through the API alone, to a time between the two rows.
+    const host = tempDir(cleanups, "klio-other-host-");
+    chmodSync(host, 0o755);
+    const tokenFile = path.join(host, "read.token");
+    writeFileSync(tokenFile, READ_TOKEN + "\n", { mode: 0o644 });
+    const restored = await restoreAndStart(cleanups, 18, d.url, ["--token-file", tokenFile, "--target-time", target], undefined, "db18");
+    const rows = await restored.sql()`select array_agg(id order by id) filter (where id > 5000) as ids, count(*) as n from t`;
+    expect(rows[0]!.ids).toEqual([5002]);
+    expect(Number(rows[0]!.n)).toBe(1001);
     const failed = await backupThroughApi(d, "db15");
     expect(failed.state).toBe("failed");
     expect((await d.get("/v1/clusters/db15")).backupFailures).toBeGreaterThanOrEqual(1);
@@ -115,6 +131,29 @@ describe("klio server start", () => {
     const db15 = await d2.get("/v1/clusters/db15");
     expect(db15.lastBackup).toMatchObject({ ok: false }); // the failed one, or a scheduled one that failed too (its server is down)
     expect(db15.backupFailures).toBeGreaterThanOrEqual(1);
+    expect(await d2.process.stop()).toBe(0);
+  });
+
+  it("abandons a running backup on SIGTERM: nothing half-made is visible, and the repository checks clean", { timeout: 180_000 }, async () => {
+    const pg = await startPostgres({ version: 15 });
+    cleanups.push(() => pg.destroy());
+    await pgbench(pg, ["-i", "-q", "-s", "10"]);
+    const d = await startTestDaemon(cleanups, [{ name: "db1", pg }]);
+    await waitFor("the receiver to stream", async () => (await d.get("/v1/clusters/db1")).receiver.state === "streaming", 60_000);
+    const r = await d.call("POST", "/v1/clusters/db1/backups", { body: "{}" });
+    expect(r.status).toBe(202);
+    await waitFor("the backup to be copying", async () => {
+      const j = (await d.get("/v1/clusters/db1/jobs")).jobs[0];
+      return j.state === "running" && (j.progress?.doneBytes ?? 0) > 0;
+    }, 60_000);
+    expect(await d.process.stop()).toBe(0);
+    expect(d.process.log()).toMatch(/"server.stopped"/);
+    expect(await klio(["backup", "list", "--repo", d.repo, "--json"]).then((o) => JSON.parse(o).backups)).toEqual([]);
+    await klio(["repo", "check", "--repo", d.repo]);
+    // Started again, the next backup completes.
+    const d2 = await restartTestDaemon(cleanups, d);
+    expect((await d2.get("/v1/clusters/db1")).lastBackup).toMatchObject({ ok: false });
+    expect((await backupThroughApi(d2, "db1")).state).toBe("succeeded");
     expect(await d2.process.stop()).toBe(0);
   });
 });

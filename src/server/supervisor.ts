@@ -60,6 +60,7 @@ export class ClusterSupervisor {
   private readonly log: Logger;
   private readonly stopper = new AbortController();
   private backupStopper: AbortController | null = null;
+  private backupRun: Promise<void> | null = null;
   private loops: Promise<void>[] = [];
   private readonly startedAt: number;
   private readonly now: () => Date;
@@ -83,7 +84,7 @@ export class ClusterSupervisor {
   async stop(): Promise<void> {
     this.stopper.abort();
     this.backupStopper?.abort();
-    await Promise.all(this.loops);
+    await Promise.all([...this.loops, this.backupRun]);
     this.receiver.state = "stopped";
   }
 
@@ -93,7 +94,7 @@ export class ClusterSupervisor {
     if (this.running) throw new KlioError("busy", `a backup of ${this.cluster.name} is running already (job ${this.running.id})`);
     const job = this.deps.jobs.start("backup", this.cluster.name, trigger);
     this.running = job;
-    void this.backupJob(job, name);
+    this.backupRun = this.backupJob(job, name);
     return job;
   }
 
@@ -123,6 +124,7 @@ export class ClusterSupervisor {
     } finally {
       this.running = null;
       this.backupStopper = null;
+      this.backupRun = null;
       await this.save();
     }
   }

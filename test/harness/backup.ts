@@ -48,11 +48,11 @@ export function shareRepo(repo: string): void {
  * `klio restore` (the single executable, as an operator runs it, so restore_command is the
  * binary too) into a fresh directory, then the server started on it and promoted.
  */
-export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, repo: string, flags: string[], beforeStart?: (dest: string) => void): Promise<PgServer> {
+export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, repo: string, flags: string[], beforeStart?: (dest: string) => void, cluster = "db1"): Promise<PgServer> {
   const base = pgTempDir(`klio-restore-${version}-`);
   cleanups.push(() => rmSync(base, { recursive: true, force: true }));
   const dest = path.join(base, "data");
-  await klio(["restore", dest, "--repo", repo, "--cluster", "db1", ...flags.map((f) => f.replace("{base}", base))], true);
+  await klio(["restore", dest, "--repo", repo, "--cluster", cluster, ...flags.map((f) => f.replace("{base}", base))], true);
   if (!/^https?:\/\//.test(repo)) shareRepo(repo);
   beforeStart?.(dest);
   let pg: PgServer | undefined;
