@@ -1,8 +1,8 @@
 // The HTTP control API: hono routes over the daemon. Each route is declared once in ROUTES
-// (method, path, scope, schemas, handler); the same table registers it and describes it in
-// /openapi.json. Without a valid token only /healthz answers; a read token may GET, an admin
-// token may do everything. Every error is JSON {error, detail}, and a refused request changes
-// nothing.
+// (method, path, schemas, handler); the same table registers it and describes it in
+// /openapi.json. Without a valid token only /healthz answers; a read token may GET (and HEAD),
+// an admin token may do everything. Every error is JSON {error, detail}, and a refused
+// request changes nothing.
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { Type, type TSchema } from "@sinclair/typebox";
@@ -18,7 +18,7 @@ import { HEADER_KEY } from "../repo/header.ts";
 import { validateKey } from "../repo/fs-storage.ts";
 import type { Daemon } from "../server/daemon.ts";
 import { lagSeconds, type ClusterSupervisor } from "../server/supervisor.ts";
-import { allows, TokenChecker, type Scope } from "./auth.ts";
+import { allows, scopeFor, TokenChecker } from "./auth.ts";
 import { daemonMetrics, RepositorySize } from "./metrics.ts";
 import * as S from "./schemas.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -27,7 +27,6 @@ export interface RouteSpec {
   method: "get" | "post" | "delete";
   /** hono path syntax (":name"). */
   path: string;
-  scope: Scope;
   summary: string;
   params?: Record<string, TSchema>;
   body?: TSchema;
@@ -92,7 +91,7 @@ const P = { name: S.ClusterName, id: S.BackupId, job: S.JobId, walname: S.WalNam
 
 export const ROUTES: RouteSpec[] = [
   {
-    method: "get", path: "/v1/status", scope: "read", summary: "The daemon: version, uptime, every cluster's receiver and last backup",
+    method: "get", path: "/v1/status", summary: "The daemon: version, uptime, every cluster's receiver and last backup",
     response: { status: 200, schema: S.Status },
     handler: async ({ d }) => json({
       version: VERSION, startedAt: d.startedAt.toISOString(), uptimeSeconds: Math.round((Date.now() - d.startedAt.getTime()) / 1000),
@@ -100,17 +99,17 @@ export const ROUTES: RouteSpec[] = [
     }),
   },
   {
-    method: "get", path: "/v1/clusters", scope: "read", summary: "Every configured cluster",
+    method: "get", path: "/v1/clusters", summary: "Every configured cluster",
     response: { status: 200, schema: Type.Object({ clusters: Type.Array(S.Cluster) }) },
     handler: async ({ d }) => json({ clusters: [...d.supervisors.values()].map(clusterJson) }),
   },
   {
-    method: "get", path: "/v1/clusters/:name", scope: "read", summary: "One cluster", params: { name: P.name },
+    method: "get", path: "/v1/clusters/:name", summary: "One cluster", params: { name: P.name },
     response: { status: 200, schema: S.Cluster },
     handler: async ({ d, params }) => json(clusterJson(supervisorOf(d, params.name!))),
   },
   {
-    method: "get", path: "/v1/clusters/:name/backups", scope: "read", summary: "The cluster's backups, oldest first", params: { name: P.name },
+    method: "get", path: "/v1/clusters/:name/backups", summary: "The cluster's backups, oldest first", params: { name: P.name },
     response: { status: 200, schema: Type.Object({ backups: Type.Array(S.Backup), unreadable: Type.Array(Type.Object({ id: Type.String(), error: Type.String() })) }) },
     handler: async ({ d, params }) => {
       const s = supervisorOf(d, params.name!);
@@ -119,17 +118,17 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
-    method: "post", path: "/v1/clusters/:name/backups", scope: "admin", summary: "Start a backup now; follow it at /v1/jobs/{id}",
+    method: "post", path: "/v1/clusters/:name/backups", summary: "Start a backup now; follow it at /v1/jobs/{id}",
     params: { name: P.name }, body: S.StartBackupBody, response: { status: 202, schema: S.Job },
     handler: async ({ d, params, body }) => json(supervisorOf(d, params.name!).startBackup("api", (body as S.StartBackupBody).name), 202),
   },
   {
-    method: "get", path: "/v1/clusters/:name/backups/:id", scope: "read", summary: "One backup, whole (its manifest)", params: { name: P.name, id: P.id },
+    method: "get", path: "/v1/clusters/:name/backups/:id", summary: "One backup, whole (its manifest)", params: { name: P.name, id: P.id },
     response: { status: 200, schema: Type.Object({}, { additionalProperties: true, description: "the backup's manifest (see docs/FORMAT.md)" }) },
     handler: async ({ d, params }) => json(await loadSnapshot(d.repo, supervisorOf(d, params.name!).cluster.name, params.id!)),
   },
   {
-    method: "delete", path: "/v1/clusters/:name/backups/:id", scope: "admin", summary: "Delete a backup (maintenance frees its data later)",
+    method: "delete", path: "/v1/clusters/:name/backups/:id", summary: "Delete a backup (maintenance frees its data later)",
     params: { name: P.name, id: P.id },
     handler: async ({ d, params }) => {
       const cluster = supervisorOf(d, params.name!).cluster.name;
@@ -139,12 +138,12 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
-    method: "get", path: "/v1/clusters/:name/jobs", scope: "read", summary: "The cluster's recent jobs, newest first", params: { name: P.name },
+    method: "get", path: "/v1/clusters/:name/jobs", summary: "The cluster's recent jobs, newest first", params: { name: P.name },
     response: { status: 200, schema: Type.Object({ jobs: Type.Array(S.Job) }) },
     handler: async ({ d, params }) => json({ jobs: d.jobs.list(supervisorOf(d, params.name!).cluster.name) }),
   },
   {
-    method: "get", path: "/v1/jobs/:job", scope: "read", summary: "One job: state, progress, outcome", params: { job: P.job },
+    method: "get", path: "/v1/jobs/:job", summary: "One job: state, progress, outcome", params: { job: P.job },
     response: { status: 200, schema: S.Job },
     handler: async ({ d, params }) => {
       const job = d.jobs.get(params.job!);
@@ -153,7 +152,7 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
-    method: "get", path: "/v1/clusters/:name/wal", scope: "read", summary: "The WAL receiver and archive: position, lag, segments, gaps", params: { name: P.name },
+    method: "get", path: "/v1/clusters/:name/wal", summary: "The WAL receiver and archive: position, lag, segments, gaps", params: { name: P.name },
     response: { status: 200, schema: S.WalArchive },
     handler: async ({ d, params }) => {
       const s = supervisorOf(d, params.name!);
@@ -168,7 +167,7 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
-    method: "get", path: "/v1/clusters/:name/wal/:walname", scope: "read",
+    method: "get", path: "/v1/clusters/:name/wal/:walname",
     summary: "A WAL segment's original bytes (NAME.partial: the newest partial segment if the whole one is not archived), or a history file",
     params: { name: P.name, walname: P.walname }, response: { status: 200, contentType: "application/octet-stream" },
     handler: async ({ d, params }) => {
@@ -180,7 +179,7 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
-    method: "get", path: "/v1/repository/objects", scope: "read",
+    method: "get", path: "/v1/repository/objects",
     summary: "Repository objects (header, indexes, packs, snapshots) under ?prefix=, with sizes: what `--repo https://…` reads",
     response: { status: 200, schema: Type.Object({ objects: Type.Array(Type.Object({ key: Type.String(), size: Type.Integer() })) }) },
     handler: async ({ c, d }) => {
@@ -193,7 +192,7 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
-    method: "get", path: "/v1/repository/objects/:key{.+}", scope: "read",
+    method: "get", path: "/v1/repository/objects/:key{.+}",
     summary: "One repository object's bytes; a Range header (bytes=a-b) reads part of it",
     params: { key: Type.String({ minLength: 1, maxLength: 1024 }) }, response: { status: 200, contentType: "application/octet-stream" },
     handler: async ({ c, d, params }) => {
@@ -260,9 +259,8 @@ export function createApp(d: Daemon, opts: ApiOptions): Hono {
   app.use("*", async (c, next) => {
     const token = tokens.check(c.req.header("authorization"));
     if (!token) return errorResponse(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)");
-    const needs: Scope = c.req.method === "GET" || c.req.method === "HEAD" ? "read" : "admin";
+    const needs = scopeFor(c.req.method);
     if (!allows(token.scope, needs)) return errorResponse(403, "forbidden", `token ${token.name} has scope ${token.scope}; this needs ${needs}`);
-    c.set("token" as never, token.name as never);
     await next();
   });
   app.use("*", bodyLimit({

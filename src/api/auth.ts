@@ -31,3 +31,8 @@ function digest(s: string): Buffer {
 export function allows(has: Scope, needs: Scope): boolean {
   return has === "admin" || needs === "read";
 }
+
+/** Reading needs a read token; anything that changes something needs an admin token. */
+export function scopeFor(method: string): Scope {
+  return method === "GET" || method === "HEAD" ? "read" : "admin";
+}

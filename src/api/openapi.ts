@@ -3,6 +3,7 @@
 import type { TSchema } from "@sinclair/typebox";
 import { VERSION } from "../util/version.ts";
 import type { RouteSpec } from "./app.ts";
+import { scopeFor } from "./auth.ts";
 import { ErrorBody } from "./schemas.ts";
 
 /** Drops typebox's symbol-keyed bookkeeping: plain JSON Schema. */
@@ -22,7 +23,7 @@ export function openApiDocument(routes: RouteSpec[]): unknown {
     if (r.method !== "get") responses["409"] = errors;
     (paths[oaPath] ??= {})[r.method] = {
       summary: r.summary,
-      "x-klio-scope": r.scope,
+      "x-klio-scope": scopeFor(r.method.toUpperCase()),
       parameters: Object.entries(r.params ?? {}).map(([name, schema]) => ({ name, in: "path", required: true, schema: plain(schema) })),
       ...(r.body ? { requestBody: { required: false, content: { "application/json": { schema: plain(r.body) } } } } : {}),
       responses,
