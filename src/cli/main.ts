@@ -20,6 +20,8 @@ const COMMANDS: Record<string, { summary: string; load: Loader }> = {
   "backup verify": { summary: "check a backup against PostgreSQL's backup_manifest", load: () => import("./commands/backup-verify.ts") },
   "backup delete": { summary: "delete a backup", load: () => import("./commands/backup-delete.ts") },
   "repo check": { summary: "check the repository (--read-data: every chunk)", load: () => import("./commands/repo-check.ts") },
+  "offsite sync": { summary: "copy the repository to S3-compatible storage (once or continuously)", load: () => import("./commands/offsite-sync.ts") },
+  "offsite status": { summary: "show what the S3 copy lacks", load: () => import("./commands/offsite-status.ts") },
   "server start": { summary: "run the appliance daemon (WAL receivers, scheduled backups, HTTP API)", load: () => import("./commands/server-start.ts") },
   restore: { summary: "restore a backup to a point in time into a new data directory", load: () => import("./commands/restore.ts") },
 };

@@ -1,15 +1,19 @@
 // The flags every repository command shares, and opening the repository from them.
+import path from "node:path";
 import type { FlagSpec } from "./args.ts";
 import type { CliContext } from "./command.ts";
 import { KlioError } from "../util/errors.ts";
 import { readPassphrase, TOKEN_FILE_FLAG, tokenFromFlags } from "./secret-files.ts";
+import { S3_FLAGS, s3FlagsToPass, s3OptionsFromFlags } from "./s3-flags.ts";
+import { isS3Location } from "../repo/s3-storage.ts";
 import { createLogger, type Logger } from "../util/log.ts";
 import { openRepository, type Repository } from "../repo/repository.ts";
 
 export const REPO_FLAGS: Record<string, FlagSpec> = {
-  repo: { kind: "string", value: "DIR|URL", help: "repository directory, or the appliance's API (https://host:port, read-only)", required: true },
+  repo: { kind: "string", value: "DIR|URL", help: "repository directory, the appliance's API (https://host:port), or s3://bucket/prefix (both read-only)", required: true },
   "encryption-passphrase-file": { kind: "string", value: "FILE", help: "file holding the passphrase of an encrypted repository (or KLIO_PASSPHRASE_FILE)" },
   ...TOKEN_FILE_FLAG,
+  ...S3_FLAGS,
 };
 
 /** For commands that move much data: how many threads hash, compress, decompress and verify. */
@@ -24,7 +28,24 @@ export async function openRepoFromFlags(flags: Record<string, unknown>, ctx: Cli
     workers = Number(flags.workers);
     if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new KlioError("usage", `--workers must be a whole number from 0 to 64, got ${String(flags.workers)}`);
   }
-  return openRepository(String(flags.repo), { passphrase: await readPassphrase(file), token: await tokenFromFlags(flags, ctx), workers });
+  const location = String(flags.repo);
+  const s3 = isS3Location(location) ? await s3OptionsFromFlags(flags, ctx) : undefined;
+  return openRepository(location, { passphrase: await readPassphrase(file), token: await tokenFromFlags(flags, ctx), s3, workers });
+}
+
+/**
+ * The flags another klio (PostgreSQL's restore_command) needs to reach the same remote
+ * repository: the token file, the S3 endpoint and key files (from flags or KLIO_* variables),
+ * as absolute paths.
+ */
+export function remoteAccessFlags(flags: Record<string, unknown>, ctx: CliContext): string[] {
+  const tokenFile = (flags["token-file"] as string | undefined) ?? ctx.env.KLIO_TOKEN_FILE;
+  const fromEnv: Record<string, unknown> = {
+    "s3-endpoint": ctx.env.KLIO_S3_ENDPOINT, "s3-region": ctx.env.KLIO_S3_REGION, "s3-access-key-file": ctx.env.KLIO_S3_ACCESS_KEY_FILE,
+    "s3-secret-key-file": ctx.env.KLIO_S3_SECRET_KEY_FILE, "s3-ca-file": ctx.env.KLIO_S3_CA_FILE,
+  };
+  const merged = { ...Object.fromEntries(Object.entries(fromEnv).filter(([, v]) => v !== undefined)), ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
+  return [...(tokenFile === undefined ? [] : ["--token-file", path.resolve(tokenFile)]), ...s3FlagsToPass(merged, (p) => path.resolve(p))];
 }
 
 /** Text log lines on stderr for commands that run a while (JSON when --log-format json). */

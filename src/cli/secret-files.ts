@@ -10,16 +10,16 @@ export const TOKEN_FILE_FLAG: Record<string, FlagSpec> = {
 };
 
 /** A secret kept in a file (one line; a final newline is not part of it). */
-async function readSecretFile(file: string | undefined, what: "passphrase" | "token"): Promise<string | undefined> {
+export async function readSecretFile(file: string | undefined, what: string): Promise<string | undefined> {
   if (file === undefined) return undefined;
   let text: string;
   try {
     text = await readFile(file, "utf8");
   } catch (e) {
-    throw new KlioError(`bad-${what}-file`, `cannot read the ${what} file ${file}: ${(e as Error).message}`);
+    throw new KlioError("bad-secret-file", `cannot read the ${what} file ${file}: ${(e as Error).message}`);
   }
   const secret = text.replace(/\r?\n$/, "");
-  if (secret === "") throw new KlioError(`bad-${what}-file`, `the ${what} file ${file} is empty`);
+  if (secret === "") throw new KlioError("bad-secret-file", `the ${what} file ${file} is empty`);
   return secret;
 }
 

@@ -27,6 +27,7 @@ import { ChunkWorkerPool, defaultWorkerCount } from "./chunk-workers.ts";
 import { ChunkReader } from "./chunk-reader.ts";
 import { FsStorage } from "./fs-storage.ts";
 import { HttpStorage } from "./http-storage.ts";
+import { isS3Location, parseS3Url, S3Storage, type S3Options } from "./s3-storage.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
 
@@ -104,13 +105,18 @@ async function readHeaderFile(dir: string): Promise<RepoHeader> {
   return parseHeader(bytes, dir);
 }
 
-async function readHeaderOver(url: string, token: string | undefined): Promise<RepoHeader> {
+async function readHeaderFrom(storage: Storage, location: string): Promise<RepoHeader> {
   try {
-    return parseHeader(await new HttpStorage(url, token).get(HEADER_KEY), url);
+    return parseHeader(await storage.get(HEADER_KEY), location);
   } catch (e) {
-    if (isKlioError(e) && e.code === "not-found") throw new KlioError("bad-repository", `${url} serves no klio repository (no ${HEADER_KEY})`);
+    if (isKlioError(e) && e.code === "not-found") throw new KlioError("bad-repository", `${location} holds no klio repository (no ${HEADER_KEY})`);
     throw e;
   }
+}
+
+function openS3(location: string, opts: S3Options | undefined): Promise<S3Storage> {
+  if (!opts) throw new KlioError("usage", `${location}: an s3:// repository needs the S3 endpoint and keys (--s3-endpoint …)`);
+  return S3Storage.open(parseS3Url(location), opts);
 }
 
 export async function isRepository(dir: string): Promise<boolean> {
@@ -192,6 +198,8 @@ export interface OpenOptions {
   passphrase?: string;
   /** Bearer token for a repository read over the appliance's API. */
   token?: string;
+  /** How to reach an s3:// repository. */
+  s3?: S3Options;
   /** Worker threads a writer hashes and compresses on (0: on the calling thread); default one per core, up to 4. */
   workers?: number;
 }
@@ -201,11 +209,17 @@ export interface OpenOptions {
  * read-only, with `token`).
  */
 export async function openRepository(location: string, opts: OpenOptions = {}): Promise<Repository> {
-  const http = isApiLocation(location);
-  const header = http ? await readHeaderOver(location, opts.token) : await readHeaderFile(location);
+  let storage: Storage;
+  let header: RepoHeader;
+  if (isApiLocation(location) || isS3Location(location)) {
+    storage = isS3Location(location) ? await openS3(location, opts.s3) : new HttpStorage(location, opts.token);
+    header = await readHeaderFrom(storage, location);
+  } else {
+    header = await readHeaderFile(location);
+    storage = new FsStorage(location);
+  }
   let keys: { data: Uint8Array; id: Uint8Array } | null = null;
   if (header.encryption) keys = deriveKeys(await unwrapMaster(header, opts.passphrase, location));
-  const storage: Storage = http ? new HttpStorage(location, opts.token) : new FsStorage(location);
   const repo = new Repo(location, header, storage, keys, opts.workers ?? defaultWorkerCount());
   try {
     await repo.refresh();

@@ -8,6 +8,8 @@
 export interface StorageEntry {
   key: string;
   size: number;
+  /** When the object was last written (ms since the epoch), where the storage says so (S3). */
+  modified?: number;
 }
 
 export type PutData = Uint8Array | readonly Uint8Array[] | AsyncIterable<Uint8Array>;

@@ -11,7 +11,8 @@ import type { Repository } from "../repo/repository.ts";
 import { listSnapshots, loadSnapshot, readChunks, type Snapshot } from "../backup/snapshot.ts";
 import { clusterWalDir } from "../wal/archive-layout.ts";
 import { isApiLocation } from "../util/api-client.ts";
-import { apiWalLocation } from "../wal/wal-source.ts";
+import { remoteWalLocation } from "../wal/wal-source.ts";
+import { isS3Location } from "../repo/s3-storage.ts";
 import { restoreCommandWithSpool } from "../wal/wal-prefetch.ts";
 import { spoolId } from "../wal/wal-spool.ts";
 import { materialize } from "./materialize.ts";
@@ -29,8 +30,8 @@ export interface TablespaceMapping {
 export interface RestoreOptions {
   /** A directory, or the appliance's API (https://host:port). */
   repoDir: string;
-  /** The API token's file, for restore_command when repoDir is the API. */
-  tokenFile?: string;
+  /** What get-wal needs to reach a remote repoDir (--token-file, --s3-… flags), for restore_command. */
+  accessFlags?: string[];
   repo: Repository;
   cluster: string;
   dest: string;
@@ -164,11 +165,10 @@ async function writeRecoveryConfig(dest: string, s: Snapshot, o: RestoreOptions)
   // background prefetcher keep the next segments ready; a shell `mv` hands a ready one over
   // without starting klio at all, so replay does not wait on start-up once per segment.
   let restoreCommand: string;
-  if (isApiLocation(o.repoDir)) {
-    // From the appliance: get-wal asks its API, with the same token file (PostgreSQL's user must be able to read it).
-    const flags = ["--repo", o.repoDir, ...(o.tokenFile === undefined ? [] : ["--token-file", path.resolve(o.tokenFile)]), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
-    const location = apiWalLocation(o.repoDir, o.cluster);
-    restoreCommand = restoreCommandWithSpool(`${shellQuote(getWal)} %f %p ${shellQuote(flags)}`, path.join(SPOOL, spoolId(location, s.systemIdentifier)));
+  if (isApiLocation(o.repoDir) || isS3Location(o.repoDir)) {
+    // From the appliance or from S3: get-wal reads the same place, with the same access flags (token or key files PostgreSQL's user must be able to read).
+    const flags = ["--repo", o.repoDir, ...(o.accessFlags ?? []), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
+    restoreCommand = restoreCommandWithSpool(`${shellQuote(getWal)} %f %p ${shellQuote(flags)}`, path.join(SPOOL, spoolId(remoteWalLocation(o.repoDir, o.cluster), s.systemIdentifier)));
   } else {
     const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
     const archiveDir = clusterWalDir(path.resolve(o.repoDir), o.cluster);

@@ -27,16 +27,21 @@ export async function readIdentity(dir: string): Promise<ClusterIdentity | undef
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;
   }
+  return parseIdentity(text, path.join(dir, IDENTITY_FILE));
+}
+
+/** A cluster identity file's text, checked; `where` names it in errors. */
+export function parseIdentity(text: string, where: string): ClusterIdentity {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new KlioError("bad-archive", `${path.join(dir, IDENTITY_FILE)} is not valid JSON`);
+    throw new KlioError("bad-archive", `${where} is not valid JSON`);
   }
   const id = parsed as Partial<ClusterIdentity>;
   if (id.format !== 1 || typeof id.systemIdentifier !== "string" || !/^[0-9]+$/.test(id.systemIdentifier) ||
       typeof id.walSegmentSize !== "number" || !isValidSegmentSize(id.walSegmentSize) || typeof id.cluster !== "string")
-    throw new KlioError("bad-archive", `${path.join(dir, IDENTITY_FILE)} is not a klio cluster identity (format 1)`);
+    throw new KlioError("bad-archive", `${where} is not a klio cluster identity (format 1)`);
   return id as ClusterIdentity;
 }
 

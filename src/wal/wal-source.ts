@@ -6,7 +6,10 @@ import { KlioError } from "../util/errors.ts";
 import { apiFailure, apiFetch, isApiLocation } from "../util/api-client.ts";
 import { writeFully } from "../util/durable-fs.ts";
 import { copyWalFile, hasCompleteSegment, openClusterArchive, type ClusterArchive, type CopyOptions, type WalRequest, type WalSourceKind } from "./archive-reader.ts";
-import { PARTIAL_SUFFIX } from "./archive-layout.ts";
+import { PARTIAL_SUFFIX, STORED_SUFFIX, validateClusterName } from "./archive-layout.ts";
+import { IDENTITY_FILE, parseIdentity } from "./archive-meta.ts";
+import { decodeStoredSegment } from "./stored-segment.ts";
+import type { Storage } from "../repo/storage.ts";
 
 export interface WalSource {
   cluster: string;
@@ -19,14 +22,84 @@ export interface WalSource {
   hasComplete(name: string): Promise<boolean>;
 }
 
-/** The location (spool identity) of a cluster's WAL served by the appliance at `url`. */
-export function apiWalLocation(url: string, cluster: string): string {
-  return `${url.replace(/\/+$/, "")}/v1/clusters/${cluster}/wal`;
+/** The location (the spool's identity) of a cluster's WAL in a repository read over the API or from S3. */
+export function remoteWalLocation(repo: string, cluster: string): string {
+  const base = repo.replace(/\/+$/, "");
+  return isApiLocation(repo) ? `${base}/v1/clusters/${cluster}/wal` : `${base}/wal/${cluster}`;
 }
 
-export async function openWalSource(repo: string, cluster: string | undefined, token: string | undefined): Promise<WalSource> {
-  if (isApiLocation(repo)) return await HttpWalSource.open(repo, cluster, token);
+export async function openWalSource(repo: string, cluster: string | undefined, access: { token?: string; s3?: () => Promise<Storage> }): Promise<WalSource> {
+  if (isApiLocation(repo)) return await HttpWalSource.open(repo, cluster, access.token);
+  if (access.s3) return await storageWalSource(await access.s3(), repo, cluster);
   return fsWalSource(await openClusterArchive(repo, cluster));
+}
+
+/**
+ * The archive as objects of a repository storage (an S3 copy): wal/CLUSTER/NAME.kwal, a raw
+ * NAME not yet compressed when it was copied, NAME.partial, NAME.history.
+ */
+export async function storageWalSource(storage: Storage, location: string, cluster: string | undefined): Promise<WalSource> {
+  let name = cluster;
+  if (name === undefined) {
+    const clusters = [...new Set((await storage.list("wal/")).map((e) => e.key.split("/")[1]!).filter((c) => c !== undefined))];
+    if (clusters.length !== 1) throw new KlioError(clusters.length ? "usage" : "no-archive", clusters.length ? `${location} holds WAL of several clusters (${clusters.join(", ")}): name one with --cluster` : `${location} holds no WAL archive`);
+    name = clusters[0]!;
+  }
+  const c = validateClusterName(name);
+  const key = (file: string) => `wal/${c}/${file}`;
+  let identity;
+  try {
+    identity = parseIdentity(new TextDecoder().decode(await storage.get(key(IDENTITY_FILE))), `${location} ${key(IDENTITY_FILE)}`);
+  } catch (e) {
+    if (e instanceof KlioError && e.code === "not-found") throw new KlioError("no-archive", `${location} holds no WAL archive for cluster ${c}`);
+    throw e;
+  }
+  const fetch = async (file: string) => {
+    try {
+      return await storage.get(key(file));
+    } catch (e) {
+      if (e instanceof KlioError && e.code === "not-found") return undefined;
+      throw e;
+    }
+  };
+  return {
+    cluster: c, location: remoteWalLocation(location, c), identity,
+    async copy(req, dest, opts = {}) {
+      if (req.kind === "other") return undefined;
+      let found: { bytes: Uint8Array; from: string; kind: WalSourceKind } | undefined;
+      if (req.kind === "history") {
+        const b = await fetch(req.name);
+        found = b && { bytes: b, from: req.name, kind: "history" };
+      } else {
+        const stored = await fetch(req.name + STORED_SUFFIX);
+        if (stored) found = { bytes: decodeStoredSegment(stored, `WAL segment ${req.name} of cluster ${c} in ${location}`), from: req.name + STORED_SUFFIX, kind: "stored" };
+        const raw = found ? undefined : await fetch(req.name);
+        if (raw) found = { bytes: raw, from: req.name, kind: "raw" };
+        const partial = found || !req.partial ? undefined : await fetch(req.name + PARTIAL_SUFFIX);
+        if (partial) found = { bytes: partial, from: req.name + PARTIAL_SUFFIX, kind: "partial" };
+        if (found && found.bytes.length !== identity.walSegmentSize) throw new KlioError("corrupt-wal", `${found.from} of cluster ${c} in ${location} has ${found.bytes.length} bytes, not ${identity.walSegmentSize}`);
+      }
+      if (!found) return undefined;
+      await writeFileAt(dest, found.bytes, Boolean(opts.sync));
+      return { from: found.from, kind: found.kind };
+    },
+    async hasComplete(n) {
+      return (await storage.exists(key(n + STORED_SUFFIX))) || (await storage.exists(key(n)));
+    },
+  };
+}
+
+async function writeFileAt(dest: string, bytes: Uint8Array, sync: boolean): Promise<void> {
+  const fh = await open(dest, "w", 0o600);
+  try {
+    await writeFully(fh, bytes, 0);
+    if (sync) await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await unlink(dest).catch(() => {});
+    throw e;
+  }
+  await fh.close();
 }
 
 export function fsWalSource(archive: ClusterArchive): WalSource {
@@ -62,7 +135,7 @@ class HttpWalSource implements WalSource {
     if (r.status !== 200) throw await apiFailure(r, `reading the WAL archive of ${name} at ${base}`);
     const archive = ((await r.json()) as { archive: { systemIdentifier: string; walSegmentSize: number } | null }).archive;
     if (!archive) throw new KlioError("no-archive", `${base} holds no WAL archive for cluster ${name} yet`);
-    return new HttpWalSource(name, apiWalLocation(base, name), { systemIdentifier: archive.systemIdentifier, walSegmentSize: archive.walSegmentSize }, base, token);
+    return new HttpWalSource(name, remoteWalLocation(base, name), { systemIdentifier: archive.systemIdentifier, walSegmentSize: archive.walSegmentSize }, base, token);
   }
 
   private file(name: string): string {
@@ -85,16 +158,7 @@ class HttpWalSource implements WalSource {
     if (req.kind === "segment" && bytes.length !== this.identity.walSegmentSize) {
       throw new KlioError("corrupt-wal", `${this.base} sent ${bytes.length} bytes for WAL segment ${req.name}, not ${this.identity.walSegmentSize}`);
     }
-    const fh = await open(dest, "w", 0o600);
-    try {
-      await writeFully(fh, bytes, 0);
-      if (opts.sync) await fh.sync();
-    } catch (e) {
-      await fh.close();
-      await unlink(dest).catch(() => {});
-      throw e;
-    }
-    await fh.close();
+    await writeFileAt(dest, bytes, Boolean(opts.sync));
     return { from, kind };
   }
 

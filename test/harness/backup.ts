@@ -53,7 +53,7 @@ export async function restoreAndStart(cleanups: Cleanup[], version: PgVersion, r
   cleanups.push(() => rmSync(base, { recursive: true, force: true }));
   const dest = path.join(base, "data");
   await klio(["restore", dest, "--repo", repo, "--cluster", cluster, ...flags.map((f) => f.replace("{base}", base))], true);
-  if (!/^https?:\/\//.test(repo)) shareRepo(repo);
+  if (!/^(https?|s3):\/\//.test(repo)) shareRepo(repo);
   beforeStart?.(dest);
   let pg: PgServer | undefined;
   try {

@@ -16,6 +16,8 @@ import { parseWalRequest } from "../../wal/archive-reader.ts";
 import { openWalSource, type WalSource } from "../../wal/wal-source.ts";
 import { isApiLocation } from "../../util/api-client.ts";
 import { TOKEN_FILE_FLAG, tokenFromFlags } from "../secret-files.ts";
+import { S3_FLAGS, s3FlagsToPass, s3OptionsFromFlags } from "../s3-flags.ts";
+import { isS3Location, parseS3Url, S3Storage } from "../../repo/s3-storage.ts";
 import {
   DEFAULT_IDLE_SECONDS, DEFAULT_PREFETCH, LOG_FILE, livePrefetcher, noteServed, openSpool, startPrefetcher, takeSpooled, type Spool,
 } from "../../wal/wal-spool.ts";
@@ -30,8 +32,9 @@ export const command: Command = {
       { name: "TARGET", help: "where to write it (%p)", required: false },
     ],
     flags: {
-      repo: { kind: "string", value: "DIR|URL", help: "repository directory, or the appliance's API (https://host:port)", required: true },
+      repo: { kind: "string", value: "DIR|URL", help: "repository directory, the appliance's API (https://host:port), or s3://bucket/prefix", required: true },
       ...TOKEN_FILE_FLAG,
+      ...S3_FLAGS,
       cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },
       partial: { kind: "boolean", help: "serve the newest .partial segment when the complete one is not archived" },
       spool: { kind: "string", value: "DIR", help: "keep the next segments ready here (a background prefetcher); inside pg_wal, e.g. DATA/pg_wal/klio-spool" },
@@ -59,7 +62,10 @@ export const command: Command = {
 
     const repo = String(args.flags.repo);
     const tokenFile = (args.flags["token-file"] as string | undefined) ?? ctx.env.KLIO_TOKEN_FILE;
-    const archive = await openWalSource(repo, args.flags.cluster as string | undefined, await tokenFromFlags(args.flags, ctx));
+    const archive = await openWalSource(repo, args.flags.cluster as string | undefined, {
+      token: await tokenFromFlags(args.flags, ctx),
+      s3: isS3Location(repo) ? async () => S3Storage.open(parseS3Url(repo), await s3OptionsFromFlags(args.flags, ctx)) : undefined,
+    });
     const req = parseWalRequest(walName, archive.identity.walSegmentSize, Boolean(args.flags.partial));
     const spool = spoolFlag === undefined ? undefined : openSpool(spoolFlag, archive.location, archive.identity.systemIdentifier);
     if (args.flags.prefetcher) {
@@ -68,7 +74,7 @@ export const command: Command = {
     }
 
     const useSpool = spool !== undefined && req.kind === "segment";
-    const prefetcher = { repo, tokenFile, prefetch, idleSeconds };
+    const prefetcher = { repo, tokenFile, s3Flags: s3FlagsToPass(args.flags, (p) => path.resolve(p)), prefetch, idleSeconds };
     if (useSpool) {
       if (await spoolStep(ctx, "take a segment from", () => takeSpooled(spool, req.name, target!))) {
         await spoolStep(ctx, "update", async () => {
@@ -103,12 +109,12 @@ export const command: Command = {
 };
 
 /** Starts a prefetcher that keeps the segments after `name` ready, unless one runs. */
-async function ensurePrefetcher(spool: Spool, archive: WalSource, name: string, o: { repo: string; tokenFile: string | undefined; prefetch: number; idleSeconds: number }): Promise<void> {
+async function ensurePrefetcher(spool: Spool, archive: WalSource, name: string, o: { repo: string; tokenFile: string | undefined; s3Flags: string[]; prefetch: number; idleSeconds: number }): Promise<void> {
   if (o.prefetch === 0 || (await livePrefetcher(spool)) !== undefined) return;
   const { selfCommand } = await import("../../util/self-command.ts");
   await startPrefetcher(spool, [
-    ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", isApiLocation(o.repo) ? o.repo : path.resolve(o.repo),
-    ...(o.tokenFile === undefined ? [] : ["--token-file", path.resolve(o.tokenFile)]),
+    ...selfCommand(), "get-wal", name, "--prefetcher", "--repo", isApiLocation(o.repo) || isS3Location(o.repo) ? o.repo : path.resolve(o.repo),
+    ...(o.tokenFile === undefined ? [] : ["--token-file", path.resolve(o.tokenFile)]), ...o.s3Flags,
     "--cluster", archive.cluster, "--spool", spool.root, "--prefetch", String(o.prefetch), "--prefetch-idle", String(o.idleSeconds),
   ]);
 }

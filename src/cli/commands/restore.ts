@@ -5,7 +5,7 @@ import { selfCommand } from "../../util/self-command.ts";
 import { runRestore, type TablespaceMapping } from "../../restore/restore.ts";
 import { parseRecoveryTarget, parseTargetAction, parseTargetTimeline } from "../../restore/recovery-target.ts";
 import { CLUSTER_FLAG, clusterFromFlags } from "../backup-cluster.ts";
-import { commandLogger, openRepoFromFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
+import { commandLogger, openRepoFromFlags, remoteAccessFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
 export const command: Command = {
@@ -53,7 +53,7 @@ export const command: Command = {
     try {
       const cluster = await clusterFromFlags(repo, f);
       const r = await runRestore({
-        repoDir: String(f.repo), tokenFile: (f["token-file"] as string | undefined) ?? ctx.env.KLIO_TOKEN_FILE, repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
+        repoDir: String(f.repo), accessFlags: remoteAccessFlags(f, ctx), repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
         target, action, timeline, tablespaces, klio: selfCommand(), concurrency,
         log: commandLogger(ctx, !ctx.isTTY), signal: ctx.signal, onProgress: (done, total) => progress.update(done, total),
       });

@@ -1,0 +1,210 @@
+// The offsite copy: makes an S3 bucket hold the same repository as the local directory.
+// Every repository object is immutable, so a pass uploads what the remote lacks, in an order
+// that keeps the remote a consistent repository at every instant: the header, then packs,
+// then the indexes that name them, then the WAL, and only then the snapshots that need all of
+// those. Removals come last and only for what the local repository has provably replaced:
+// a raw WAL segment once its compressed form is up, a partial segment once it is complete,
+// index files a consolidation superseded, snapshots deleted locally. A pass that stops at
+// any point (kill -9, network cut) leaves the remote consistent; the next pass finishes it.
+import { stat } from "node:fs/promises";
+import path from "node:path";
+import { KlioError } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import { FsStorage } from "../repo/fs-storage.ts";
+import { HEADER_KEY, parseHeader } from "../repo/header.ts";
+import type { S3Storage } from "../repo/s3-storage.ts";
+import type { StorageEntry } from "../repo/storage.ts";
+import { IDENTITY_FILE, GAPS_FILE } from "../wal/archive-meta.ts";
+import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
+
+/** What of the local repository goes offsite, in upload order. */
+type Kind = "header" | "pack" | "index" | "wal" | "partial" | "snapshot";
+const ORDER: Kind[] = ["header", "pack", "index", "wal", "partial", "snapshot"];
+
+const SEGMENT_NAME = /^[0-9A-F]{24}$/;
+
+/** The kind of a local key, or null for files that stay local (locks, receiver state). */
+export function offsiteKind(key: string): Kind | null {
+  if (key === HEADER_KEY) return "header";
+  if (key.startsWith("packs/")) return key.endsWith(".pack") ? "pack" : null;
+  if (key.startsWith("index/")) return key.endsWith(".idx") ? "index" : null;
+  if (key.startsWith("snapshots/")) return "snapshot";
+  const m = /^wal\/[^/]+\/([^/]+)$/.exec(key);
+  if (!m) return null;
+  const name = m[1]!;
+  if (name.endsWith(PARTIAL_SUFFIX)) return SEGMENT_NAME.test(name.slice(0, -PARTIAL_SUFFIX.length)) ? "partial" : null;
+  if (name === IDENTITY_FILE || name === GAPS_FILE || /^[0-9A-F]{8}\.history$/.test(name) || SEGMENT_NAME.test(name)) return "wal";
+  if (name.endsWith(STORED_SUFFIX) && SEGMENT_NAME.test(name.slice(0, -STORED_SUFFIX.length))) return "wal";
+  return null;
+}
+
+/** Objects whose content may change under the same key: compared by size and time, not only presence. */
+function mutable(key: string): boolean {
+  return key === HEADER_KEY || key.endsWith(`/${GAPS_FILE}`) || key.endsWith(PARTIAL_SUFFIX);
+}
+
+export interface SyncOptions {
+  repoDir: string;
+  remote: S3Storage;
+  /** Uploads at once (default 4). */
+  concurrency?: number;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+export interface SyncPass {
+  uploaded: number;
+  uploadedBytes: number;
+  removed: number;
+  /** Objects and bytes still to upload when the pass ended (0 unless it was interrupted). */
+  behind: { objects: number; bytes: number };
+  seconds: number;
+}
+
+export interface OffsiteStatus {
+  remote: string;
+  local: { objects: number; bytes: number };
+  behind: { objects: number; bytes: number; oldest: { key: string; modified: string } | null };
+  /** Remote objects the local repository no longer has (removed at the next pass). */
+  extra: number;
+}
+
+interface RemoteObject {
+  size: number;
+  /** When it was written there (ms); a local change after that means it must go again. */
+  modified: number;
+}
+
+/**
+ * Keeps the remote listing between passes of one process: listed whole now and then, and
+ * updated as objects are uploaded and removed.
+ */
+export class OffsiteSync {
+  private remoteKeys: Map<string, RemoteObject> | null = null;
+  private listedAt = 0;
+  private readonly local: FsStorage;
+
+  constructor(private readonly o: SyncOptions, private readonly relistMs = 10 * 60_000) {
+    this.local = new FsStorage(o.repoDir);
+  }
+
+  private async remoteListing(force: boolean): Promise<Map<string, RemoteObject>> {
+    if (force || !this.remoteKeys || Date.now() - this.listedAt > this.relistMs) {
+      this.remoteKeys = new Map((await this.o.remote.list("")).map((e) => [e.key, { size: e.size, modified: e.modified ?? 0 }]));
+      this.listedAt = Date.now();
+    }
+    return this.remoteKeys;
+  }
+
+  private async localObjects(): Promise<(StorageEntry & { kind: Kind })[]> {
+    const out: (StorageEntry & { kind: Kind })[] = [];
+    for (const e of await this.local.list("")) {
+      const kind = offsiteKind(e.key);
+      if (kind) out.push({ ...e, kind });
+    }
+    if (!out.some((e) => e.kind === "header")) throw new KlioError("bad-repository", `${this.o.repoDir} is not a klio repository (no ${HEADER_KEY}): nothing to copy`);
+    return out;
+  }
+
+  /** Refuses a bucket that holds another repository: one copy must never be merged into another. */
+  private async checkSameRepository(remote: Map<string, RemoteObject>): Promise<void> {
+    if (!remote.has(HEADER_KEY)) return;
+    const mine = parseHeader(await this.local.get(HEADER_KEY), this.o.repoDir);
+    const theirs = parseHeader(await this.o.remote.get(HEADER_KEY), this.o.remote.description);
+    if (mine.id !== theirs.id) throw new KlioError("offsite-mismatch", `${this.o.remote.description} holds another repository (id ${theirs.id}, this one is ${mine.id}): give an empty prefix`);
+  }
+
+  private async modified(key: string): Promise<number> {
+    return (await stat(path.join(this.o.repoDir, ...key.split("/")))).mtimeMs;
+  }
+
+  /** One pass: upload what is missing or changed, then remove what was replaced. */
+  async pass(opts: { fullListing?: boolean } = {}): Promise<SyncPass> {
+    const t0 = performance.now();
+    const remote = await this.remoteListing(Boolean(opts.fullListing));
+    await this.checkSameRepository(remote);
+    const local = await this.localObjects();
+    const todo: (StorageEntry & { kind: Kind })[] = [];
+    for (const e of local) {
+      const there = remote.get(e.key);
+      if (there === undefined || there.size !== e.size) todo.push(e);
+      else if (mutable(e.key) && ((await this.modified(e.key).catch(() => 0)) > there.modified)) todo.push(e);
+    }
+    todo.sort((a, b) => ORDER.indexOf(a.kind) - ORDER.indexOf(b.kind) || (a.key < b.key ? -1 : 1));
+    const result: SyncPass = { uploaded: 0, uploadedBytes: 0, removed: 0, behind: { objects: 0, bytes: 0 }, seconds: 0 };
+    // Kinds go up one after another (a kind waits for the one before it); within a kind, in parallel.
+    for (const kind of ORDER) {
+      const batch = todo.filter((e) => e.kind === kind);
+      await this.parallel(batch, async (e) => {
+        const startedAt = Date.now();
+        try {
+          await this.o.remote.putFile(e.key, path.join(this.o.repoDir, ...e.key.split("/")));
+        } catch (err) {
+          // Gone locally meanwhile (a partial segment completed, a raw one compressed): the next pass sees why.
+          if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+          throw err;
+        }
+        // A change made while it went up is newer than this: it goes again next pass.
+        remote.set(e.key, { size: e.size, modified: startedAt });
+        result.uploaded++;
+        result.uploadedBytes += e.size;
+      });
+      if (this.o.signal.aborted) break;
+    }
+    if (!this.o.signal.aborted) result.removed = await this.removeReplaced(remote, new Set(local.map((e) => e.key)));
+    const left = todo.filter((e) => remote.get(e.key)?.size !== e.size);
+    result.behind = { objects: left.length, bytes: left.reduce((n, e) => n + e.size, 0) };
+    result.seconds = (performance.now() - t0) / 1000;
+    return result;
+  }
+
+  private async removeReplaced(remote: Map<string, RemoteObject>, local: Set<string>): Promise<number> {
+    const gone: string[] = [];
+    for (const key of remote.keys()) {
+      if (local.has(key)) continue;
+      const kind = offsiteKind(key);
+      if (kind === "snapshot" || kind === "index") gone.push(key);
+      else if (kind === "partial" && remote.has(key.slice(0, -PARTIAL_SUFFIX.length) + STORED_SUFFIX)) gone.push(key);
+      else if (kind === "wal" && SEGMENT_NAME.test(key.slice(key.lastIndexOf("/") + 1)) && remote.has(key + STORED_SUFFIX)) gone.push(key);
+    }
+    // Snapshots first: nothing remote may name what goes after them.
+    gone.sort((a, b) => Number(offsiteKind(b) === "snapshot") - Number(offsiteKind(a) === "snapshot"));
+    for (const key of gone) {
+      await this.o.remote.remove(key);
+      remote.delete(key);
+      this.o.log.info("offsite.removed", { key });
+    }
+    return gone.length;
+  }
+
+  private async parallel<T>(items: T[], work: (item: T) => Promise<void>): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < items.length && !this.o.signal.aborted) await work(items[next++]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(this.o.concurrency ?? 4, items.length) }, worker));
+  }
+
+  /** What the remote lacks, from a fresh listing of both sides. */
+  async status(): Promise<OffsiteStatus> {
+    const remote = await this.remoteListing(true);
+    const local = await this.localObjects();
+    const behind = local.filter((e) => remote.get(e.key)?.size !== e.size);
+    let oldest: { key: string; modified: number } | null = null;
+    for (const e of behind) {
+      const m = await this.modified(e.key).catch(() => undefined);
+      if (m !== undefined && (oldest === null || m < oldest.modified)) oldest = { key: e.key, modified: m };
+    }
+    const localKeys = new Set(local.map((e) => e.key));
+    return {
+      remote: this.o.remote.description,
+      local: { objects: local.length, bytes: local.reduce((n, e) => n + e.size, 0) },
+      behind: { objects: behind.length, bytes: behind.reduce((n, e) => n + e.size, 0), oldest: oldest && { key: oldest.key, modified: new Date(oldest.modified).toISOString() } },
+      extra: [...remote.keys()].filter((k) => !localKeys.has(k) && offsiteKind(k) !== null).length,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.local.close();
+  }
+}

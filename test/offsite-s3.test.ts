@@ -1,0 +1,95 @@
+// The offsite copy on a real S3 server (s3rver on loopback): `klio offsite sync` copies the
+// repository, backups and WAL, the partial segment included; a second pass copies nothing
+// twice; and with the local repository deleted, a restore from the bucket alone reaches a
+// target time, its restore_command reading WAL from the bucket too.
+import { describe, it, expect, afterEach } from "vitest";
+import { rmSync, writeFileSync } from "node:fs";
+import { startPostgres } from "./harness/postgres.ts";
+import { runKlioAsync, waitFor } from "./harness/klio.ts";
+import { klio, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { startS3 } from "./harness/s3.ts";
+import { parseLsn } from "../src/pg/lsn.ts";
+
+const cleanups: Cleanup[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+describe("offsite sync to S3", () => {
+  it("copies backups and WAL, and a restore from the bucket alone reaches a target time", { timeout: 300_000 }, async () => {
+    const s3 = await startS3(cleanups);
+    const pg = await startPostgres({ version: 15 });
+    cleanups.push(() => pg.destroy());
+    const repo = tempDir(cleanups, "klio-repo-");
+    await klio(["init", "--repo", repo]);
+    const receiver = streamWal(cleanups, pg, repo);
+    await receiver.waitForLog(/wal.streaming/);
+    const sql = pg.sql();
+    await sql`create table t (id int, at timestamptz default clock_timestamp())`;
+    await sql`insert into t (id) select generate_series(1, 1000)`;
+    await klio(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString()]);
+    const to = `s3://${s3.bucket}/prod/site1`;
+    const sync = (...more: string[]) => runKlioAsync(["offsite", "sync", "--repo", repo, "--to", to, ...s3.flags, "--once", "--json", ...more]);
+
+    const first = await sync();
+    expect(first.code, first.stderr).toBe(0);
+    const pass1 = JSON.parse(first.stdout.trim());
+    expect(pass1.uploaded).toBeGreaterThan(5);
+    expect(pass1.behind).toEqual({ objects: 0, bytes: 0 });
+    // Nothing changed: nothing is sent again.
+    const again = JSON.parse((await sync()).stdout.trim());
+    expect(again.uploaded).toBe(0);
+
+    // Rows before and after a target time; the last one only in the partial segment.
+    await sql`insert into t (id) values (2000)`;
+    await new Promise((r) => setTimeout(r, 1100));
+    const [{ target }] = await sql`select now()::text as target`;
+    await new Promise((r) => setTimeout(r, 1100));
+    await sql`insert into t (id) values (3000)`;
+    await sql`select pg_switch_wal()`;
+    await sql`insert into t (id) values (4000)`;
+    const [{ lsn }] = await sql`select pg_current_wal_lsn()::text as lsn`;
+    await waitFor("the receiver to flush the newest row", async () => {
+      const s = JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"]));
+      return parseLsn(s.flushedLsn) >= parseLsn(lsn);
+    });
+    const pass2 = await sync();
+    expect(pass2.code, pass2.stderr).toBe(0);
+    const status = JSON.parse((await runKlioAsync(["offsite", "status", "--repo", repo, "--to", to, ...s3.flags, "--json"])).stdout);
+    expect(status.behind.objects).toBe(0);
+
+    // The backup VM is gone: only the bucket is left.
+    await receiver.kill9();
+    rmSync(repo, { recursive: true, force: true });
+    const listed = await runKlioAsync(["backup", "list", "--repo", to, ...s3.flags, "--json"]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout).backups).toHaveLength(1);
+
+    const atTarget = await restoreAndStart(cleanups, 15, to, [...s3.flags, "--target-time", target]);
+    const rows = await atTarget.sql()`select array_agg(id order by id) filter (where id >= 2000) as ids, count(*) as n from t`;
+    expect(rows[0]!.ids).toEqual([2000]);
+    expect(Number(rows[0]!.n)).toBe(1001);
+    // With no target, the newest row, which is only in the partial segment, is there too.
+    const atEnd = await restoreAndStart(cleanups, 15, to, [...s3.flags]);
+    const end = await atEnd.sql()`select array_agg(id order by id) filter (where id >= 2000) as ids from t`;
+    expect(end[0]!.ids).toEqual([2000, 3000, 4000]);
+  });
+
+  it("refuses wrong keys and a missing bucket with one clear error, and changes nothing locally", { timeout: 120_000 }, async () => {
+    const s3 = await startS3(cleanups);
+    const repo = tempDir(cleanups, "klio-repo-");
+    await klio(["init", "--repo", repo]);
+    const keys = tempDir(cleanups, "klio-keys-");
+    const wrong = `${keys}/wrong`;
+    writeFileSync(wrong, "WRONG\n");
+    const badKey = await runKlioAsync(["offsite", "sync", "--repo", repo, "--to", `s3://${s3.bucket}/x`, ...s3.flags.slice(0, 4), "--s3-secret-key-file", wrong, "--once"]);
+    expect(badKey.code).toBe(1);
+    expect(badKey.stderr).toMatch(/refused \((SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied)\)/);
+    const noBucket = await runKlioAsync(["offsite", "sync", "--repo", repo, "--to", "s3://no-such-bucket/x", ...s3.flags, "--once"]);
+    expect(noBucket.code).toBe(1);
+    expect(noBucket.stderr).toMatch(/the bucket no-such-bucket does not exist/);
+    const badUrl = await runKlioAsync(["offsite", "sync", "--repo", repo, "--to", "s3://Bad_Bucket/../x", ...s3.flags, "--once"]);
+    expect(badUrl.code).toBe(2);
+    expect(badUrl.stderr.trim().split("\n")).toHaveLength(1);
+  });
+});
