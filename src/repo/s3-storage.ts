@@ -25,7 +25,7 @@ export interface S3Options {
   caFile?: string;
   /** Bucket in the path (MinIO, Swift) rather than in the host name. */
   pathStyle: boolean;
-  /** Attempts per call for transient failures (default 6). */
+  /** Attempts per call for transient failures (default 8: about 30 s of backoff before giving up). */
   attempts?: number;
 }
 
@@ -60,6 +60,8 @@ function statusOf(e: unknown): number | undefined {
 
 function isTransient(e: unknown): boolean {
   const code = (e as S3Error).code;
+  // The client's own retry is off (we retry, with jitter and more patience); what it throws for a 5xx is this.
+  if (/Retryable HTTP status: (5\d\d|429)/.test((e as Error).message ?? "")) return true;
   const status = statusOf(e);
   if (status !== undefined && (status >= 500 || status === 429)) return true;
   return code !== undefined && TRANSIENT_CODES.has(code);
@@ -71,7 +73,7 @@ export class S3Storage implements Storage {
 
   private constructor(private readonly client: Client, readonly location: S3Location, private readonly opts: S3Options) {
     this.description = `s3://${location.bucket}/${location.prefix}`;
-    this.attempts = opts.attempts ?? 6;
+    this.attempts = opts.attempts ?? 8;
   }
 
   static async open(location: S3Location, opts: S3Options): Promise<S3Storage> {
@@ -97,7 +99,7 @@ export class S3Storage implements Storage {
     const useSSL = u.protocol === "https:";
     const client = new Client({
       endPoint: u.hostname.replace(/^\[(.*)\]$/, "$1"), port: u.port ? Number(u.port) : useSSL ? 443 : 80, useSSL,
-      accessKey: opts.accessKey, secretKey: opts.secretKey, region: opts.region, pathStyle: opts.pathStyle,
+      accessKey: opts.accessKey, secretKey: opts.secretKey, region: opts.region, pathStyle: opts.pathStyle, retryOptions: { disableRetry: true },
       ...(agent ? { transportAgent: agent } : {}),
     });
     return new S3Storage(client, location, opts);
