@@ -29,7 +29,8 @@ function setup() {
   return { dir, file, good };
 }
 
-const env = { KLIO_TEST_READ_TOKEN: "read-token-0123456789abcdef" };
+const env = { KLIO_TEST_READ_TOKEN: "read-token-0123456789abcdef", KLIO_TEST_S3_ACCESS: "minio-access", KLIO_TEST_S3_SECRET: "minio-secret" };
+const OFFSITE = { url: "s3://klio-backups/site1", endpoint: "https://minio.example.net:9000", access_key_env: "KLIO_TEST_S3_ACCESS", secret_key_env: "KLIO_TEST_S3_SECRET" };
 const parse = (file: string, value: unknown, e: Record<string, string> = env) => parseConfig(typeof value === "string" ? value : JSON.stringify(value), file, e);
 
 describe("the daemon's config", () => {
@@ -45,6 +46,12 @@ describe("the daemon's config", () => {
     expect(c.clusters[0]!.schedule).toMatchObject({ kind: "cron", text: "0 3 * * *" });
     expect(c.clusters[1]).toMatchObject({ name: "db2", slot: "backup_slot", synchronous: true, schedule: null });
     expect(c.clusters[1]!.conninfo).toMatchObject({ host: "10.0.0.6", port: 5433 });
+    expect(c.offsite).toBeNull();
+    const withOffsite = await parse(file, { ...good, offsite: { ...OFFSITE, interval_seconds: 5 } });
+    expect(withOffsite.offsite).toMatchObject({
+      url: "s3://klio-backups/site1", location: { bucket: "klio-backups", prefix: "site1/" }, concurrency: 4, intervalMs: 5000,
+      s3: { endpoint: "https://minio.example.net:9000", region: "us-east-1", accessKey: "minio-access", secretKey: "minio-secret", pathStyle: true },
+    });
   });
 
   it.each<[string, (g: any) => unknown, RegExp]>([
@@ -65,6 +72,9 @@ describe("the daemon's config", () => {
     ["two clusters of one name", (g) => ({ ...g, clusters: [g.clusters[0], g.clusters[0]] }), /at \/clusters\/1\/name: expected a name no other cluster has, found "db1" again/],
     ["a cluster name that leaves its directory", (g) => ({ ...g, clusters: [{ ...g.clusters[0], name: "../etc" }] }), /at \/clusters\/0\/name: /],
     ["a bad slot name", (g) => ({ ...g, clusters: [{ ...g.clusters[0], slot: "Bad-Slot" }] }), /at \/clusters\/0\/slot: /],
+    ["an offsite URL that is not s3://", (g) => ({ ...g, offsite: { ...OFFSITE, url: "https://bucket/x" } }), /at \/offsite\/url: https:\/\/bucket\/x is not an s3:\/\/bucket\/prefix location/],
+    ["offsite without keys", (g) => ({ ...g, offsite: { url: OFFSITE.url, endpoint: OFFSITE.endpoint } }), /at \/offsite: expected access_key_file or access_key_env/],
+    ["an offsite endpoint with a path", (g) => ({ ...g, offsite: { ...OFFSITE, endpoint: "https://minio:9000/bucket" } }), /at \/offsite\/endpoint: expected http\(s\):\/\/host\[:port\]/],
   ])("refuses %s with one error that says where", async (_what, edit, message) => {
     const { file, good } = setup();
     const e = { ...env, SHORT: "short" };

@@ -17,6 +17,9 @@ import { formatLsn } from "../pg/lsn.ts";
 import { HEADER_KEY } from "../repo/header.ts";
 import { validateKey } from "../repo/fs-storage.ts";
 import type { Daemon } from "../server/daemon.ts";
+import type { OffsiteRunner } from "../server/offsite-runner.ts";
+import { OffsiteSync } from "../offsite/sync.ts";
+import { S3Storage } from "../repo/s3-storage.ts";
 import { lagSeconds, type ClusterSupervisor } from "../server/supervisor.ts";
 import { allows, scopeFor, TokenChecker } from "./auth.ts";
 import { daemonMetrics, RepositorySize } from "./metrics.ts";
@@ -57,6 +60,14 @@ function errorResponse(status: number, error: string, detail: string): Response 
 function json(value: unknown, status = 200): Response {
   return new Response(JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v)), { status, headers: { "content-type": "application/json; charset=utf-8" } });
 }
+
+function offsiteOf(d: Daemon): OffsiteRunner {
+  if (!d.offsite) throw new KlioError("not-found", "no offsite copy is configured (the config's offsite section)");
+  return d.offsite;
+}
+
+/** Status computations log nothing. */
+const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 function supervisorOf(d: Daemon, name: string): ClusterSupervisor {
   const s = d.supervisors.get(name);
@@ -176,6 +187,24 @@ export const ROUTES: RouteSpec[] = [
       const found = await readWalFile(archive, req);
       if (!found) throw new KlioError("not-found", `the archive of ${archive.cluster} has no ${params.walname}`);
       return binary(found.bytes, 200, { "x-klio-source": found.from });
+    },
+  },
+  {
+    method: "get", path: "/v1/offsite", summary: "The offsite copy: state, the last pass, failures, what went up since the start",
+    response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d }) => json(offsiteOf(d).view),
+  },
+  {
+    method: "get", path: "/v1/offsite/status", summary: "What the bucket lacks now (lists both sides: objects and bytes behind, the oldest)",
+    response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d }) => {
+      const o = offsiteOf(d);
+      const sync = new OffsiteSync({ repoDir: d.config.repository.path, remote: await S3Storage.open(d.config.offsite!.location, d.config.offsite!.s3), log: silent, signal: new AbortController().signal });
+      try {
+        return json({ ...(await sync.status()), state: o.view.state });
+      } finally {
+        await sync.close();
+      }
     },
   },
   {

@@ -96,9 +96,24 @@ export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = D
     failures.samples.push({ labels, value: s.state.backupFailures });
     running.samples.push({ labels, value: s.running ? 1 : 0 });
   }
+  const offsite: Family[] = [];
+  if (d.offsite) {
+    const v = d.offsite.view;
+    const g = (name: string, type: Family["type"], help: string, value: number | null) => {
+      const fam = f(name, type, help);
+      if (value !== null) fam.samples.push({ value });
+      offsite.push(fam);
+    };
+    g("klio_offsite_behind_objects", "gauge", "objects the bucket still lacked when the last pass ended", v.lastPass ? v.lastPass.behind.objects : null);
+    g("klio_offsite_behind_bytes", "gauge", "bytes the bucket still lacked when the last pass ended", v.lastPass ? v.lastPass.behind.bytes : null);
+    g("klio_offsite_last_success_timestamp_seconds", "gauge", "when a pass last left the bucket with everything (Unix time)", v.lastSuccessAt ? Date.parse(v.lastSuccessAt) / 1000 : null);
+    g("klio_offsite_uploaded_bytes_total", "counter", "bytes uploaded since the daemon started", v.uploadedBytes);
+    g("klio_offsite_failures_total", "counter", "sync passes that failed", v.failures);
+    g("klio_offsite_failing", "gauge", "1 while the last pass failed", v.state === "failing" ? 1 : 0);
+  }
   const size = f("klio_repository_size_bytes", "gauge", "bytes the repository takes on disk (refreshed each minute)");
   size.samples.push({ value: await repoSize.bytes(now) });
   const up = f("klio_up", "gauge", "1 while the daemon answers");
   up.samples.push({ value: 1 });
-  return renderMetrics([up, lagBytes, lagSecs, streaming, restarts, archived, lastSegment, backups, lastAge, lastSize, lastStored, failures, running, size]);
+  return renderMetrics([up, lagBytes, lagSecs, streaming, restarts, archived, lastSegment, backups, lastAge, lastSize, lastStored, failures, running, size, ...offsite]);
 }

@@ -116,6 +116,8 @@ export class S3Storage implements Storage {
         return await op();
       } catch (e) {
         if (e instanceof KlioError) throw e;
+        // A local file that went away (putFile): the caller decides; it is no S3 failure.
+        if ((e as NodeJS.ErrnoException).code === "ENOENT" && (e as NodeJS.ErrnoException).path !== undefined) throw e;
         if (isTransient(e) && attempt < this.attempts) {
           await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)));
           continue;

@@ -13,6 +13,7 @@ import { parseConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { validateSlotName } from "../pg/replication-commands.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 import { parseSchedule, type Schedule } from "./schedule.ts";
+import { parseS3Url, type S3Location, type S3Options } from "../repo/s3-storage.ts";
 
 const Name = Type.String({ minLength: 1, maxLength: 63, pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$" });
 const FilePath = Type.String({ minLength: 1, maxLength: 4096 });
@@ -41,6 +42,21 @@ const ClusterSchema = Type.Object({
   }, { additionalProperties: false })),
 }, { additionalProperties: false });
 
+const OffsiteSchema = Type.Object({
+  /** s3://bucket/prefix */
+  url: Type.String({ minLength: 6, maxLength: 1024 }),
+  endpoint: Type.String({ minLength: 8, maxLength: 1024 }),
+  region: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  access_key_file: Type.Optional(FilePath),
+  access_key_env: Type.Optional(EnvName),
+  secret_key_file: Type.Optional(FilePath),
+  secret_key_env: Type.Optional(EnvName),
+  ca_file: Type.Optional(FilePath),
+  virtual_hosted: Type.Optional(Type.Boolean()),
+  concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+  interval_seconds: Type.Optional(Type.Number({ minimum: 0.5, maximum: 3600 })),
+}, { additionalProperties: false });
+
 export const ConfigSchema = Type.Object({
   repository: Type.Object({
     path: FilePath,
@@ -48,6 +64,8 @@ export const ConfigSchema = Type.Object({
     passphrase_env: Type.Optional(EnvName),
     workers: Type.Optional(Type.Integer({ minimum: 0, maximum: 64 })),
   }, { additionalProperties: false }),
+  /** The offsite copy of the repository (S3-compatible), kept up to date by the daemon. */
+  offsite: Type.Optional(OffsiteSchema),
   /** Where the daemon keeps its own state (last runs, errors); default: "state" beside the config file. */
   state_dir: Type.Optional(FilePath),
   api: Type.Object({
@@ -83,8 +101,17 @@ export interface ClusterConfig {
   walTimeoutMs: number;
 }
 
+export interface OffsiteConfig {
+  url: string;
+  location: S3Location;
+  s3: S3Options;
+  concurrency: number;
+  intervalMs: number;
+}
+
 export interface DaemonConfig {
   file: string;
+  offsite: OffsiteConfig | null;
   repository: { path: string; passphrase: string | undefined; workers: number | undefined };
   stateDir: string;
   api: { host: string; port: number; tls: { cert: string; key: string } | null; tokens: ApiToken[]; maxBodyBytes: number };
@@ -204,8 +231,30 @@ export async function parseConfig(text: string, file: string, env: Record<string
     });
   }
 
+  let offsite: OffsiteConfig | null = null;
+  if (c.offsite) {
+    const o = c.offsite;
+    const location = (() => {
+      try {
+        return parseS3Url(o.url);
+      } catch (e) {
+        throw bad(file, "/offsite/url", (e as Error).message);
+      }
+    })();
+    const accessKey = await readSecret(file, "/offsite", "S3 access key", o.access_key_file, o.access_key_env, env);
+    const secretKey = await readSecret(file, "/offsite", "S3 secret key", o.secret_key_file, o.secret_key_env, env);
+    if (accessKey === undefined || secretKey === undefined) throw bad(file, "/offsite", "expected access_key_file or access_key_env, and secret_key_file or secret_key_env");
+    if (!/^https?:\/\/[^/]+\/?$/.test(o.endpoint)) throw bad(file, "/offsite/endpoint", `expected http(s)://host[:port], found ${JSON.stringify(o.endpoint)}`);
+    offsite = {
+      url: o.url, location,
+      s3: { endpoint: o.endpoint.replace(/\/$/, ""), region: o.region ?? "us-east-1", accessKey, secretKey, caFile: o.ca_file === undefined ? undefined : rel(o.ca_file), pathStyle: !o.virtual_hosted },
+      concurrency: o.concurrency ?? 4, intervalMs: (o.interval_seconds ?? 2) * 1000,
+    };
+  }
+
   return {
     file,
+    offsite,
     repository: {
       path: rel(c.repository.path),
       passphrase: await readSecret(file, "/repository", "passphrase", c.repository.passphrase_file, c.repository.passphrase_env, env),

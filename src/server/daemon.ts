@@ -3,7 +3,7 @@
 // supervisors do not: this file wires them together.
 import { mkdir } from "node:fs/promises";
 import { KlioError } from "../util/errors.ts";
-import type { Logger } from "../util/log.ts";
+import { withFields, type Logger } from "../util/log.ts";
 import { initRepository, isRepository, openRepository, type Repository } from "../repo/repository.ts";
 import { FsStorage } from "../repo/fs-storage.ts";
 import type { Storage } from "../repo/storage.ts";
@@ -11,12 +11,15 @@ import type { DaemonConfig } from "./config.ts";
 import { JobTable } from "./jobs.ts";
 import { StateStore } from "./state.ts";
 import { ClusterSupervisor } from "./supervisor.ts";
+import { OffsiteRunner } from "./offsite-runner.ts";
 
 export interface Daemon {
   readonly config: DaemonConfig;
   readonly startedAt: Date;
   readonly supervisors: ReadonlyMap<string, ClusterSupervisor>;
   readonly jobs: JobTable;
+  /** The offsite copy, when configured. */
+  readonly offsite: OffsiteRunner | null;
   /** Opened once, for the API's reads and deletions of snapshots. */
   readonly repo: Repository;
   /** The repository's files as objects, for the API to serve to `--repo https://…` readers. */
@@ -40,13 +43,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   const supervisors = new Map<string, ClusterSupervisor>();
   for (const c of config.clusters) supervisors.set(c.name, new ClusterSupervisor(c, { config, log, store, jobs }, await store.load(c.name)));
   for (const s of supervisors.values()) s.start();
+  const offsite = config.offsite ? new OffsiteRunner(config.offsite, repoPath, withFields(log, { offsite: config.offsite.url })) : null;
+  offsite?.start();
   log.info("server.started", { repository: repoPath, clusters: config.clusters.map((c) => c.name) });
   let stopping: Promise<void> | null = null;
   return {
-    config, startedAt: new Date(), supervisors, jobs, repo, storage,
+    config, startedAt: new Date(), supervisors, jobs, offsite, repo, storage,
     stop() {
       stopping ??= (async () => {
-        await Promise.all([...supervisors.values()].map((s) => s.stop()));
+        await Promise.all([...[...supervisors.values()].map((s) => s.stop()), offsite?.stop()]);
         await repo.close();
         await storage.close();
       })();

@@ -27,7 +27,14 @@ export interface TestDaemon {
   get<T = any>(p: string): Promise<T>;
 }
 
-export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonCluster[]): Promise<TestDaemon> {
+export interface DaemonOffsite {
+  endpoint: string;
+  url: string;
+  accessKeyFile: string;
+  secretKeyFile: string;
+}
+
+export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonCluster[], extra: { offsite?: DaemonOffsite } = {}): Promise<TestDaemon> {
   const dir = tempDir(cleanups, "klio-daemon-");
   writeFileSync(path.join(dir, "admin.token"), ADMIN_TOKEN + "\n", { mode: 0o600 });
   writeFileSync(path.join(dir, "read.token"), READ_TOKEN + "\n", { mode: 0o600 });
@@ -40,6 +47,7 @@ export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonClust
       max_body_bytes: 4096,
     },
     log: { format: "json" },
+    ...(extra.offsite ? { offsite: { url: extra.offsite.url, endpoint: extra.offsite.endpoint, access_key_file: extra.offsite.accessKeyFile, secret_key_file: extra.offsite.secretKeyFile, interval_seconds: 1 } } : {}),
     clusters: clusters.map((c) => ({
       name: c.name, connection: `host=${c.pg.host} port=${c.pg.port} user=postgres dbname=postgres`,
       ...(c.schedule ? { backup: { schedule: c.schedule, wal_timeout_seconds: 60 } } : { backup: { wal_timeout_seconds: 60 } }),

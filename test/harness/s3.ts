@@ -15,6 +15,8 @@ export interface TestS3 {
   dir: string;
   /** --s3-… flags with key files, for klio commands. */
   flags: string[];
+  accessKeyFile: string;
+  secretKeyFile: string;
   kill9(): Promise<void>;
   /** Starts it again on the same port and data. */
   start(): Promise<void>;
@@ -51,7 +53,7 @@ export async function startS3(cleanups: Cleanup[], bucket = "klio"): Promise<Tes
   await start();
   cleanups.push(kill9);
   return {
-    endpoint: `http://127.0.0.1:${port}`, bucket, dir,
+    endpoint: `http://127.0.0.1:${port}`, bucket, dir, accessKeyFile: path.join(keys, "access"), secretKeyFile: path.join(keys, "secret"),
     flags: ["--s3-endpoint", `http://127.0.0.1:${port}`, "--s3-access-key-file", path.join(keys, "access"), "--s3-secret-key-file", path.join(keys, "secret")],
     kill9, start,
   };
