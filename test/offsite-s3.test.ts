@@ -4,6 +4,7 @@
 // target time, its restore_command reading WAL from the bucket too.
 import { describe, it, expect, afterEach } from "vitest";
 import { readdirSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { startPostgres } from "./harness/postgres.ts";
 import { runKlioAsync, waitFor } from "./harness/klio.ts";
 import { klio, pgbench, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
@@ -135,6 +136,18 @@ describe("offsite sync to S3", () => {
     const check = await runKlioAsync(["repo", "check", "--repo", to, ...flaky, "--read-data"]);
     expect(check.code, check.stdout + check.stderr).toBe(0);
     expect(JSON.parse(await klio(["backup", "list", "--repo", to, ...s3.flags, "--json"])).backups.map((b: any) => b.id)).toEqual([backup.id]);
+
+    // offsite verify: sizes and ETags agree; an object lost in the bucket is named.
+    await receiver.kill9(); // nothing moves locally from here on
+    const verified = await runKlioAsync(["offsite", "verify", "--repo", repo, "--to", to, ...s3.flags, "--json"]);
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    expect(JSON.parse(verified.stdout).checked).toBeGreaterThan(5);
+    const pack = (readdirSync(s3.dir, { recursive: true }) as string[]).find((n) => n.includes("packs") && n.endsWith("._S3rver_object"))!;
+    rmSync(path.join(s3.dir, pack));
+    rmSync(path.join(s3.dir, pack.replace("._S3rver_object", "._S3rver_metadata.json")), { force: true });
+    const lost = await runKlioAsync(["offsite", "verify", "--repo", repo, "--to", to, ...s3.flags]);
+    expect(lost.code).toBe(1);
+    expect(lost.stdout).toMatch(/^PROBLEM packs\/.*\.pack: missing: not in the bucket$/m);
     expect(proxy.counts.failed).toBeGreaterThan(10);
   });
 });

@@ -22,6 +22,7 @@ const COMMANDS: Record<string, { summary: string; load: Loader }> = {
   "repo check": { summary: "check the repository (--read-data: every chunk)", load: () => import("./commands/repo-check.ts") },
   "offsite sync": { summary: "copy the repository to S3-compatible storage (once or continuously)", load: () => import("./commands/offsite-sync.ts") },
   "offsite status": { summary: "show what the S3 copy lacks", load: () => import("./commands/offsite-status.ts") },
+  "offsite verify": { summary: "compare the S3 copy with the local repository (sizes and checksums)", load: () => import("./commands/offsite-verify.ts") },
   "server start": { summary: "run the appliance daemon (WAL receivers, scheduled backups, HTTP API)", load: () => import("./commands/server-start.ts") },
   "repo export": { summary: "write a self-contained copy of chosen backups and their WAL (air-gapped restore)", load: () => import("./commands/repo-export.ts") },
   restore: { summary: "restore a backup to a point in time into a new data directory", load: () => import("./commands/restore.ts") },

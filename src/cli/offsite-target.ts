@@ -14,9 +14,13 @@ export const OFFSITE_FLAGS: Record<string, FlagSpec> = {
   concurrency: { kind: "number", value: "N", help: "uploads at once", default: 4 },
 };
 
+/** The bucket of --to, reached with the --s3-… flags. */
+export async function openRemote(flags: Record<string, unknown>, ctx: CliContext): Promise<S3Storage> {
+  return S3Storage.open(parseS3Url(String(flags.to)), await s3OptionsFromFlags(flags, ctx));
+}
+
 export async function openOffsite(flags: Record<string, unknown>, ctx: CliContext, log: Logger): Promise<OffsiteSync> {
   const concurrency = Number(flags.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new KlioError("usage", `--concurrency must be a whole number from 1 to 64, got ${String(flags.concurrency)}`);
-  const remote = await S3Storage.open(parseS3Url(String(flags.to)), await s3OptionsFromFlags(flags, ctx));
-  return new OffsiteSync({ repoDir: String(flags.repo), remote, concurrency, log, signal: ctx.signal });
+  return new OffsiteSync({ repoDir: String(flags.repo), remote: await openRemote(flags, ctx), concurrency, log, signal: ctx.signal });
 }

@@ -29,6 +29,13 @@ export interface S3Options {
   attempts?: number;
 }
 
+/** The part size the minio client uses for a multipart upload of `size` bytes (64 MiB, more for huge objects). */
+export function multipartPartSize(size: number): number {
+  let part = 64 * 1024 * 1024;
+  while (part * 10000 <= size) part += 16 * 1024 * 1024;
+  return part;
+}
+
 export function isS3Location(location: string): boolean {
   return /^s3:\/\//i.test(location);
 }
@@ -178,9 +185,9 @@ export class S3Storage implements Storage {
     return this.call(`listing ${prefix}`, async () => {
       const out: StorageEntry[] = [];
       for await (const o of this.client.listObjectsV2(this.location.bucket, this.key(prefix), true)) {
-        const item = o as { name?: string; size?: number; lastModified?: Date };
+        const item = o as { name?: string; size?: number; lastModified?: Date; etag?: string };
         if (item.name === undefined) continue; // a common prefix, not an object
-        out.push({ key: item.name.slice(this.location.prefix.length), size: item.size ?? 0, modified: item.lastModified?.getTime() });
+        out.push({ key: item.name.slice(this.location.prefix.length), size: item.size ?? 0, modified: item.lastModified?.getTime(), etag: item.etag?.replace(/"/g, "") });
       }
       return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     });

@@ -10,6 +10,8 @@ export interface StorageEntry {
   size: number;
   /** When the object was last written (ms since the epoch), where the storage says so (S3). */
   modified?: number;
+  /** S3's ETag, unquoted: the MD5 of a single-part upload, "MD5-OF-PART-MD5S-N" of a multipart one. */
+  etag?: string;
 }
 
 export type PutData = Uint8Array | readonly Uint8Array[] | AsyncIterable<Uint8Array>;
