@@ -17,9 +17,14 @@ import type { StorageEntry } from "../repo/storage.ts";
 import { IDENTITY_FILE, GAPS_FILE } from "../wal/archive-meta.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
 
-/** What of the local repository goes offsite, in upload order. */
+/** What of the local repository goes offsite. */
 type Kind = "header" | "pack" | "index" | "wal" | "partial" | "snapshot";
-const ORDER: Kind[] = ["header", "pack", "index", "wal", "partial", "snapshot"];
+/**
+ * Upload stages: a stage starts when the one before it is up. Indexes name packs, snapshots
+ * need everything; WAL needs nothing and goes up with the packs.
+ */
+const STAGES: Kind[][] = [["header"], ["wal", "partial", "pack"], ["index"], ["snapshot"]];
+const ORDER: Kind[] = STAGES.flat();
 
 const SEGMENT_NAME = /^[0-9A-F]{24}$/;
 
@@ -132,9 +137,9 @@ export class OffsiteSync {
     }
     todo.sort((a, b) => ORDER.indexOf(a.kind) - ORDER.indexOf(b.kind) || (a.key < b.key ? -1 : 1));
     const result: SyncPass = { uploaded: 0, uploadedBytes: 0, removed: 0, behind: { objects: 0, bytes: 0 }, seconds: 0 };
-    // Kinds go up one after another (a kind waits for the one before it); within a kind, in parallel.
-    for (const kind of ORDER) {
-      const batch = todo.filter((e) => e.kind === kind);
+    // Stages go up one after another; within a stage, in parallel (WAL first: it is the newest data).
+    for (const stage of STAGES) {
+      const batch = todo.filter((e) => stage.includes(e.kind));
       await this.parallel(batch, async (e) => {
         const startedAt = Date.now();
         try {
