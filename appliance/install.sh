@@ -22,7 +22,7 @@ fi
 
 install -d -m 0755 "$ROOT/usr/local/bin" "$ROOT/usr/local/share/doc/klio" "$ROOT/etc/systemd/system"
 install -m 0755 "$BIN" "$ROOT/usr/local/bin/klio"
-install -m 0644 "$HERE/README.md" "$ROOT/usr/local/share/doc/klio/README.md"
+install -m 0644 "$HERE/README.md" "$HERE/AIRGAP.md" "$ROOT/usr/local/share/doc/klio/"
 
 # Data: only klio reads it. Config and secrets: root writes, klio reads.
 install -d -m 0750 "$ROOT/var/lib/klio" "$ROOT/var/lib/klio/state"
