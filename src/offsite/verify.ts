@@ -25,12 +25,12 @@ export interface OffsiteVerifyResult {
 
 const READ = 4 * 1024 * 1024;
 
-/** The ETag S3 gives a file uploaded whole, or in `parts` parts of `partSize`. */
-async function etagOf(file: string, size: number, parts: number): Promise<string> {
+/** The ETag S3 gives a file uploaded whole (parts null), or in `parts` parts of the client's part size. */
+async function etagOf(file: string, size: number, parts: number | null): Promise<string> {
   const fh = await open(file, "r");
   try {
     const buf = new Uint8Array(READ);
-    const partSize = parts > 1 ? multipartPartSize(size) : Math.max(size, 1);
+    const partSize = parts === null || parts === 1 ? Math.max(size, 1) : multipartPartSize(size);
     const partHashes: Buffer[] = [];
     let part = createHash("md5");
     let inPart = 0;
@@ -47,8 +47,8 @@ async function etagOf(file: string, size: number, parts: number): Promise<string
         inPart = 0;
       }
     }
-    if (parts <= 1) return partHashes[0]?.toString("hex") ?? part.digest("hex");
-    if (inPart > 0) partHashes.push(part.digest());
+    if (inPart > 0 || partHashes.length === 0) partHashes.push(part.digest());
+    if (parts === null) return partHashes[0]!.toString("hex");
     return `${createHash("md5").update(Buffer.concat(partHashes)).digest("hex")}-${partHashes.length}`;
   } finally {
     await fh.close();
@@ -67,7 +67,7 @@ export async function verifyOffsite(repoDir: string, remote: S3Storage, onProgre
       else if (r.size !== e.size) result.problems.push({ key: e.key, problem: "size", detail: `${r.size} bytes in the bucket, ${e.size} here` });
       else if (r.etag !== undefined) {
         const parts = /-(\d+)$/.exec(r.etag);
-        const mine = await etagOf(path.join(repoDir, ...e.key.split("/")), e.size, parts ? Number(parts[1]) : 1).catch(() => null);
+        const mine = await etagOf(path.join(repoDir, ...e.key.split("/")), e.size, parts ? Number(parts[1]) : null).catch(() => null);
         // A file that changed or went meanwhile (a partial segment) is the next sync's business.
         if (mine !== null && mine !== r.etag && !e.key.endsWith(".partial")) result.problems.push({ key: e.key, problem: "checksum", detail: `ETag ${r.etag} in the bucket, ${mine} here` });
       }

@@ -22,16 +22,25 @@ export interface TestS3 {
   start(): Promise<void>;
 }
 
+/** Key files for klio (in a directory PostgreSQL's user can read: restore_command reads them). */
+export function keyFiles(cleanups: Cleanup[], access: string, secret: string): { accessKeyFile: string; secretKeyFile: string } {
+  const keys = mkdtempSync(path.join(tmpdir(), "klio-s3-keys-"));
+  cleanups.push(() => rmSync(keys, { recursive: true, force: true }));
+  chmodSync(keys, 0o755);
+  writeFileSync(path.join(keys, "access"), access + "\n", { mode: 0o644 });
+  writeFileSync(path.join(keys, "secret"), secret + "\n", { mode: 0o644 });
+  return { accessKeyFile: path.join(keys, "access"), secretKeyFile: path.join(keys, "secret") };
+}
+
+/** The --s3-… flags for an endpoint and key files. */
+export function s3Flags(endpoint: string, k: { accessKeyFile: string; secretKeyFile: string }): string[] {
+  return ["--s3-endpoint", endpoint, "--s3-access-key-file", k.accessKeyFile, "--s3-secret-key-file", k.secretKeyFile];
+}
+
 export async function startS3(cleanups: Cleanup[], bucket = "klio"): Promise<TestS3> {
   const dir = mkdtempSync(path.join(tmpdir(), "klio-s3-"));
-  const keys = mkdtempSync(path.join(tmpdir(), "klio-s3-keys-"));
-  cleanups.push(() => {
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(keys, { recursive: true, force: true });
-  });
-  chmodSync(keys, 0o755); // PostgreSQL's user runs restore_command, which reads them
-  writeFileSync(path.join(keys, "access"), "S3RVER\n", { mode: 0o644 });
-  writeFileSync(path.join(keys, "secret"), "S3RVER\n", { mode: 0o644 });
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const keys = keyFiles(cleanups, "S3RVER", "S3RVER");
   const port = await freePort();
   let child: ChildProcess | null = null;
   const start = async () => {
@@ -52,9 +61,5 @@ export async function startS3(cleanups: Cleanup[], bucket = "klio"): Promise<Tes
   };
   await start();
   cleanups.push(kill9);
-  return {
-    endpoint: `http://127.0.0.1:${port}`, bucket, dir, accessKeyFile: path.join(keys, "access"), secretKeyFile: path.join(keys, "secret"),
-    flags: ["--s3-endpoint", `http://127.0.0.1:${port}`, "--s3-access-key-file", path.join(keys, "access"), "--s3-secret-key-file", path.join(keys, "secret")],
-    kill9, start,
-  };
+  return { endpoint: `http://127.0.0.1:${port}`, bucket, dir, ...keys, flags: s3Flags(`http://127.0.0.1:${port}`, keys), kill9, start };
 }
