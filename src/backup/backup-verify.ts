@@ -28,6 +28,89 @@ interface ManifestFile {
 
 const ZERO_BLOCK = new Uint8Array(64 * 1024);
 
+/** A file being checked: its running checksum and size against its manifest line. */
+interface Checking {
+  name: string;
+  expect: ManifestFile | undefined;
+  crc: number;
+  sha: ReturnType<typeof createHash> | null;
+  size: number;
+  bad: boolean;
+}
+
+/** The checks, fed the backup's files in file-list order; `done()` gives the result. */
+class Checker {
+  files = 0;
+  bytes = 0;
+  readonly problems: VerifyProblem[];
+  private readonly seen = new Set<string>();
+  private current: Checking | null = null;
+
+  constructor(private readonly manifest: Map<string, ManifestFile>, problems: VerifyProblem[], private readonly onProgress?: (bytes: number) => void) {
+    this.problems = [...problems];
+  }
+
+  startFile(root: number, path: string): void {
+    const name = root === 0 ? path : `pg_tblspc/${root}/${path}`;
+    const expect = this.manifest.get(name);
+    this.files++;
+    this.current = { name, expect, crc: crc32cInit, sha: expect?.algorithm === "SHA256" ? createHash("sha256") : null, size: 0, bad: false };
+  }
+
+  get fileIsBad(): boolean {
+    return this.current!.bad;
+  }
+
+  feed(data: Uint8Array): void {
+    const c = this.current!;
+    if (c.bad) return;
+    if (c.expect?.algorithm === "CRC32C") c.crc = crc32cUpdate(c.crc, data);
+    else c.sha?.update(data);
+    c.size += data.length;
+    this.bytes += data.length;
+  }
+
+  zeros(length: number): void {
+    for (let left = length; left > 0; left -= ZERO_BLOCK.length) this.feed(ZERO_BLOCK.subarray(0, Math.min(left, ZERO_BLOCK.length)));
+  }
+
+  unreadable(id: Uint8Array, e: unknown): void {
+    const c = this.current!;
+    c.bad = true;
+    this.problems.push({ file: c.name, message: `chunk ${chunkIdHex(id)} cannot be read: ${(e as Error).message}` });
+  }
+
+  endFile(): void {
+    const c = this.current!;
+    this.current = null;
+    this.onProgress?.(this.bytes);
+    if (c.bad) return;
+    if (!c.expect) {
+      if (c.name !== "backup_manifest") this.problems.push({ file: c.name, message: "is in the backup but not in backup_manifest" });
+      return;
+    }
+    this.seen.add(c.name);
+    if (c.size !== c.expect.size) {
+      this.problems.push({ file: c.name, message: `has ${c.size} bytes, backup_manifest says ${c.expect.size}` });
+      return;
+    }
+    const got = c.expect.algorithm === "CRC32C" ? crc32cManifestHex(crc32cFinal(c.crc)) : c.sha ? c.sha.digest("hex") : undefined;
+    if (c.expect.checksum !== undefined && got !== undefined && got !== c.expect.checksum.toLowerCase())
+      this.problems.push({ file: c.name, message: `checksum ${c.expect.algorithm} ${got} does not match backup_manifest's ${c.expect.checksum}` });
+  }
+
+  done(): VerifyResult {
+    for (const name of this.manifest.keys()) if (!this.seen.has(name) && !this.problems.some((p) => p.file === name)) this.problems.push({ file: name, message: "is in backup_manifest but not in the backup" });
+    return { files: this.files, bytes: this.bytes, problems: this.problems };
+  }
+}
+
+/**
+ * Reads every file of the backup and checks it. The chunks are read a frame at a time,
+ * several frames at once, decoded and verified on worker threads (the repository's reader,
+ * as a restore reads them). A reader stops at the first chunk it cannot read, so when
+ * anything fails the backup is read again chunk by chunk, which names every damaged file.
+ */
 export async function verifyBackup(repo: Repository, s: Snapshot, onProgress?: (bytes: number) => void): Promise<VerifyResult> {
   const problems: VerifyProblem[] = [];
   let manifest: Map<string, ManifestFile>;
@@ -36,69 +119,45 @@ export async function verifyBackup(repo: Repository, s: Snapshot, onProgress?: (
   } catch (e) {
     return { files: 0, bytes: 0, problems: [{ message: `backup_manifest cannot be read: ${(e as Error).message}` }] };
   }
-  const seen = new Set<string>();
-  let files = 0;
-  let bytes = 0;
-  let current: { name: string; expect: ManifestFile | undefined; crc: number; sha: ReturnType<typeof createHash> | null; size: number; bad: boolean } | null = null;
-
-  const feed = (data: Uint8Array) => {
-    const c = current!;
-    if (c.expect?.algorithm === "CRC32C") c.crc = crc32cUpdate(c.crc, data);
-    else c.sha?.update(data);
-    c.size += data.length;
-    bytes += data.length;
-  };
-
+  const fast = new Checker(manifest, problems, onProgress);
+  const reader = repo.reader();
   try {
     for await (const ev of readFileList(readChunks(repo, s.fileList.pieces))) {
-      switch (ev.kind) {
-        case "file": {
-          const name = ev.root === 0 ? ev.path : `pg_tblspc/${ev.root}/${ev.path}`;
-          const expect = manifest.get(name);
-          files++;
-          current = { name, expect, crc: crc32cInit, sha: expect?.algorithm === "SHA256" ? createHash("sha256") : null, size: 0, bad: false };
-          break;
+      if (ev.kind === "file") reader.after(() => fast.startFile(ev.root, ev.path));
+      else if (ev.kind === "chunk") {
+        await reader.read(ev.id, ev.length, (data) => fast.feed(data));
+        await reader.ready();
+      } else if (ev.kind === "zeros") reader.after(() => fast.zeros(ev.length));
+      else if (ev.kind === "end-file") reader.after(() => fast.endFile());
+    }
+    await reader.drain();
+    return fast.done();
+  } catch {
+    // Damage somewhere: the careful pass below says where.
+  } finally {
+    await reader.close().catch(() => {});
+  }
+  return await verifyChunkByChunk(repo, s, new Checker(manifest, problems, onProgress));
+}
+
+async function verifyChunkByChunk(repo: Repository, s: Snapshot, check: Checker): Promise<VerifyResult> {
+  try {
+    for await (const ev of readFileList(readChunks(repo, s.fileList.pieces))) {
+      if (ev.kind === "file") check.startFile(ev.root, ev.path);
+      else if (ev.kind === "chunk") {
+        if (check.fileIsBad) continue;
+        try {
+          check.feed(await repo.readChunk(ev.id));
+        } catch (e) {
+          check.unreadable(ev.id, e);
         }
-        case "chunk": {
-          const c = current!;
-          if (c.bad) break;
-          try {
-            feed(await repo.readChunk(ev.id));
-          } catch (e) {
-            c.bad = true;
-            problems.push({ file: c.name, message: `chunk ${chunkIdHex(ev.id)} cannot be read: ${(e as Error).message}` });
-          }
-          break;
-        }
-        case "zeros":
-          for (let left = ev.length; left > 0; left -= ZERO_BLOCK.length) feed(ZERO_BLOCK.subarray(0, Math.min(left, ZERO_BLOCK.length)));
-          break;
-        case "end-file": {
-          const c = current!;
-          current = null;
-          onProgress?.(bytes);
-          if (c.bad) break;
-          if (!c.expect) {
-            if (c.name !== "backup_manifest") problems.push({ file: c.name, message: "is in the backup but not in backup_manifest" });
-            break;
-          }
-          seen.add(c.name);
-          if (c.size !== c.expect.size) {
-            problems.push({ file: c.name, message: `has ${c.size} bytes, backup_manifest says ${c.expect.size}` });
-            break;
-          }
-          const got = c.expect.algorithm === "CRC32C" ? crc32cManifestHex(crc32cFinal(c.crc)) : c.sha ? c.sha.digest("hex") : undefined;
-          if (c.expect.checksum !== undefined && got !== undefined && got !== c.expect.checksum.toLowerCase())
-            problems.push({ file: c.name, message: `checksum ${c.expect.algorithm} ${got} does not match backup_manifest's ${c.expect.checksum}` });
-          break;
-        }
-      }
+      } else if (ev.kind === "zeros") check.zeros(ev.length);
+      else if (ev.kind === "end-file") check.endFile();
     }
   } catch (e) {
-    problems.push({ message: `the file list cannot be read: ${(e as Error).message}` });
+    check.problems.push({ message: `the file list cannot be read: ${(e as Error).message}` });
   }
-  for (const name of manifest.keys()) if (!seen.has(name) && !problems.some((p) => p.file === name)) problems.push({ file: name, message: "is in backup_manifest but not in the backup" });
-  return { files, bytes, problems };
+  return check.done();
 }
 
 async function readManifest(repo: Repository, s: Snapshot, problems: VerifyProblem[]): Promise<Map<string, ManifestFile>> {
