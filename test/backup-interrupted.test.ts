@@ -3,9 +3,8 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
-import { startPostgres } from "./harness/postgres.ts";
 import { runKlioAsync, startKlio, waitFor } from "./harness/klio.ts";
-import { klio, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { klio, streamingServer, type Cleanup } from "./harness/backup.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -23,20 +22,9 @@ function packCount(repo: string): number {
   return n;
 }
 
-/** A PostgreSQL 15 server, a new repository, and `klio wal stream` archiving its WAL. */
-async function streamingServer() {
-  const pg = await startPostgres({ version: 15 });
-  cleanups.push(() => pg.destroy());
-  const repo = tempDir(cleanups, "klio-repo-");
-  await klio(["init", "--repo", repo]);
-  const receiver = streamWal(cleanups, pg, repo);
-  await receiver.waitForLog(/wal.streaming/);
-  return { pg, repo, receiver };
-}
-
 describe("an interrupted backup", () => {
   it("leaves nothing visible after kill -9, and the next backup reuses its chunks", { timeout: 300_000 }, async () => {
-    const { pg, repo } = await streamingServer();
+    const { pg, repo } = await streamingServer(cleanups);
     // ~250 MB that compresses only about 2×: several packs, the first sealed long before the end.
     await pg.sql()`create table noise as select md5(random()::text) || md5(random()::text) as v from generate_series(1, 2500000)`;
 
@@ -55,7 +43,7 @@ describe("an interrupted backup", () => {
   });
 
   it("is not recorded when its WAL does not reach the archive in time", { timeout: 120_000 }, async () => {
-    const { pg, repo, receiver } = await streamingServer();
+    const { pg, repo, receiver } = await streamingServer(cleanups);
     await receiver.stop(); // the archive exists, but nothing receives the backup's WAL
 
     const r = await runKlioAsync(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--wal-timeout", "2"]);

@@ -6,9 +6,8 @@ import { describe, it, expect, afterEach } from "vitest";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as Minio from "minio";
 import path from "node:path";
-import { startPostgres } from "./harness/postgres.ts";
 import { runKlioAsync, waitFor } from "./harness/klio.ts";
-import { klio, pgbench, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { klio, pgbench, restoreAndStart, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
 import { startFaultProxy } from "./harness/http-fault-proxy.ts";
 import { startS3 } from "./harness/s3.ts";
 import { startSwift } from "./harness/swift.ts";
@@ -23,12 +22,7 @@ afterEach(async () => {
 describe.each([["s3rver", startS3, false], ["OpenStack Swift (s3api)", startSwift, true]] as const)("offsite sync to S3 on %s", (_name, startServer, awsEtags) => {
   it("copies backups and WAL, and a restore from the bucket alone reaches a target time", { timeout: 300_000 }, async () => {
     const s3 = await startServer(cleanups);
-    const pg = await startPostgres({ version: 15 });
-    cleanups.push(() => pg.destroy());
-    const repo = tempDir(cleanups, "klio-repo-");
-    await klio(["init", "--repo", repo]);
-    const receiver = streamWal(cleanups, pg, repo);
-    await receiver.waitForLog(/wal.streaming/);
+    const { pg, repo, receiver } = await streamingServer(cleanups);
     const sql = pg.sql();
     await sql`create table t (id int, at timestamptz default clock_timestamp())`;
     await sql`insert into t (id) select generate_series(1, 1000)`;
@@ -129,13 +123,8 @@ describe.each([["s3rver", startS3, false], ["OpenStack Swift (s3api)", startSwif
 describe("offsite sync to S3 on s3rver, faults", () => {
   it("survives the S3 server dying mid-sync and injected 5xx errors: the bucket stays consistent, the next pass finishes", { timeout: 300_000 }, async () => {
     const s3 = await startS3(cleanups);
-    const pg = await startPostgres({ version: 15 });
-    cleanups.push(() => pg.destroy());
+    const { pg, repo, receiver } = await streamingServer(cleanups);
     await pgbench(pg, ["-i", "-q", "-s", "4"]);
-    const repo = tempDir(cleanups, "klio-repo-");
-    await klio(["init", "--repo", repo]);
-    const receiver = streamWal(cleanups, pg, repo);
-    await receiver.waitForLog(/wal.streaming/);
     const backup = JSON.parse(await klio(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--json"]));
     await pgbench(pg, ["-t", "300", "-c", "2"]);
     await pg.sql()`select pg_switch_wal()`;

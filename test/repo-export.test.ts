@@ -5,9 +5,9 @@ import { describe, it, expect, afterEach } from "vitest";
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import { pgTempDir, startDataDir, startPostgres } from "./harness/postgres.ts";
+import { pgTempDir, startDataDir } from "./harness/postgres.ts";
 import { KLIO_BIN, runKlioAsync, waitFor } from "./harness/klio.ts";
-import { klio, shareRepo, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { klio, shareRepo, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
 import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
@@ -28,12 +28,7 @@ function offline(args: string[]): { code: number; stdout: string; stderr: string
 
 describe("klio repo export", () => {
   it("writes a self-contained repository of one backup that restores with no network", { timeout: 300_000 }, async () => {
-    const pg = await startPostgres({ version: 15 });
-    cleanups.push(() => pg.destroy());
-    const repo = tempDir(cleanups, "klio-repo-");
-    await klio(["init", "--repo", repo]);
-    const receiver = streamWal(cleanups, pg, repo);
-    await receiver.waitForLog(/wal.streaming/);
+    const { pg, repo, receiver } = await streamingServer(cleanups);
     const sql = pg.sql();
     await sql`create table t (id int)`;
     await sql`create table old_only (x text)`;

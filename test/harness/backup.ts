@@ -4,7 +4,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { binDir, pgTempDir, startDataDir, type PgServer, type PgVersion } from "./postgres.ts";
+import { binDir, pgTempDir, startDataDir, startPostgres, type PgServer, type PgVersion } from "./postgres.ts";
 import { runKlioAsync, startKlio, waitFor, type KlioProcess } from "./klio.ts";
 
 export type Cleanup = () => Promise<void> | void;
@@ -26,6 +26,17 @@ export function streamWal(cleanups: Cleanup[], pg: PgServer, repo: string, clust
   const k = startKlio(["wal", "stream", "--repo", repo, "--cluster", cluster, "--pg", pg.connString(), "--create-slot", "--log-format", "text"]);
   cleanups.push(async () => void (await k.kill9()));
   return k;
+}
+
+/** A PostgreSQL 15 server, a new repository, and `klio wal stream` archiving its WAL (cluster db1). */
+export async function streamingServer(cleanups: Cleanup[]): Promise<{ pg: PgServer; repo: string; receiver: KlioProcess }> {
+  const pg = await startPostgres({ version: 15 });
+  cleanups.push(() => pg.destroy());
+  const repo = tempDir(cleanups, "klio-repo-");
+  await klio(["init", "--repo", repo]);
+  const receiver = streamWal(cleanups, pg, repo);
+  await receiver.waitForLog(/wal.streaming/);
+  return { pg, repo, receiver };
 }
 
 /** pgbench from Debian's PostgreSQL 15 (the PostgreSQL 18 package has none), against any server. */
