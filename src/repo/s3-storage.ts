@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { Client } from "minio";
 import { KlioError } from "../util/errors.ts";
+import { concatBytes } from "../util/bytes.ts";
 import type { ObjectWriter, PutData, Storage, StorageEntry } from "./storage.ts";
 
 export interface S3Location {
@@ -222,11 +223,5 @@ async function gather(data: PutData): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   if (Symbol.asyncIterator in (data as object)) for await (const p of data as AsyncIterable<Uint8Array>) parts.push(p);
   else parts.push(...(data as readonly Uint8Array[]));
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
