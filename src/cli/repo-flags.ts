@@ -40,12 +40,7 @@ export async function openRepoFromFlags(flags: Record<string, unknown>, ctx: Cli
  */
 export function remoteAccessFlags(flags: Record<string, unknown>, ctx: CliContext): string[] {
   const tokenFile = (flags["token-file"] as string | undefined) ?? ctx.env.KLIO_TOKEN_FILE;
-  const fromEnv: Record<string, unknown> = {
-    "s3-endpoint": ctx.env.KLIO_S3_ENDPOINT, "s3-region": ctx.env.KLIO_S3_REGION, "s3-access-key-file": ctx.env.KLIO_S3_ACCESS_KEY_FILE,
-    "s3-secret-key-file": ctx.env.KLIO_S3_SECRET_KEY_FILE, "s3-ca-file": ctx.env.KLIO_S3_CA_FILE,
-  };
-  const merged = { ...Object.fromEntries(Object.entries(fromEnv).filter(([, v]) => v !== undefined)), ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
-  return [...(tokenFile === undefined ? [] : ["--token-file", path.resolve(tokenFile)]), ...s3FlagsToPass(merged, (p) => path.resolve(p))];
+  return [...(tokenFile === undefined ? [] : ["--token-file", path.resolve(tokenFile)]), ...s3FlagsToPass(flags, ctx.env, (p) => path.resolve(p))];
 }
 
 /** Text log lines on stderr for commands that run a while (JSON when --log-format json). */

@@ -95,7 +95,10 @@ export class OffsiteSync {
 
   private async remoteListing(force: boolean): Promise<Map<string, RemoteObject>> {
     if (force || !this.remoteKeys || Date.now() - this.listedAt > this.relistMs) {
-      this.remoteKeys = new Map((await this.o.remote.list("")).map((e) => [e.key, { size: e.size, modified: e.modified ?? 0 }]));
+      const listed = new Map((await this.o.remote.list("")).map((e) => [e.key, { size: e.size, modified: e.modified ?? 0 }]));
+      // Whenever we look at the bucket afresh: is it this repository's copy?
+      await this.checkSameRepository(listed);
+      this.remoteKeys = listed;
       this.listedAt = Date.now();
     }
     return this.remoteKeys;
@@ -127,7 +130,6 @@ export class OffsiteSync {
   async pass(opts: { fullListing?: boolean } = {}): Promise<SyncPass> {
     const t0 = performance.now();
     const remote = await this.remoteListing(Boolean(opts.fullListing));
-    await this.checkSameRepository(remote);
     const local = await this.localObjects();
     const todo: (StorageEntry & { kind: Kind })[] = [];
     for (const e of local) {

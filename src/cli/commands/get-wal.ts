@@ -74,7 +74,7 @@ export const command: Command = {
     }
 
     const useSpool = spool !== undefined && req.kind === "segment";
-    const prefetcher = { repo, tokenFile, s3Flags: s3FlagsToPass(args.flags, (p) => path.resolve(p)), prefetch, idleSeconds };
+    const prefetcher = { repo, tokenFile, s3Flags: s3FlagsToPass(args.flags, ctx.env, (p) => path.resolve(p)), prefetch, idleSeconds };
     if (useSpool) {
       if (await spoolStep(ctx, "take a segment from", () => takeSpooled(spool, req.name, target!))) {
         await spoolStep(ctx, "update", async () => {
