@@ -47,7 +47,9 @@ export async function exportRepository(o: ExportOptions): Promise<ExportResult> 
   const chosen: Snapshot[] = [];
   for (const c of clusters) {
     const { snapshots } = await listSnapshots(o.source, c);
-    chosen.push(...(o.backupId === undefined || o.backupId === "latest" ? (o.backupId === "latest" ? snapshots.slice(-1) : snapshots) : snapshots.filter((s) => s.id === o.backupId)));
+    if (o.backupId === undefined) chosen.push(...snapshots);
+    else if (o.backupId === "latest") chosen.push(...snapshots.slice(-1));
+    else chosen.push(...snapshots.filter((s) => s.id === o.backupId));
   }
   if (chosen.length === 0) throw new KlioError("no-backup", `${o.source.root} has no backup${o.backupId && o.backupId !== "latest" ? ` ${o.backupId}` : ""}${o.cluster ? ` of cluster ${o.cluster}` : ""} to export`);
 
