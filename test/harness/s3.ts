@@ -1,6 +1,6 @@
 // A real S3 server on loopback for tests (s3rver-process.mjs), and the flags klio needs to use it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,6 +37,24 @@ export function s3Flags(endpoint: string, k: { accessKeyFile: string; secretKeyF
   return ["--s3-endpoint", endpoint, "--s3-access-key-file", k.accessKeyFile, "--s3-secret-key-file", k.secretKeyFile];
 }
 
+/**
+ * s3rver writes an object's bytes, then its metadata file, without fsync or rename; killed in
+ * between it keeps an object whose metadata is missing or cut short, and answers every listing
+ * that reaches it with 500 from then on. A real S3 never shows an object whose PUT did not
+ * complete, so after a kill -9 those objects are dropped, as S3 would never have had them.
+ */
+function dropTornObjects(dir: string): void {
+  for (const name of readdirSync(dir, { recursive: true }) as string[]) {
+    if (!name.endsWith("._S3rver_object")) continue;
+    const base = path.join(dir, name.slice(0, -"object".length));
+    try {
+      JSON.parse(readFileSync(base + "metadata.json", "utf8"));
+    } catch {
+      for (const f of ["object", "object.md5", "metadata.json"]) rmSync(base + f, { force: true });
+    }
+  }
+}
+
 export async function startS3(cleanups: Cleanup[], bucket = "klio"): Promise<TestS3> {
   const dir = mkdtempSync(path.join(tmpdir(), "klio-s3-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,6 +76,7 @@ export async function startS3(cleanups: Cleanup[], bucket = "klio"): Promise<Tes
     const exited = new Promise((r) => c.on("exit", r));
     c.kill("SIGKILL");
     await exited;
+    dropTornObjects(dir);
   };
   await start();
   cleanups.push(kill9);
