@@ -75,47 +75,54 @@ export async function runBackup(o: BackupOptions): Promise<Snapshot> {
   const id = newSnapshotId(started, new Set(snapshots.map((s) => s.id)));
   o.log.info("backup.start", { id, server: where, standby: facts.inRecovery });
 
-  const writer = o.repo.writer();
-  const copy = await copyFiles(o, id, writer, started, now).catch(async (e) => {
-    await writer.abandon();
-    throw e;
-  });
-  const { start, end, stats, labels, pieces, entries, manifestChunks, manifestBytes, copiedAt, backupLabel } = copy;
-  o.log.info("backup.copied", { id, files: stats.files, bytes: stats.bytes, end_lsn: formatLsn(end.endLsn) });
+  // The session spans the copy and the snapshot: maintenance frees nothing this backup may name.
+  const { session, writer } = await o.repo.beginWrite(`backup ${o.cluster} ${id}`);
+  try {
+    const copy = await copyFiles(o, id, writer, started, now).catch(async (e) => {
+      await writer.abandon();
+      throw e;
+    });
+    const { start, end, stats, labels, pieces, entries, manifestChunks, manifestBytes, copiedAt, backupLabel } = copy;
+    o.log.info("backup.copied", { id, files: stats.files, bytes: stats.bytes, end_lsn: formatLsn(end.endLsn) });
 
-  // The backup is only restorable with the WAL from its start to its end.
-  o.onProgress?.({ phase: "waiting-for-wal", doneBytes: stats.bytes, totalBytes: start.totalBytes });
-  const coverage = await waitForWalCoverage(archive.dir, archive.identity.walSegmentSize, start.timeline, start.startLsn, end.endLsn, {
-    timeoutMs: o.walTimeoutMs, signal: o.signal,
-    onWait: (missing) => o.log.info("backup.waiting_for_wal", { id, segment: missing }),
-  });
-  if (!coverage.covered) {
-    if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted while waiting for its WAL");
-    throw new KlioError("wal-missing",
-      `backup ${id} needs WAL up to ${formatLsn(end.endLsn)}, but ${coverage.missing} has not reached the archive after ${Math.round(o.walTimeoutMs / 1000)} s: ` +
-      `is \`klio wal stream --cluster ${o.cluster}\` running? The backup is not recorded (its data is kept for the next one).`);
+    // The backup is only restorable with the WAL from its start to its end.
+    o.onProgress?.({ phase: "waiting-for-wal", doneBytes: stats.bytes, totalBytes: start.totalBytes });
+    const coverage = await waitForWalCoverage(archive.dir, archive.identity.walSegmentSize, start.timeline, start.startLsn, end.endLsn, {
+      timeoutMs: o.walTimeoutMs, signal: o.signal,
+      onWait: (missing) => o.log.info("backup.waiting_for_wal", { id, segment: missing }),
+    });
+    if (!coverage.covered) {
+      if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted while waiting for its WAL");
+      throw new KlioError("wal-missing",
+        `backup ${id} needs WAL up to ${formatLsn(end.endLsn)}, but ${coverage.missing} has not reached the archive after ${Math.round(o.walTimeoutMs / 1000)} s: ` +
+        `is \`klio wal stream --cluster ${o.cluster}\` running? The backup is not recorded (its data is kept for the next one).`);
+    }
+
+    const w = writer.stats;
+    const snapshot: Snapshot = {
+      format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, id, cluster: o.cluster, name: o.name ?? null,
+      startTime: started.toISOString(), endTime: copiedAt.toISOString(),
+      startLsn: formatLsn(start.startLsn), endLsn: formatLsn(end.endLsn), timeline: start.timeline, endTimeline: end.timeline,
+      systemIdentifier: facts.systemIdentifier, pgVersion: facts.pgVersion, walSegmentSize: archive.identity.walSegmentSize,
+      fromStandby: facts.inRecovery,
+      backupLabel, tablespaceMap: labels.get("tablespace_map") ?? null,
+      tablespaces: start.tablespaces.map((t): SnapshotTablespace => ({ oid: t.oid, name: facts.tablespaceNames.get(t.oid) ?? null, location: t.location })),
+      fileList: { pieces, entries },
+      backupManifest: { chunks: manifestChunks, bytes: manifestBytes },
+      stats: {
+        ...stats, chunks: w.chunks, newChunks: w.newChunks, newBytes: w.newPlainBytes, storedBytes: w.storedBytes,
+        durationMs: now().getTime() - started.getTime(),
+      },
+    };
+    // Recorded only while the session holds: maintenance keeps what it deduplicated against until then.
+    await session.confirm();
+    await saveSnapshot(o.repo, snapshot);
+    o.onProgress?.({ phase: "done", doneBytes: stats.bytes, totalBytes: start.totalBytes });
+    o.log.info("backup.done", { id, files: stats.files, bytes: stats.bytes, new_bytes: w.newPlainBytes, stored_bytes: w.storedBytes });
+    return snapshot;
+  } finally {
+    await session.end();
   }
-
-  const w = writer.stats;
-  const snapshot: Snapshot = {
-    format: SNAPSHOT_FORMAT, version: SNAPSHOT_VERSION, id, cluster: o.cluster, name: o.name ?? null,
-    startTime: started.toISOString(), endTime: copiedAt.toISOString(),
-    startLsn: formatLsn(start.startLsn), endLsn: formatLsn(end.endLsn), timeline: start.timeline, endTimeline: end.timeline,
-    systemIdentifier: facts.systemIdentifier, pgVersion: facts.pgVersion, walSegmentSize: archive.identity.walSegmentSize,
-    fromStandby: facts.inRecovery,
-    backupLabel, tablespaceMap: labels.get("tablespace_map") ?? null,
-    tablespaces: start.tablespaces.map((t): SnapshotTablespace => ({ oid: t.oid, name: facts.tablespaceNames.get(t.oid) ?? null, location: t.location })),
-    fileList: { pieces, entries },
-    backupManifest: { chunks: manifestChunks, bytes: manifestBytes },
-    stats: {
-      ...stats, chunks: w.chunks, newChunks: w.newChunks, newBytes: w.newPlainBytes, storedBytes: w.storedBytes,
-      durationMs: now().getTime() - started.getTime(),
-    },
-  };
-  await saveSnapshot(o.repo, snapshot);
-  o.onProgress?.({ phase: "done", doneBytes: stats.bytes, totalBytes: start.totalBytes });
-  o.log.info("backup.done", { id, files: stats.files, bytes: stats.bytes, new_bytes: w.newPlainBytes, stored_bytes: w.storedBytes });
-  return snapshot;
 }
 
 interface Copied {

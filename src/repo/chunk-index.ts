@@ -59,6 +59,8 @@ export class ChunkIndex {
   constructor(
     private readonly storage: Storage,
     private readonly dataKey: Uint8Array | null,
+    /** Runs a consolidation unless the repository's maintenance is rewriting the index (sessions.ts). */
+    private readonly mergeGuard: (merge: () => Promise<void>) => Promise<boolean> = async (merge) => (await merge(), true),
   ) {}
 
   get loadedRuns(): readonly IndexRun[] {
@@ -217,33 +219,33 @@ export class ChunkIndex {
    */
   consolidate(): Promise<void> {
     if (this.merging) return this.merging;
-    this.merging = (async () => {
-      try {
-        for (const k of await this.leftovers()) await this.storage.remove(k);
-        const inputs = chooseMerge(this.runs.filter((r) => !this.unmergeable.has(r.head.key)));
-        if (!inputs) return;
-        let merged: IndexRun;
-        try {
-          merged = await mergeRuns(this.storage, this.dataKey, inputs);
-        } catch (e) {
-          // Another process consolidated (and removed) an input first: its file covers ours.
-          if (isKlioError(e) && e.code === "not-found") return;
-          // A damaged input stays as it is, for check() to report; merging must not copy
-          // damage into a new file, nor fail the backup that happened to trigger it.
-          if (isKlioError(e) && (e.code === "corrupt-index" || e.code === "short-object")) {
-            const bad = inputs.find((r) => e.message.includes(r.head.key));
-            for (const r of bad ? [bad] : inputs) this.unmergeable.add(r.head.key);
-            return;
-          }
-          throw e;
-        }
-        this.replaceRuns(inputs, merged);
-        for (const r of inputs) await this.storage.remove(r.head.key);
-      } finally {
-        this.merging = null;
-      }
-    })();
+    this.merging = this.mergeGuard(() => this.mergeNow())
+      .then(() => {})
+      .finally(() => (this.merging = null));
     return this.merging;
+  }
+
+  private async mergeNow(): Promise<void> {
+    for (const k of await this.leftovers()) await this.storage.remove(k);
+    const inputs = chooseMerge(this.runs.filter((r) => !this.unmergeable.has(r.head.key)));
+    if (!inputs) return;
+    let merged: IndexRun;
+    try {
+      merged = await mergeRuns(this.storage, this.dataKey, inputs);
+    } catch (e) {
+      // Another process consolidated (and removed) an input first: its file covers ours.
+      if (isKlioError(e) && e.code === "not-found") return;
+      // A damaged input stays as it is, for check() to report; merging must not copy
+      // damage into a new file, nor fail the backup that happened to trigger it.
+      if (isKlioError(e) && (e.code === "corrupt-index" || e.code === "short-object")) {
+        const bad = inputs.find((r) => e.message.includes(r.head.key));
+        for (const r of bad ? [bad] : inputs) this.unmergeable.add(r.head.key);
+        return;
+      }
+      throw e;
+    }
+    this.replaceRuns(inputs, merged);
+    for (const r of inputs) await this.storage.remove(r.head.key);
   }
 
   /** Files present that a present file supersedes: safe to remove. */

@@ -108,7 +108,7 @@ export class FsStorage implements Storage {
         else if (d.isFile() && key.startsWith(prefix)) {
           // A file removed between readdir and stat is simply not listed.
           const st = await stat(path.join(this.root, ...key.split("/"))).catch(() => null);
-          if (st) out.push({ key, size: st.size });
+          if (st) out.push({ key, size: st.size, modified: st.mtimeMs });
         }
       }
     };

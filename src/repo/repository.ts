@@ -30,6 +30,7 @@ import { HttpStorage } from "./http-storage.ts";
 import { isS3Location, parseS3Url, S3Storage, type S3Options } from "./s3-storage.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
+import { guardedMerge, WriteSession } from "./sessions.ts";
 
 export type { ChunkWriter } from "./pack-writer.ts";
 export type { ChunkReader } from "./chunk-reader.ts";
@@ -48,7 +49,17 @@ export interface Repository {
   chunkId(data: Uint8Array): ChunkId;
   has(id: ChunkId): boolean;
   readChunk(id: ChunkId): Promise<Uint8Array>;
+  /**
+   * A writer for a repository no maintenance runs on at the same time (a fresh export target,
+   * tests). Backups use beginWrite().
+   */
   writer(): ChunkWriter;
+  /**
+   * Registers a writer session (sessions.ts), then reloads the index, and gives a writer that
+   * deduplicates only against what maintenance keeps until the session ends. End the session
+   * after the snapshot naming the chunks is written, or after abandoning the writer.
+   */
+  beginWrite(purpose: string): Promise<{ session: WriteSession; writer: ChunkWriter }>;
   /** Reads many chunks in order, `inFlight` frames at once (a restore); close() it when done. */
   reader(opts?: { inFlight?: number }): ChunkReader;
   putObject(key: string, data: Uint8Array): Promise<void>;
@@ -248,7 +259,7 @@ class Repo implements Repository {
     this.id = header.id;
     this.encrypted = keys !== null;
     this.ctx = { compression: header.parameters.compression, dataKey: keys?.data ?? null, chunkId: chunkIdFunction(keys?.id ?? null) };
-    this.index = new ChunkIndex(storage, this.ctx.dataKey);
+    this.index = new ChunkIndex(storage, this.ctx.dataKey, storage instanceof FsStorage ? (merge) => guardedMerge(root, merge) : undefined);
   }
 
   chunkId(data: Uint8Array): ChunkId {
@@ -307,6 +318,18 @@ class Repo implements Repository {
       dataKey: this.ctx.dataKey, storage: this.storage, index: this.index, packTargetBytes: this.header.parameters.packTargetBytes,
       workers: this.workers(),
     });
+  }
+
+  async beginWrite(purpose: string): Promise<{ session: WriteSession; writer: ChunkWriter }> {
+    if (!(this.storage instanceof FsStorage)) throw new KlioError("not-supported", `cannot write to ${this.root}: backups are written to a local repository`);
+    const session = await WriteSession.begin(this.root, purpose);
+    try {
+      await this.refresh();
+    } catch (e) {
+      await session.end();
+      throw e;
+    }
+    return { session, writer: this.writer() };
   }
 
   reader(opts: { inFlight?: number } = {}): ChunkReader {

@@ -5,17 +5,9 @@ import { open, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { KlioError } from "../util/errors.ts";
+import { isPidAlive } from "../util/process-liveness.ts";
 
 export const LOCK_FILE = "receiver.lock";
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 export async function acquireReceiverLock(dir: string, cluster: string): Promise<() => Promise<void>> {
   const file = path.join(dir, LOCK_FILE);
@@ -31,7 +23,7 @@ export async function acquireReceiverLock(dir: string, cluster: string): Promise
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
     }
     const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid))
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isPidAlive(pid))
       throw new KlioError("receiver-locked", `another klio receiver (pid ${pid}) is already streaming cluster ${cluster} into this repository`);
     await unlink(file).catch(() => {});
   }

@@ -13,6 +13,7 @@
 // the archive's end, or when another prefetcher owns the spool; it then removes what it
 // spooled. Killed (kill -9), it leaves complete, fsync'd segments behind, which are still
 // right for their names; the next get-wal starts a new prefetcher, which adopts them.
+import { isPidAlive } from "../util/process-liveness.ts";
 import { mkdir, readdir, rename, rmdir } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../util/log.ts";
@@ -22,7 +23,7 @@ import { shellQuote } from "../util/self-command.ts";
 import { parseSegmentName, walFileName, type Timeline } from "../pg/lsn.ts";
 import type { WalSource } from "./wal-source.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "./archive-layout.ts";
-import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, isAlive, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
+import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
 import { sleep } from "../util/sleep.ts";
 
 /** Nothing left to hand over and nothing new in the archive for this long: leave. */
@@ -76,7 +77,7 @@ export async function runPrefetcher(o: PrefetchOptions): Promise<PrefetchResult>
 
   await mkdir(o.spool.dir, { recursive: true, mode: 0o700 });
   const holder = await readLock(o.spool);
-  if (holder && holder.pid !== o.pid && holder.pid !== 0 && Date.now() - holder.mtimeMs < LOCK_STALE_MS && isAlive(holder.pid)) {
+  if (holder && holder.pid !== o.pid && holder.pid !== 0 && Date.now() - holder.mtimeMs < LOCK_STALE_MS && isPidAlive(holder.pid)) {
     return { reason: "superseded", fetched: 0, taken: 0 };
   }
   await writeLock(o.spool, o.pid);

@@ -17,6 +17,7 @@
 // serves for that name, now and later, so get-wal (or a shell `mv`, see
 // restoreCommandWithSpool) may hand it to PostgreSQL without asking anyone. The per-archive
 // subdirectory keeps the segments of another repository or cluster out of reach.
+import { isPidAlive } from "../util/process-liveness.ts";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
@@ -104,21 +105,11 @@ export async function readLock(spool: Spool): Promise<{ pid: number; mtimeMs: nu
   }
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: alive, but another user's.
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** The pid of the spool's running prefetcher, or undefined. */
 export async function livePrefetcher(spool: Spool, now = Date.now()): Promise<number | undefined> {
   const lock = await readLock(spool);
   if (!lock || lock.pid === 0 || now - lock.mtimeMs > LOCK_STALE_MS) return undefined;
-  return isAlive(lock.pid) ? lock.pid : undefined;
+  return isPidAlive(lock.pid) ? lock.pid : undefined;
 }
 
 export async function writeLock(spool: Spool, pid: number): Promise<void> {
