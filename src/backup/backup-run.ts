@@ -114,9 +114,7 @@ export async function runBackup(o: BackupOptions): Promise<Snapshot> {
         durationMs: now().getTime() - started.getTime(),
       },
     };
-    // Recorded only while the session holds: maintenance keeps what it deduplicated against until then.
-    await session.confirm();
-    await saveSnapshot(o.repo, snapshot);
+    await saveSnapshot(o.repo, snapshot, session);
     o.onProgress?.({ phase: "done", doneBytes: stats.bytes, totalBytes: start.totalBytes });
     o.log.info("backup.done", { id, files: stats.files, bytes: stats.bytes, new_bytes: w.newPlainBytes, stored_bytes: w.storedBytes });
     return snapshot;

@@ -7,6 +7,8 @@
 import { KlioError } from "../util/errors.ts";
 import { parseChunkId, type ChunkId } from "../repo/chunk-id.ts";
 import type { Repository } from "../repo/repository.ts";
+import type { WriteSession } from "../repo/sessions.ts";
+import { readFileList } from "../repo/file-list.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 
 export const SNAPSHOT_FORMAT = "klio-snapshot";
@@ -89,8 +91,10 @@ export function newSnapshotId(now: Date, taken: Set<string>): string {
   for (let n = 2; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
 }
 
-export async function saveSnapshot(repo: Repository, s: Snapshot): Promise<void> {
-  await repo.putObject(snapshotKey(s.cluster, s.id), new TextEncoder().encode(JSON.stringify(s, null, 1) + "\n"));
+/** Records the backup: written through the writer session that stored its chunks, so maintenance keeps them. */
+export async function saveSnapshot(repo: Repository, s: Snapshot, session: WriteSession): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(s, null, 1) + "\n");
+  await repo.commitObject(session, snapshotKey(s.cluster, s.id), bytes, (visit, afterDirect) => snapshotChunks(repo, s, visit, afterDirect));
 }
 
 export async function loadSnapshot(repo: Repository, cluster: string, id: string): Promise<Snapshot> {
@@ -153,4 +157,12 @@ export function chunkIds(hex: string[]): ChunkId[] {
 /** Reads chunks in order, one at a time. */
 export async function* readChunks(repo: Repository, ids: string[]): AsyncGenerator<Uint8Array> {
   for (const id of chunkIds(ids)) yield await repo.readChunk(id);
+}
+
+/** Visits the chunks a snapshot names itself (file list pieces, backup_manifest), then, after `afterDirect`, its files' chunks. */
+export async function snapshotChunks(repo: Repository, s: Snapshot, visit: (id: ChunkId) => void, afterDirect?: () => Promise<void>): Promise<void> {
+  for (const id of chunkIds(s.fileList.pieces)) visit(id);
+  for (const id of chunkIds(s.backupManifest.chunks)) visit(id);
+  await afterDirect?.();
+  for await (const ev of readFileList(readChunks(repo, s.fileList.pieces))) if (ev.kind === "chunk") visit(ev.id);
 }

@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { summary: string; load: Loader }> = {
   "backup show": { summary: "show one backup", load: () => import("./commands/backup-show.ts") },
   "backup verify": { summary: "check a backup against PostgreSQL's backup_manifest", load: () => import("./commands/backup-verify.ts") },
   "backup delete": { summary: "delete a backup", load: () => import("./commands/backup-delete.ts") },
+  "repo maintenance": { summary: "free the space of data no backup uses (safe while backups run)", load: () => import("./commands/repo-maintenance.ts") },
   "repo check": { summary: "check the repository (--read-data: every chunk)", load: () => import("./commands/repo-check.ts") },
   "offsite sync": { summary: "copy the repository to S3-compatible storage (once or continuously)", load: () => import("./commands/offsite-sync.ts") },
   "offsite status": { summary: "show what the S3 copy lacks", load: () => import("./commands/offsite-status.ts") },

@@ -55,6 +55,15 @@ export function indexIdOfKey(key: string): string | null {
   return m ? m[1]! : null;
 }
 
+/**
+ * The file id of any file in the index format: an index file, or the entries maintenance
+ * dropped (maintenance/<id>.idx, kept until the space is freed).
+ */
+export function indexFormatIdOfKey(key: string): string | null {
+  const m = /^(?:index|maintenance)\/([0-9a-f]{32})\.idx$/.exec(key);
+  return m ? m[1]! : null;
+}
+
 export function packKey(packId: string): string {
   return `packs/${packId.slice(0, 2)}/${packId}.pack`;
 }
@@ -270,7 +279,7 @@ function corrupt(key: string, why: string): KlioError {
 
 /** Reads and checks the preamble and head. */
 export async function readIndexHead(storage: Storage, key: string, dataKey: Uint8Array | null, size: number): Promise<IndexHead> {
-  const fileId = indexIdOfKey(key);
+  const fileId = indexFormatIdOfKey(key);
   if (fileId === null) throw corrupt(key, "not an index file name");
   if (size < PREAMBLE + TRAILER) throw corrupt(key, `only ${size} bytes`);
   const pre = await storage.getRange(key, 0, PREAMBLE);

@@ -13,6 +13,7 @@ import { CHUNK_ID_BYTES } from "./chunk-id.ts";
 import { IndexRun, RunBuilder } from "./index-run.ts";
 import { ENTRY_BYTES, compareIds, encodeIndexFile, hexOf, indexKey, readIndexBlocks, readIndexHead } from "./index-file.ts";
 import type { Storage } from "./storage.ts";
+import { KlioError } from "../util/errors.ts";
 
 export const MERGE_FAN = 4;
 /** Bytes read at a time from each input of a merge. */
@@ -38,7 +39,7 @@ class Cursor {
   private at = 0;
   constructor(
     private readonly it: AsyncIterator<Uint8Array>,
-    readonly packMap: Uint32Array,
+    readonly packs: readonly string[],
   ) {}
 
   get current(): Uint8Array | null {
@@ -63,28 +64,46 @@ class Cursor {
   }
 }
 
-/** Writes the merged file of `inputs` and returns its run (its keys built on the way). */
-export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, inputs: readonly IndexRun[]): Promise<IndexRun> {
+/**
+ * How entries of the inputs become the output's: which packs the output names, how many
+ * entries it has, and, per entry (56 bytes, its pack field still the input's pack number),
+ * whether it is kept — `place` may rewrite it in place (its pack number into `packs`, its
+ * offset) and returns false to leave it out. Maintenance drops and moves entries this way.
+ */
+export interface MergePlan {
+  packs: string[];
+  count: number;
+  superseded: string[];
+  place(entry: Uint8Array, at: number, inputPack: string): boolean;
+  /** The output's file id (default: random), and where it goes (default: an index file). */
+  fileId?: string;
+  keyOf?: (fileId: string) => string;
+}
+
+/** The plain merge: every entry of every input, the inputs superseded. */
+function keepAll(inputs: readonly IndexRun[]): MergePlan {
   const packs: string[] = [];
   const packNo = new Map<string, number>();
-  const cursors: Cursor[] = [];
-  for (const r of inputs) {
-    const map = new Uint32Array(r.head.packs.length);
-    r.head.packs.forEach((p, i) => {
-      let n = packNo.get(p);
-      if (n === undefined) {
-        n = packs.length;
-        packs.push(p);
-        packNo.set(p, n);
-      }
-      map[i] = n;
-    });
-    // Small reads per input: a merge has up to a dozen inputs open at once, and a backup runs
-    // merges as it goes (two 4 MB read buffers per input grew a 4 GB backup's heap by 40 MB).
-    cursors.push(new Cursor(readIndexBlocks(storage, r.head, dataKey, MERGE_READ_BYTES)[Symbol.asyncIterator](), map));
-  }
-  const count = inputs.reduce((n, r) => n + r.count, 0);
-  const keys = new RunBuilder(count);
+  for (const r of inputs) for (const p of r.head.packs) if (!packNo.has(p)) packNo.set(p, packs.push(p) - 1);
+  return {
+    packs,
+    count: inputs.reduce((n, r) => n + r.count, 0),
+    superseded: inputs.map((r) => r.head.fileId),
+    place: (entry, at, inputPack) => (new DataView(entry.buffer, entry.byteOffset + at + CHUNK_ID_BYTES, 4).setUint32(0, packNo.get(inputPack)!), true),
+  };
+}
+
+/** Writes the merged file of `inputs` and returns its run (its keys built on the way). */
+export function mergeRuns(storage: Storage, dataKey: Uint8Array | null, inputs: readonly IndexRun[]): Promise<IndexRun> {
+  return writeMerged(storage, dataKey, inputs, keepAll(inputs));
+}
+
+/** Streams the inputs in id order through `plan` into one new index file (written durably). */
+export async function writeMerged(storage: Storage, dataKey: Uint8Array | null, inputs: readonly IndexRun[], plan: MergePlan): Promise<IndexRun> {
+  // Small reads per input: a merge has up to a dozen inputs open at once, and a backup runs
+  // merges as it goes (two 4 MB read buffers per input grew a 4 GB backup's heap by 40 MB).
+  const cursors = inputs.map((r) => new Cursor(readIndexBlocks(storage, r.head, dataKey, MERGE_READ_BYTES)[Symbol.asyncIterator](), r.head.packs));
+  const keys = new RunBuilder(plan.count);
 
   async function* entries(): AsyncGenerator<Uint8Array> {
     const live: Cursor[] = [];
@@ -98,9 +117,9 @@ export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, in
       const src = c.current!;
       const at = c.offset;
       batch.set(src.subarray(at, at + ENTRY_BYTES), fill);
-      const pack = new DataView(batch.buffer, fill + CHUNK_ID_BYTES, 4);
-      pack.setUint32(0, c.packMap[pack.getUint32(0)]!);
-      fill += ENTRY_BYTES;
+      const inputPack = c.packs[new DataView(batch.buffer, fill + CHUNK_ID_BYTES, 4).getUint32(0)];
+      if (inputPack === undefined) throw new KlioError("corrupt-index", `an index file being merged names a pack number it does not have`);
+      if (plan.place(batch, fill, inputPack)) fill += ENTRY_BYTES;
       c.advance();
       if (!(await c.fill())) live.splice(min, 1);
       if (fill === batch.length) {
@@ -111,11 +130,11 @@ export async function mergeRuns(storage: Storage, dataKey: Uint8Array | null, in
     if (fill > 0) yield batch.subarray(0, fill);
   }
 
-  const fileId = hexOf(randomBytes(16));
-  const key = indexKey(fileId);
+  const fileId = plan.fileId ?? hexOf(randomBytes(16));
+  const key = (plan.keyOf ?? indexKey)(fileId);
   let size = 0;
   async function* counted(): AsyncGenerator<Uint8Array> {
-    for await (const b of encodeIndexFile({ fileId, key: dataKey, packs, superseded: inputs.map((r) => r.head.fileId), count }, entries(), keys)) {
+    for await (const b of encodeIndexFile({ fileId, key: dataKey, packs: plan.packs, superseded: plan.superseded, count: plan.count }, entries(), keys)) {
       size += b.length;
       yield b;
     }

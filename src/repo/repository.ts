@@ -31,6 +31,8 @@ import { isS3Location, parseS3Url, S3Storage, type S3Options } from "./s3-storag
 import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
 import { guardedMerge, WriteSession } from "./sessions.ts";
+import { maintainRepository, type MaintenanceContext, type MaintenanceOptions, type MaintenanceReport, type ReferenceSource } from "./maintenance.ts";
+import { commitInSession } from "./maintenance-commit.ts";
 
 export type { ChunkWriter } from "./pack-writer.ts";
 export type { ChunkReader } from "./chunk-reader.ts";
@@ -63,11 +65,18 @@ export interface Repository {
   /** Reads many chunks in order, `inFlight` frames at once (a restore); close() it when done. */
   reader(opts?: { inFlight?: number }): ChunkReader;
   putObject(key: string, data: Uint8Array): Promise<void>;
+  /**
+   * Writes a session's object naming chunks (a snapshot), so that it is restorable the moment
+   * it exists whatever maintenance is doing (maintenance-commit.ts); `names` visits what it names.
+   */
+  commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<void>;
   getObject(key: string): Promise<Uint8Array>;
   listObjects(prefix: string): Promise<string[]>;
   deleteObject(key: string): Promise<void>;
   refresh(): Promise<void>;
   check(opts: CheckOptions): Promise<RepoProblem[]>;
+  /** Frees the space of chunks `refs` does not name (maintenance.ts); a local repository only. */
+  maintain(refs: ReferenceSource, opts: MaintenanceOptions): Promise<MaintenanceReport>;
   close(): Promise<void>;
 }
 
@@ -346,6 +355,17 @@ class Repo implements Repository {
     await this.storage.put(key, encodeObject(key, data, this.ctx.compression, this.ctx.dataKey));
   }
 
+  async commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<void> {
+    validateObjectKey(key);
+    await commitInSession(this.maintenanceContext(), session, names, () => this.putObject(key, data), { refresh: () => this.refresh(), present: (id) => this.index.has(id) });
+  }
+
+  private maintenanceContext(): MaintenanceContext {
+    if (!(this.storage instanceof FsStorage))
+      throw new KlioError("not-supported", `maintenance and backups run where the repository lives (a directory), not on ${this.root}: the offsite copy follows with \`klio offsite sync\``);
+    return { root: this.root, storage: this.storage, dataKey: this.ctx.dataKey, packTargetBytes: this.header.parameters.packTargetBytes };
+  }
+
   async getObject(key: string): Promise<Uint8Array> {
     validateObjectKey(key);
     let stored: Uint8Array;
@@ -374,6 +394,12 @@ class Repo implements Repository {
 
   check(opts: CheckOptions): Promise<RepoProblem[]> {
     return checkRepository(this.storage, this.ctx, opts);
+  }
+
+  async maintain(refs: ReferenceSource, opts: MaintenanceOptions): Promise<MaintenanceReport> {
+    const report = await maintainRepository(this.maintenanceContext(), refs, opts);
+    await this.refresh();
+    return report;
   }
 
   close(): Promise<void> {

@@ -24,7 +24,8 @@ export const SESSIONS_DIR = "sessions";
 export const MAINTENANCE_DIR = "maintenance";
 export const MAINTENANCE_STATE = "state.json";
 const SESSION_SUFFIX = ".session";
-const MERGE_SUFFIX = ".merging";
+export const MERGE_SUFFIX = ".merging";
+export const COMMIT_SUFFIX = ".committing";
 const HEARTBEAT_MS = 60_000;
 /** A session of another host without a heartbeat for this long is taken as ended. */
 export const SESSION_STALE_MS = 15 * 60_000;
@@ -128,16 +129,25 @@ export async function listSessions(root: string, now = Date.now()): Promise<Sess
   return out;
 }
 
-/** Merge markers of index consolidations under way: [file, alive]. */
-export async function listMergeMarkers(root: string, now = Date.now()): Promise<{ file: string; alive: boolean }[]> {
+/** Markers of index consolidations (".merging") or snapshot commits (".committing") under way. */
+export async function listMarkers(root: string, suffix: typeof MERGE_SUFFIX | typeof COMMIT_SUFFIX, now = Date.now()): Promise<{ file: string; alive: boolean }[]> {
   const out: { file: string; alive: boolean }[] = [];
   for (const name of await readdir(sessionsDir(root)).catch(() => [] as string[])) {
-    if (!name.endsWith(MERGE_SUFFIX)) continue;
+    if (!name.endsWith(suffix)) continue;
     const file = path.join(sessionsDir(root), name);
     const read = await readStampFile(file);
     if (read) out.push({ file, alive: aliveByStamp(parseStamp(read.body), read.mtimeMs, now) });
   }
   return out;
+}
+
+/** Puts a marker (pid and start time) beside the session files; returns its removal. */
+export async function putMarker(root: string, suffix: typeof MERGE_SUFFIX | typeof COMMIT_SUFFIX): Promise<() => Promise<void>> {
+  const dir = sessionsDir(root);
+  await mkdir(dir, { recursive: true, mode: 0o750 });
+  const marker = path.join(dir, `${process.pid}-${randomBytes(6).toString("hex")}${suffix}`);
+  await writeFile(marker, JSON.stringify(thisProcess()) + "\n", { flag: "wx", mode: 0o640 });
+  return () => unlink(marker).catch(() => {});
 }
 
 export function maintenanceStateFile(root: string): string {
@@ -149,10 +159,7 @@ export function maintenanceStateFile(root: string): string {
  * a merge marker in place the whole time (see the top of this file).
  */
 export async function guardedMerge(root: string, merge: () => Promise<void>): Promise<boolean> {
-  const dir = sessionsDir(root);
-  await mkdir(dir, { recursive: true, mode: 0o750 });
-  const marker = path.join(dir, `${process.pid}-${randomBytes(6).toString("hex")}${MERGE_SUFFIX}`);
-  await writeFile(marker, JSON.stringify(thisProcess()) + "\n", { flag: "wx", mode: 0o640 });
+  const removeMarker = await putMarker(root, MERGE_SUFFIX);
   try {
     try {
       await stat(maintenanceStateFile(root));
@@ -163,6 +170,6 @@ export async function guardedMerge(root: string, merge: () => Promise<void>): Pr
     await merge();
     return true;
   } finally {
-    await unlink(marker).catch(() => {});
+    await removeMarker();
   }
 }

@@ -1,12 +1,12 @@
 // Backup schedules: a cron expression (five fields, local time, as crontab(5) reads them) or
 // a fixed interval ("every 6h"). Both answer one question: when is the next run after t?
 import { KlioError } from "../util/errors.ts";
+import { parseDuration } from "../util/duration.ts";
 
 export type Schedule =
   | { kind: "interval"; text: string; everyMs: number }
   | { kind: "cron"; text: string; minutes: Set<number>; hours: Set<number>; days: Set<number>; months: Set<number>; weekdays: Set<number>; anyDay: boolean; anyWeekday: boolean };
 
-const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 const SHORTHANDS: Record<string, string> = {
@@ -19,9 +19,9 @@ function bad(text: string, why: string): KlioError {
 
 export function parseSchedule(text: string): Schedule {
   const t = text.trim();
-  const every = /^every\s+(\d+)\s*([smhd])$/i.exec(t);
+  const every = /^every\s+(\d+\s*[smhd])$/i.exec(t);
   if (every) {
-    const everyMs = Number(every[1]) * UNITS[every[2]!.toLowerCase()]!;
+    const everyMs = parseDuration(every[1]!)!;
     if (everyMs < 10_000 || everyMs > 366 * 86_400_000) throw bad(text, "an interval must be between 10 seconds and 366 days");
     return { kind: "interval", text: t, everyMs };
   }
