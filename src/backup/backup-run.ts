@@ -114,7 +114,9 @@ export async function runBackup(o: BackupOptions): Promise<Snapshot> {
         durationMs: now().getTime() - started.getTime(),
       },
     };
-    await saveSnapshot(o.repo, snapshot, session);
+    const { broughtBack } = await saveSnapshot(o.repo, snapshot, session);
+    // Chunks the repository's maintenance had set aside meanwhile, indexed again for this backup.
+    if (broughtBack > 0) o.log.info("backup.kept_from_maintenance", { id, chunks: broughtBack });
     o.onProgress?.({ phase: "done", doneBytes: stats.bytes, totalBytes: start.totalBytes });
     o.log.info("backup.done", { id, files: stats.files, bytes: stats.bytes, new_bytes: w.newPlainBytes, stored_bytes: w.storedBytes });
     return snapshot;

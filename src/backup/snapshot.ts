@@ -92,9 +92,9 @@ export function newSnapshotId(now: Date, taken: Set<string>): string {
 }
 
 /** Records the backup: written through the writer session that stored its chunks, so maintenance keeps them. */
-export async function saveSnapshot(repo: Repository, s: Snapshot, session: WriteSession): Promise<void> {
+export async function saveSnapshot(repo: Repository, s: Snapshot, session: WriteSession): Promise<{ broughtBack: number }> {
   const bytes = new TextEncoder().encode(JSON.stringify(s, null, 1) + "\n");
-  await repo.commitObject(session, snapshotKey(s.cluster, s.id), bytes, (visit, afterDirect) => snapshotChunks(repo, s, visit, afterDirect));
+  return repo.commitObject(session, snapshotKey(s.cluster, s.id), bytes, (visit, afterDirect) => snapshotChunks(repo, s, visit, afterDirect));
 }
 
 export async function loadSnapshot(repo: Repository, cluster: string, id: string): Promise<Snapshot> {

@@ -34,7 +34,7 @@ async function commitAction(ctx: MaintenanceContext, s: MaintenanceState | null)
 
 /**
  * Writes the object with `put` while `session` holds, after bringing back what `names` visits
- * and the index no longer has. `refresh` reloads the caller's index (it may still hold the
+ * and the index no longer has (how many chunks: the result). `refresh` reloads the caller's index (it may still hold the
  * files maintenance replaced); `present` then says whether the index has a chunk.
  */
 export async function commitInSession(
@@ -43,21 +43,22 @@ export async function commitInSession(
   names: Names,
   put: () => Promise<void>,
   index: { refresh(): Promise<void>; present(id: ChunkId): boolean },
-): Promise<void> {
+): Promise<{ broughtBack: number }> {
   const deadline = Date.now() + BARRIER_WAIT_MS;
   for (;;) {
     const removeMarker = await putMarker(ctx.root, COMMIT_SUFFIX);
     try {
       const action = await commitAction(ctx, await readMaintenanceState(ctx.root));
       if (action !== "wait") {
+        let broughtBack = 0;
         if (action.dropped) {
           await index.refresh();
-          await bringBack(ctx, action.dropped, names, (id) => index.present(id));
+          broughtBack = (await bringBack(ctx, action.dropped, names, (id) => index.present(id)))?.chunks ?? 0;
           await index.refresh();
         }
         await session.confirm();
         await put();
-        return;
+        return { broughtBack };
       }
     } finally {
       await removeMarker();

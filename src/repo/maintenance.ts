@@ -212,7 +212,7 @@ function describe(report: MaintenanceReport, s: Survey): void {
   report.packs.before = s.packs.size;
   report.indexFiles.before = s.heads.length;
   report.bytes.before = [...s.packs.values()].reduce((n, p) => n + p.size, 0);
-  report.bytes.garbageLeft = s.garbageLeft;
+  report.bytes.garbageLeft = Math.round(s.garbageLeft);
   report.packs.removed = s.remove.length;
   report.packs.rewritten = s.rewrite.length;
 }

@@ -69,7 +69,7 @@ export interface Repository {
    * Writes a session's object naming chunks (a snapshot), so that it is restorable the moment
    * it exists whatever maintenance is doing (maintenance-commit.ts); `names` visits what it names.
    */
-  commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<void>;
+  commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }>;
   getObject(key: string): Promise<Uint8Array>;
   listObjects(prefix: string): Promise<string[]>;
   deleteObject(key: string): Promise<void>;
@@ -355,9 +355,9 @@ class Repo implements Repository {
     await this.storage.put(key, encodeObject(key, data, this.ctx.compression, this.ctx.dataKey));
   }
 
-  async commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<void> {
+  async commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }> {
     validateObjectKey(key);
-    await commitInSession(this.maintenanceContext(), session, names, () => this.putObject(key, data), { refresh: () => this.refresh(), present: (id) => this.index.has(id) });
+    return commitInSession(this.maintenanceContext(), session, names, () => this.putObject(key, data), { refresh: () => this.refresh(), present: (id) => this.index.has(id) });
   }
 
   private maintenanceContext(): MaintenanceContext {
