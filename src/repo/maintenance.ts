@@ -34,9 +34,12 @@ import { writeFileDurable } from "../util/durable-fs.ts";
 import { CHUNK_ID_BYTES, type ChunkId } from "./chunk-id.ts";
 import { IndexRun, idKey } from "./index-run.ts";
 import { ChunkIndex, loadRun } from "./chunk-index.ts";
-import { ENTRY_BYTES, INDEX_PREFIX, decodeEntry, hexOf, indexIdOfKey, indexKey, packIdOfKey, packKey, readIndexBlocks, readIndexHead, type IndexHead } from "./index-file.ts";
+import { ENTRY_BYTES, INDEX_PREFIX, decodeEntry, encodeEntry, hexOf, indexIdOfKey, indexKey, packIdOfKey, packKey, readIndexBlocks, readIndexHead, type IndexHead } from "./index-file.ts";
 import { writeMerged, type MergePlan } from "./index-merge.ts";
 import { PACK_HEADER, PACK_MAGIC, PACK_VERSION } from "./pack-writer.ts";
+import { chunkOfFrame, decodeFrame, encodeFrame } from "./blob.ts";
+import { Compressor, type Compression } from "./codec.ts";
+import { concatBytes } from "../util/bytes.ts";
 import { acquireMaintenance, releaseMaintenance, writeMaintenanceState, type MaintenancePlan, type MaintenanceState } from "./maintenance-state.ts";
 import { COMMIT_SUFFIX, listMarkers, listSessions, MAINTENANCE_DIR, MERGE_SUFFIX } from "./sessions.ts";
 import type { ObjectWriter, Storage } from "./storage.ts";
@@ -57,6 +60,9 @@ export interface MaintenanceContext {
   storage: Storage;
   dataKey: Uint8Array | null;
   packTargetBytes: number;
+  /** Codec of frames written anew, and the chunk id function (a rewritten chunk is checked against its id). */
+  compression: Compression;
+  chunkId: (data: Uint8Array) => ChunkId;
 }
 
 export interface MaintenanceOptions {
@@ -112,6 +118,8 @@ interface Survey {
   tally: Map<string, PackTally>;
   remove: string[];
   rewrite: string[];
+  /** Frames of the packs to rewrite. */
+  frames: Frames;
   unindexed: string[];
   liveChunks: number;
   garbageLeft: number;
@@ -295,7 +303,7 @@ async function survey(ctx: MaintenanceContext, refs: ReferenceSource, opts: Main
   const live = runs.map((r) => new Uint8Array(Math.ceil(r.count / 8)));
 
   // Mark. A snapshot that cannot be read stops everything: what it names is unknown.
-  const s: Survey = { packs, heads, runs, live, known: [], tally: new Map(), remove: [], rewrite: [], unindexed: [], liveChunks: 0, garbageLeft: 0 };
+  const s: Survey = { packs, heads, runs, live, known: [], tally: new Map(), remove: [], rewrite: [], frames: new Map(), unindexed: [], liveChunks: 0, garbageLeft: 0 };
   const keys = await refs.list();
   for (const key of keys) {
     await markSnapshot(refs, s, key);
@@ -353,6 +361,8 @@ async function tally(ctx: MaintenanceContext, s: Survey, opts: MaintenanceOption
     }
   }
 
+  // A chunk's share of its frame's stored bytes: what rewriting a pack without its dead
+  // chunks saves, about (frames are compressed anew).
   const repackShare = opts.repackShare ?? DEFAULT_REPACK_SHARE;
   const remove: string[] = [];
   const rewrite: string[] = [];
@@ -365,16 +375,30 @@ async function tally(ctx: MaintenanceContext, s: Survey, opts: MaintenanceOption
     else if (garbage >= repackShare * p.size) rewrite.push(id);
     else garbageLeft += garbage;
   }
-  Object.assign(s, { tally, remove, rewrite, liveChunks, garbageLeft });
+  const frames = await scanFrames(ctx, s, new Set(rewrite));
+  Object.assign(s, { tally, remove, rewrite, liveChunks, garbageLeft, frames });
 }
 
-/** Copies the live frames of the packs to rewrite into new packs; where each frame went. */
-async function copyLiveFrames(ctx: MaintenanceContext, s: Survey, report: MaintenanceReport): Promise<{ moved: Map<string, { pack: string; offset: number }>; deadEntries: number; newPacks: string[] }> {
-  const rewrite = new Set(s.rewrite);
-  // Frames of the packs to rewrite: offset → [stored length, live].
-  const frames = new Map<string, Map<number, [number, boolean]>>();
-  let deadEntries = 0;
-  const entriesAt = new Map<string, number>();
+/** A chunk of a frame being rewritten. */
+interface FrameChunk {
+  id: Uint8Array;
+  plainLength: number;
+  live: boolean;
+}
+
+/** A frame of a pack being rewritten: its stored bytes, and its chunks by offset in its plain bytes. */
+interface FrameInfo {
+  length: number;
+  flags: number;
+  frameLength: number;
+  chunks: Map<number, FrameChunk>;
+}
+
+/** Per pack, its frames by offset. */
+type Frames = Map<string, Map<number, FrameInfo>>;
+
+async function scanFrames(ctx: MaintenanceContext, s: Survey, of: ReadonlySet<string>): Promise<Frames> {
+  const frames: Frames = new Map();
   for (let i = 0; i < s.runs.length; i++) {
     const r = s.runs[i]!;
     let n = 0;
@@ -382,80 +406,123 @@ async function copyLiveFrames(ctx: MaintenanceContext, s: Survey, report: Mainte
       for (let at = 0; at < block.length; at += ENTRY_BYTES, n++) {
         const e = decodeEntry(block, at);
         const packId = r.head.packs[e.pack]!;
-        if (!rewrite.has(packId)) continue;
+        if (!of.has(packId)) continue;
         let f = frames.get(packId);
         if (!f) frames.set(packId, (f = new Map()));
-        const liveNow = bit(s.live[i]!, n);
-        const had = f.get(e.offset);
-        f.set(e.offset, [e.length, (had?.[1] ?? false) || liveNow]);
-        const k = `${packId}:${e.offset}`;
-        entriesAt.set(k, (entriesAt.get(k) ?? 0) + 1);
+        let frame = f.get(e.offset);
+        if (!frame) f.set(e.offset, (frame = { length: e.length, flags: e.flags, frameLength: e.frameLength, chunks: new Map() }));
+        // Two entries for one chunk (two index files naming the pack): one chunk, live if either is.
+        const had = frame.chunks.get(e.inFrame);
+        frame.chunks.set(e.inFrame, { id: e.id.slice(), plainLength: e.plainLength, live: (had?.live ?? false) || bit(s.live[i]!, n) });
       }
     }
   }
-  const moved = new Map<string, { pack: string; offset: number }>();
+  return frames;
+}
+
+/** Where a chunk of a rewritten pack is now. */
+interface Moved {
+  pack: string;
+  offset: number;
+  length: number;
+  flags: number;
+  frameLength: number;
+  inFrame: number;
+}
+
+/**
+ * Writes the live chunks of the packs to rewrite into new packs: a frame whose chunks are all
+ * live as it is stored; one with dead chunks decoded, the live ones checked against their ids
+ * and stored as a new frame. Returns where each live chunk went (by pack:offset:inFrame).
+ */
+async function repack(ctx: MaintenanceContext, s: Survey, report: MaintenanceReport): Promise<{ moved: Map<string, Moved>; newPacks: string[] }> {
+  const moved = new Map<string, Moved>();
   const newPacks: string[] = [];
+  const compressor = new Compressor(ctx.compression);
   let out: { id: string; file: ObjectWriter; bytes: number } | null = null;
-  const seal = async () => {
-    if (!out) return;
-    await out.file.commit();
-    report.bytes.written += out.bytes;
-    out = null;
+  const append = async (stored: Uint8Array): Promise<{ pack: string; offset: number }> => {
+    if (out !== null && out.bytes + stored.length > ctx.packTargetBytes) {
+      await out.file.commit();
+      out = null;
+    }
+    if (out === null) {
+      const id = hexOf(randomBytes(16));
+      const file = await ctx.storage.create(packKey(id));
+      const head = new Uint8Array(PACK_HEADER);
+      head.set(PACK_MAGIC, 0);
+      new DataView(head.buffer).setUint32(8, PACK_VERSION);
+      await file.write(head);
+      out = { id, file, bytes: PACK_HEADER };
+      newPacks.push(id);
+    }
+    const at = { pack: out.id, offset: out.bytes };
+    await out.file.write(stored);
+    out.bytes += stored.length;
+    report.bytes.written += stored.length;
+    return at;
   };
   for (const packId of s.rewrite) {
-    const list = [...(frames.get(packId) ?? new Map()).entries()].sort((a, b) => a[0] - b[0]);
-    for (const [offset, [length, isLive]] of list) {
-      if (!isLive) {
-        deadEntries += entriesAt.get(`${packId}:${offset}`) ?? 0;
+    const key = packKey(packId);
+    const list = [...(s.frames.get(packId) ?? new Map<number, FrameInfo>()).entries()].sort((a, b) => a[0] - b[0]);
+    for (const [offset, f] of list) {
+      const chunks = [...f.chunks.entries()].sort((a, b) => a[0] - b[0]);
+      const live = chunks.filter(([, c]) => c.live);
+      if (live.length === 0) continue;
+      const stored = await ctx.storage.getRange(key, offset, f.length);
+      if (live.length === chunks.length) {
+        const to = await append(stored);
+        for (const [inFrame] of live) moved.set(`${packId}:${offset}:${inFrame}`, { ...to, length: f.length, flags: f.flags, frameLength: f.frameLength, inFrame });
         continue;
       }
-      const bytes = await ctx.storage.getRange(packKey(packId), offset, length);
-      if (out !== null && (out as { bytes: number }).bytes + length > ctx.packTargetBytes) await seal();
-      if (out === null) {
-        const id = hexOf(randomBytes(16));
-        const file = await ctx.storage.create(packKey(id));
-        const head = new Uint8Array(PACK_HEADER);
-        head.set(PACK_MAGIC, 0);
-        new DataView(head.buffer).setUint32(8, PACK_VERSION);
-        await file.write(head);
-        out = { id, file, bytes: PACK_HEADER };
-        newPacks.push(id);
-      }
-      const o = out as { id: string; file: ObjectWriter; bytes: number };
-      moved.set(`${packId}:${offset}`, { pack: o.id, offset: o.bytes });
-      await o.file.write(bytes);
-      o.bytes += length;
+      const plain = decodeFrame(ctx.dataKey, stored, f, key);
+      const parts = live.map(([inFrame, c]) => chunkOfFrame(ctx.chunkId, c.id, plain, { inFrame, plainLength: c.plainLength }, key));
+      const joined = concatBytes(parts);
+      const encoded = encodeFrame(ctx.dataKey, compressor, joined);
+      const to = await append(encoded.stored);
+      let inNew = 0;
+      live.forEach(([inFrame], k) => {
+        moved.set(`${packId}:${offset}:${inFrame}`, { ...to, length: encoded.stored.length, flags: encoded.flags, frameLength: joined.length, inFrame: inNew });
+        inNew += parts[k]!.length;
+      });
     }
   }
-  await seal();
+  if (out !== null) await (out as { file: ObjectWriter }).file.commit();
   report.packs.written = newPacks.length;
-  return { moved, deadEntries, newPacks };
+  return { moved, newPacks };
 }
 
-function setPack(entry: Uint8Array, at: number, pack: number, offset?: number): void {
-  const v = new DataView(entry.buffer, entry.byteOffset + at + CHUNK_ID_BYTES, 8);
-  v.setUint32(0, pack);
-  if (offset !== undefined) v.setUint32(4, offset);
+function setPack(entry: Uint8Array, at: number, pack: number): void {
+  new DataView(entry.buffer, entry.byteOffset + at + CHUNK_ID_BYTES, 4).setUint32(0, pack);
 }
 
-function offsetOf(entry: Uint8Array, at: number): number {
-  return new DataView(entry.buffer, entry.byteOffset + at + CHUNK_ID_BYTES + 4, 4).getUint32(0);
+function movedKey(packId: string, entry: Uint8Array, at: number): string {
+  const e = decodeEntry(entry, at);
+  return `${packId}:${e.offset}:${e.inFrame}`;
 }
 
 /** Steps 3 and 4: new packs, the entries left out kept aside, the plan recorded, the new index in place. */
 async function swap(ctx: MaintenanceContext, s: Survey, state: MaintenanceState, opts: MaintenanceOptions, report: MaintenanceReport): Promise<void> {
-  const { moved, deadEntries, newPacks } = await copyLiveFrames(ctx, s, report);
+  const { moved, newPacks } = await repack(ctx, s, report);
   const gone = new Set([...s.remove, ...s.rewrite]);
-  const removedEntries = s.remove.reduce((n, id) => n + s.tally.get(id)!.entries, 0);
   const total = s.runs.reduce((n, r) => n + r.count, 0);
-  const droppedCount = removedEntries + deadEntries;
+  // Every entry of a pack that goes, but those of chunks that moved.
+  let droppedCount = 0;
+  for (const id of gone) droppedCount += s.tally.get(id)!.entries;
+  for (let i = 0; i < s.runs.length; i++) {
+    const r = s.runs[i]!;
+    for await (const block of readIndexBlocks(ctx.storage, r.head, ctx.dataKey))
+      for (let at = 0; at < block.length; at += ENTRY_BYTES) {
+        const packId = r.head.packs[decodeEntry(block, at).pack]!;
+        if (gone.has(packId) && moved.has(movedKey(packId, block, at))) droppedCount--;
+      }
+  }
   report.chunks.dropped = droppedCount;
 
   const dropPacks = [...gone];
   const dropNo = new Map(dropPacks.map((p, i) => [p, i]));
   const keepPacks = [...new Set(s.runs.flatMap((r) => r.head.packs))].filter((p) => !gone.has(p)).concat(newPacks);
   const keepNo = new Map(keepPacks.map((p, i) => [p, i]));
-  const isMoved = (packId: string, entry: Uint8Array, at: number) => moved.get(`${packId}:${offsetOf(entry, at)}`);
+  const isMoved = (packId: string, entry: Uint8Array, at: number) => moved.get(movedKey(packId, entry, at));
 
   let dropped: string | null = null;
   if (droppedCount > 0) {
@@ -487,7 +554,8 @@ async function swap(ctx: MaintenanceContext, s: Survey, state: MaintenanceState,
       }
       const to = isMoved(packId, entry, at);
       if (!to) return false;
-      setPack(entry, at, keepNo.get(to.pack)!, to.offset);
+      const e = decodeEntry(entry, at);
+      encodeEntry(entry, at, { id: e.id, pack: keepNo.get(to.pack)!, offset: to.offset, length: to.length, flags: to.flags, plainLength: e.plainLength, frameLength: to.frameLength, inFrame: to.inFrame });
       return true;
     },
   });

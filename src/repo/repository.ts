@@ -363,7 +363,10 @@ class Repo implements Repository {
   private maintenanceContext(): MaintenanceContext {
     if (!(this.storage instanceof FsStorage))
       throw new KlioError("not-supported", `maintenance and backups run where the repository lives (a directory), not on ${this.root}: the offsite copy follows with \`klio offsite sync\``);
-    return { root: this.root, storage: this.storage, dataKey: this.ctx.dataKey, packTargetBytes: this.header.parameters.packTargetBytes };
+    return {
+      root: this.root, storage: this.storage, dataKey: this.ctx.dataKey, packTargetBytes: this.header.parameters.packTargetBytes,
+      compression: this.ctx.compression, chunkId: this.ctx.chunkId,
+    };
   }
 
   async getObject(key: string): Promise<Uint8Array> {

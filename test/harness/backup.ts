@@ -29,11 +29,11 @@ export function streamWal(cleanups: Cleanup[], pg: PgServer, repo: string, clust
 }
 
 /** A PostgreSQL 15 server, a new repository, and `klio wal stream` archiving its WAL (cluster db1). */
-export async function streamingServer(cleanups: Cleanup[]): Promise<{ pg: PgServer; repo: string; receiver: KlioProcess }> {
+export async function streamingServer(cleanups: Cleanup[], initFlags: string[] = []): Promise<{ pg: PgServer; repo: string; receiver: KlioProcess }> {
   const pg = await startPostgres({ version: 15 });
   cleanups.push(() => pg.destroy());
   const repo = tempDir(cleanups, "klio-repo-");
-  await klio(["init", "--repo", repo]);
+  await klio(["init", "--repo", repo, ...initFlags]);
   const receiver = streamWal(cleanups, pg, repo);
   await receiver.waitForLog(/wal.streaming/);
   return { pg, repo, receiver };

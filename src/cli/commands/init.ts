@@ -8,11 +8,12 @@ export const command: Command = {
   spec: {
     name: "init",
     summary: "Create a repository.",
-    usage: "klio init --repo DIR [--encryption-passphrase-file FILE] [--compression brotli|deflate|lz4|none] [--json]",
+    usage: "klio init --repo DIR [--encryption-passphrase-file FILE] [--compression brotli|deflate|lz4|none] [--pack-size 32MiB] [--json]",
     flags: {
       repo: { kind: "string", value: "DIR", help: "directory of the new repository (created; must be empty if it exists)", required: true },
       "encryption-passphrase-file": { kind: "string", value: "FILE", help: "encrypt the repository with the passphrase in FILE (or KLIO_PASSPHRASE_FILE)" },
       compression: { kind: "string", value: "NAME", help: `compression of new chunks: ${COMPRESSIONS.join(" or ")} (default ${DEFAULT_COMPRESSION})` },
+      "pack-size": { kind: "string", value: "SIZE", help: "pack files are sealed at about this size: 64KiB to 1GiB (default 32MiB); smaller packs let maintenance free space in finer steps" },
       json: { kind: "boolean", help: "print JSON for scripts" },
     },
     details:
@@ -26,7 +27,8 @@ export const command: Command = {
     if (!isCompression(compression)) throw new KlioError("usage", `--compression must be ${COMPRESSIONS.join(" or ")}, not "${compression}"`);
     const passFile = (f["encryption-passphrase-file"] as string | undefined) ?? ctx.env.KLIO_PASSPHRASE_FILE;
     const passphrase = await readPassphrase(passFile);
-    await initRepository(dir, { passphrase, compression });
+    const packTargetBytes = f["pack-size"] === undefined ? undefined : parsePackSize(String(f["pack-size"]));
+    await initRepository(dir, { passphrase, compression, packTargetBytes });
     const repo = await openRepository(dir, { passphrase });
     try {
       const out = { repo: dir, id: repo.id, encrypted: repo.encrypted, compression, packTargetBytes: repo.header.parameters.packTargetBytes };
@@ -41,3 +43,10 @@ export const command: Command = {
     return 0;
   },
 };
+
+function parsePackSize(text: string): number {
+  const m = /^(\d+)\s*(?:([kmg])(?:i?b)?)?$/i.exec(text.trim());
+  const n = m ? Number(m[1]) * 1024 ** ({ k: 1, m: 2, g: 3 }[(m[2] ?? "").toLowerCase() as "k" | "m" | "g"] ?? 0) : NaN;
+  if (!(n >= 64 * 1024 && n <= 1024 ** 3)) throw new KlioError("usage", `--pack-size must be a size from 64KiB to 1GiB (such as 4MiB), got "${text}"`);
+  return n;
+}
