@@ -2,10 +2,17 @@
 // Every repository object is immutable, so a pass uploads what the remote lacks, in an order
 // that keeps the remote a consistent repository at every instant: the header, then packs,
 // then the indexes that name them, then the WAL, and only then the snapshots that need all of
-// those. Removals come last and only for what the local repository has provably replaced:
-// a raw WAL segment once its compressed form is up, a partial segment once it is complete,
-// index files a consolidation superseded, snapshots deleted locally. A pass that stops at
-// any point (kill -9, network cut) leaves the remote consistent; the next pass finishes it.
+// those. The local listing goes the other way (snapshots, index, packs, WAL), so whatever a
+// listed snapshot or index needs was there before it and is listed too.
+//
+// Removals come last, for what the local repository no longer has: snapshots deleted, index
+// files replaced, packs and WAL maintenance and retention removed, a raw or partial segment
+// once its compressed form is up. A removal locally may follow the writing of what replaces
+// it by moments (maintenance writes its new index, then removes packs), and a listing of a
+// directory is no snapshot in time: so anything but a snapshot goes only when a second local
+// listing, taken after the uploads, still lacks it — whatever replaced it was there before
+// the first listing ended, and has gone up. A pass that stops at any point (kill -9, network
+// cut) leaves the remote consistent; the next pass finishes it.
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
@@ -106,9 +113,12 @@ export class OffsiteSync {
 
   private async localObjects(): Promise<(StorageEntry & { kind: Kind })[]> {
     const out: (StorageEntry & { kind: Kind })[] = [];
-    for (const e of await this.local.list("")) {
-      const kind = offsiteKind(e.key);
-      if (kind) out.push({ ...e, kind });
+    // Later-written kinds first (see the top of this file).
+    for (const prefix of ["snapshots/", "index/", "packs/", "wal/", HEADER_KEY]) {
+      for (const e of await this.local.list(prefix)) {
+        const kind = offsiteKind(e.key);
+        if (kind) out.push({ ...e, kind });
+      }
     }
     if (!out.some((e) => e.kind === "header")) throw new KlioError("bad-repository", `${this.o.repoDir} is not a klio repository (no ${HEADER_KEY}): nothing to copy`);
     return out;
@@ -158,24 +168,33 @@ export class OffsiteSync {
       });
       if (this.o.signal.aborted) break;
     }
-    if (!this.o.signal.aborted) result.removed = await this.removeReplaced(remote, new Set(local.map((e) => e.key)));
+    if (!this.o.signal.aborted) result.removed = await this.removeGone(remote, new Set(local.map((e) => e.key)));
     const left = todo.filter((e) => remote.get(e.key)?.size !== e.size);
     result.behind = { objects: left.length, bytes: left.reduce((n, e) => n + e.size, 0) };
     result.seconds = (performance.now() - t0) / 1000;
     return result;
   }
 
-  private async removeReplaced(remote: Map<string, RemoteObject>, local: Set<string>): Promise<number> {
+  private async removeGone(remote: Map<string, RemoteObject>, local: Set<string>): Promise<number> {
+    let candidates = [...remote.keys()].filter((k) => !local.has(k) && offsiteKind(k) !== null);
+    if (candidates.length === 0) return 0;
+    // A second look, after the uploads: what is still not there is gone for good.
+    const now = new Set((await this.localObjects()).map((e) => e.key));
+    candidates = candidates.filter((k) => !now.has(k));
     const gone: string[] = [];
-    for (const key of remote.keys()) {
-      if (local.has(key)) continue;
-      const kind = offsiteKind(key);
-      if (kind === "snapshot" || kind === "index") gone.push(key);
-      else if (kind === "partial" && remote.has(key.slice(0, -PARTIAL_SUFFIX.length) + STORED_SUFFIX)) gone.push(key);
-      else if (kind === "wal" && SEGMENT_NAME.test(key.slice(key.lastIndexOf("/") + 1)) && remote.has(key + STORED_SUFFIX)) gone.push(key);
+    for (const key of candidates) {
+      const kind = offsiteKind(key)!;
+      const name = key.slice(key.lastIndexOf("/") + 1);
+      if (kind === "snapshot" || kind === "index" || kind === "pack") gone.push(key);
+      else if (kind === "partial") {
+        if (remote.has(key.slice(0, -PARTIAL_SUFFIX.length) + STORED_SUFFIX)) gone.push(key);
+      } else if (kind === "wal") {
+        if (SEGMENT_NAME.test(name) ? remote.has(key + STORED_SUFFIX) : name.endsWith(STORED_SUFFIX)) gone.push(key);
+      }
     }
-    // Snapshots first: nothing remote may name what goes after them.
-    gone.sort((a, b) => Number(offsiteKind(b) === "snapshot") - Number(offsiteKind(a) === "snapshot"));
+    // Snapshots first, then indexes: nothing remote may name what goes after them.
+    const rank = (k: string) => ["snapshot", "index", "pack", "wal", "partial"].indexOf(offsiteKind(k)!);
+    gone.sort((a, b) => rank(a) - rank(b));
     for (const key of gone) {
       await this.o.remote.remove(key);
       remote.delete(key);
