@@ -16,6 +16,12 @@ export const REPO_FLAGS: Record<string, FlagSpec> = {
   ...S3_FLAGS,
 };
 
+/** For commands that change a repository, which only a local one allows. */
+export const LOCAL_REPO_FLAGS: Record<string, FlagSpec> = {
+  repo: { kind: "string", value: "DIR", help: "the repository directory", required: true },
+  "encryption-passphrase-file": REPO_FLAGS["encryption-passphrase-file"]!,
+};
+
 /** For commands that move much data: how many threads hash, compress, decompress and verify. */
 export const WORKERS_FLAG: Record<string, FlagSpec> = {
   workers: { kind: "number", value: "N", help: "worker threads for hashing and (de)compression (default: one per core, up to 4; 0: all on the main thread)" },

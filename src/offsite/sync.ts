@@ -13,7 +13,8 @@
 // listing, taken after the uploads, still lacks it — whatever replaced it was there before
 // the first listing ended, and has gone up. A pass that stops at any point (kill -9, network
 // cut) leaves the remote consistent; the next pass finishes it.
-import { stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
+import { writeFileDurable } from "../util/durable-fs.ts";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -34,6 +35,22 @@ const STAGES: Kind[][] = [["header"], ["wal", "partial", "pack"], ["index"], ["s
 const ORDER: Kind[] = STAGES.flat();
 
 const SEGMENT_NAME = /^[0-9A-F]{24}$/;
+
+/** The file in a repository naming its offsite copy. */
+export const OFFSITE_MARKER = "offsite.json";
+
+export async function readOffsiteMarker(repoDir: string): Promise<{ url: string; since: string } | null> {
+  let text: string;
+  try {
+    text = await readFile(path.join(repoDir, OFFSITE_MARKER), "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+  const v = JSON.parse(text) as { url?: unknown; since?: unknown };
+  if (typeof v.url !== "string") throw new KlioError("bad-repository", `${path.join(repoDir, OFFSITE_MARKER)} does not name the offsite copy`);
+  return { url: v.url, since: String(v.since) };
+}
 
 /** The kind of a local key, or null for files that stay local (locks, receiver state). */
 export function offsiteKind(key: string): Kind | null {
@@ -139,6 +156,7 @@ export class OffsiteSync {
   /** One pass: upload what is missing or changed, then remove what was replaced. */
   async pass(opts: { fullListing?: boolean } = {}): Promise<SyncPass> {
     const t0 = performance.now();
+    await this.recordTarget();
     const remote = await this.remoteListing(Boolean(opts.fullListing));
     const local = await this.localObjects();
     const todo: (StorageEntry & { kind: Kind })[] = [];
@@ -209,6 +227,17 @@ export class OffsiteSync {
       while (next < items.length && !this.o.signal.aborted) await work(items[next++]!);
     };
     await Promise.all(Array.from({ length: Math.min(this.o.concurrency ?? 4, items.length) }, worker));
+  }
+
+  /**
+   * Notes in the repository where its copy lives (offsite.json), so that retention run from
+   * the command line knows to ask the copy before deleting anything.
+   */
+  async recordTarget(): Promise<void> {
+    const url = this.o.remote.description;
+    const current = await readOffsiteMarker(this.o.repoDir).catch(() => null);
+    if (current?.url === url) return;
+    await writeFileDurable(path.join(this.o.repoDir, OFFSITE_MARKER), JSON.stringify({ format: "klio-offsite", version: 1, url, since: new Date().toISOString() }) + "\n");
   }
 
   /** What the remote lacks, from a fresh listing of both sides. */

@@ -1,0 +1,3 @@
+import { pinCommand } from "./backup-pin.ts";
+
+export const command = pinCommand(false);
