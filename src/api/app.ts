@@ -11,6 +11,8 @@ import { KlioError, isKlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { VERSION } from "../util/version.ts";
 import { listSnapshots, loadSnapshot, snapshotKey, snapshotSummary } from "../backup/snapshot.ts";
+import { hasRules, validatePolicy } from "../backup/retention.ts";
+import { readPins, setPin, writeStoredPolicy } from "../backup/retention-store.ts";
 import { openClusterArchive, parseWalRequest, readWalFile } from "../wal/archive-reader.ts";
 import { walStatus } from "../wal/archive-status.ts";
 import { formatLsn } from "../pg/lsn.ts";
@@ -27,7 +29,7 @@ import * as S from "./schemas.ts";
 import { openApiDocument } from "./openapi.ts";
 
 export interface RouteSpec {
-  method: "get" | "post" | "delete";
+  method: "get" | "post" | "put" | "delete";
   /** hono path syntax (":name"). */
   path: string;
   summary: string;
@@ -45,7 +47,9 @@ interface RouteArgs {
   body: unknown;
 }
 
-const STATUS_OF: Record<string, number> = { "not-found": 404, "no-backup": 404, "no-archive": 404, busy: 409, "object-exists": 409, stopping: 503 };
+const STATUS_OF: Record<string, number> = {
+  "not-found": 404, "no-backup": 404, "no-archive": 404, "no-policy": 404, busy: 409, "object-exists": 409, "maintenance-running": 409, stopping: 503,
+};
 
 function statusOf(e: KlioError): number {
   if (STATUS_OF[e.code]) return STATUS_OF[e.code]!;
@@ -208,6 +212,72 @@ export const ROUTES: RouteSpec[] = [
     },
   },
   {
+    method: "post", path: "/v1/maintenance", summary: "Start maintenance (free the space of data no backup uses); follow it at /v1/jobs/{id}",
+    body: S.DryRunBody, response: { status: 202, schema: S.Job },
+    handler: async ({ d, body }) => json(d.keeper.startMaintenance("api", (body as S.DryRunBody).dryRun ?? false), 202),
+  },
+  {
+    method: "get", path: "/v1/maintenance", summary: "Maintenance: the running job, the last report, the next scheduled run, free space",
+    response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d }) => {
+      const k = d.keeper;
+      return json({
+        running: k.running, last: k.lastMaintenance, lastError: k.lastMaintenanceError,
+        nextAt: k.nextMaintenanceAt === null ? null : new Date(k.nextMaintenanceAt).toISOString(), disk: k.disk,
+      });
+    },
+  },
+  {
+    method: "get", path: "/v1/clusters/:name/retention", summary: "The cluster's retention policy (and where it comes from), pinned backups, the last run",
+    params: { name: P.name }, response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d, params }) => {
+      const cluster = supervisorOf(d, params.name!).cluster.name;
+      const { policy, source } = await d.keeper.policyOf(cluster);
+      const pinned = [...(await readPins(d.config.repository.path, cluster))].sort();
+      return json({ cluster, policy, source, pinned, lastRun: d.keeper.retention.get(cluster) ?? null });
+    },
+  },
+  {
+    method: "put", path: "/v1/clusters/:name/retention", summary: "Set the cluster's retention policy in the repository (it takes precedence over the config's)",
+    params: { name: P.name }, body: S.RetentionPolicyBody, response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d, params, body }) => {
+      const cluster = supervisorOf(d, params.name!).cluster.name;
+      const policy = validatePolicy(body, "the body");
+      if (!hasRules(policy)) throw new KlioError("bad-request", "the policy names no rule (recoveryWindow, full, keepLatest, keepDaily, keepWeekly, keepMonthly)");
+      await writeStoredPolicy(d.config.repository.path, cluster, policy);
+      return json({ cluster, policy, source: "repository" });
+    },
+  },
+  {
+    method: "delete", path: "/v1/clusters/:name/retention", summary: "Remove the policy set in the repository (the config's applies again)",
+    params: { name: P.name }, response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d, params }) => {
+      const cluster = supervisorOf(d, params.name!).cluster.name;
+      await writeStoredPolicy(d.config.repository.path, cluster, null);
+      return json({ cluster, ...(await d.keeper.policyOf(cluster)) });
+    },
+  },
+  {
+    method: "post", path: "/v1/clusters/:name/retention/apply", summary: "Apply the retention policy now (dryRun: only say what would go, and why each backup stays)",
+    params: { name: P.name }, body: S.DryRunBody, response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d, params, body }) => {
+      const cluster = supervisorOf(d, params.name!).cluster.name;
+      const result = await d.keeper.applyRetention(cluster, (body as S.DryRunBody).dryRun ?? false);
+      if (!result) throw new KlioError("no-policy", `cluster ${cluster} has no retention policy (PUT /v1/clusters/${cluster}/retention, or the config's retention)`);
+      return json(result);
+    },
+  },
+  {
+    method: "put", path: "/v1/clusters/:name/backups/:id/pin", summary: "Pin a backup: retention keeps it whatever the policy says",
+    params: { name: P.name, id: P.id }, response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d, params }) => pin(d, params, true),
+  },
+  {
+    method: "delete", path: "/v1/clusters/:name/backups/:id/pin", summary: "Unpin a backup",
+    params: { name: P.name, id: P.id }, response: { status: 200, schema: Type.Object({}, { additionalProperties: true }) },
+    handler: async ({ d, params }) => pin(d, params, false),
+  },
+  {
     method: "get", path: "/v1/repository/objects",
     summary: "Repository objects (header, indexes, packs, snapshots) under ?prefix=, with sizes: what `--repo https://…` reads",
     response: { status: 200, schema: Type.Object({ objects: Type.Array(Type.Object({ key: Type.String(), size: Type.Integer() })) }) },
@@ -240,6 +310,13 @@ export const ROUTES: RouteSpec[] = [
     },
   },
 ];
+
+async function pin(d: Daemon, params: Record<string, string>, pinned: boolean): Promise<Response> {
+  const cluster = supervisorOf(d, params.name!).cluster.name;
+  const s = await loadSnapshot(d.repo, cluster, params.id!);
+  await setPin(d.config.repository.path, cluster, s.id, pinned);
+  return json({ cluster, backup: s.id, pinned });
+}
 
 /** What the API hands out of the repository: never the WAL (its own routes) nor unfinished files. */
 const SERVED_ROOTS = ["index/", "packs/", "snapshots/"];

@@ -1,6 +1,7 @@
 // GET /metrics: Prometheus text exposition (version 0.0.4) of what an operator alerts on —
-// receiver lag and state, the last archived segment, the age and size of the last backup,
-// failures, and the repository's size on disk.
+// receiver lag and state (a full disk included), the last archived segment, the age and size
+// of the last backup, failures, retention and maintenance, the repository's size on disk and
+// the free space of its file system.
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { listSnapshots } from "../backup/snapshot.ts";
@@ -76,6 +77,10 @@ export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = D
   const lastStored = f("klio_backup_last_stored_bytes", "gauge", "bytes the newest backup added to the repository");
   const failures = f("klio_backup_failures_total", "counter", "backups that failed");
   const running = f("klio_backup_running", "gauge", "1 while a backup runs");
+  const diskFull = f("klio_receiver_disk_full", "gauge", "1 while the receiver waits for space on the archive's file system (WAL is not acknowledged meanwhile)");
+  const retentionDeleted = f("klio_retention_last_deleted_backups", "gauge", "backups the last retention run deleted");
+  const retentionWaiting = f("klio_retention_waiting_for_offsite_backups", "gauge", "backups retention would delete but keeps until the offsite copy has them");
+  const retentionFailing = f("klio_retention_failing", "gauge", "1 when the last retention run failed");
   for (const [name, s] of d.supervisors) {
     const labels = { cluster: name };
     const r = s.receiver;
@@ -95,25 +100,47 @@ export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = D
     }
     failures.samples.push({ labels, value: s.state.backupFailures });
     running.samples.push({ labels, value: s.running ? 1 : 0 });
+    diskFull.samples.push({ labels, value: r.state === "disk-full" ? 1 : 0 });
+    const ret = d.keeper.retention.get(name);
+    if (ret) {
+      retentionDeleted.samples.push({ labels, value: ret.deleted.length });
+      retentionWaiting.samples.push({ labels, value: ret.waitingForOffsite.length });
+      retentionFailing.samples.push({ labels, value: ret.error ? 1 : 0 });
+    }
   }
+  const keeper: Family[] = [];
+  const k = d.keeper;
+  const g = (into: Family[], name: string, type: Family["type"], help: string, value: number | null | undefined) => {
+    const fam = f(name, type, help);
+    if (value !== null && value !== undefined) fam.samples.push({ value });
+    into.push(fam);
+  };
+  const last = k.lastMaintenance;
+  g(keeper, "klio_repository_garbage_bytes", "gauge", "bytes of chunks no backup uses that stay in packs mostly in use, as the last maintenance found (backups deleted since add to it)", last?.bytes.garbageLeft);
+  g(keeper, "klio_maintenance_last_success_timestamp_seconds", "gauge", "when maintenance last finished (Unix time)", last ? Date.parse(last.finishedAt) / 1000 : null);
+  g(keeper, "klio_maintenance_last_freed_bytes", "gauge", "bytes the last maintenance freed", last?.bytes.freed);
+  g(keeper, "klio_maintenance_running", "gauge", "1 while maintenance runs", k.running ? 1 : 0);
+  g(keeper, "klio_maintenance_failing", "gauge", "1 when the last maintenance failed", k.lastMaintenanceError ? 1 : 0);
+  g(keeper, "klio_maintenance_waiting", "gauge", "1 when the last maintenance left space to free for a backup still running", last?.deferred ? 1 : 0);
+  g(keeper, "klio_disk_free_bytes", "gauge", "free bytes on the repository's file system", k.disk?.freeBytes);
+  g(keeper, "klio_disk_size_bytes", "gauge", "size of the repository's file system", k.disk?.sizeBytes);
+  g(keeper, "klio_disk_low", "gauge", "1 while free space is below the config's low_space_percent", k.disk ? (k.disk.low ? 1 : 0) : null);
   const offsite: Family[] = [];
   if (d.offsite) {
     const v = d.offsite.view;
-    const g = (name: string, type: Family["type"], help: string, value: number | null) => {
-      const fam = f(name, type, help);
-      if (value !== null) fam.samples.push({ value });
-      offsite.push(fam);
-    };
-    g("klio_offsite_behind_objects", "gauge", "objects the bucket still lacked when the last pass ended", v.lastPass ? v.lastPass.behind.objects : null);
-    g("klio_offsite_behind_bytes", "gauge", "bytes the bucket still lacked when the last pass ended", v.lastPass ? v.lastPass.behind.bytes : null);
-    g("klio_offsite_last_success_timestamp_seconds", "gauge", "when a pass last left the bucket with everything (Unix time)", v.lastSuccessAt ? Date.parse(v.lastSuccessAt) / 1000 : null);
-    g("klio_offsite_uploaded_bytes_total", "counter", "bytes uploaded since the daemon started", v.uploadedBytes);
-    g("klio_offsite_failures_total", "counter", "sync passes that failed", v.failures);
-    g("klio_offsite_failing", "gauge", "1 while the last pass failed", v.state === "failing" ? 1 : 0);
+    g(offsite, "klio_offsite_behind_objects", "gauge", "objects the bucket still lacked when the last pass ended", v.lastPass ? v.lastPass.behind.objects : null);
+    g(offsite, "klio_offsite_behind_bytes", "gauge", "bytes the bucket still lacked when the last pass ended", v.lastPass ? v.lastPass.behind.bytes : null);
+    g(offsite, "klio_offsite_last_success_timestamp_seconds", "gauge", "when a pass last left the bucket with everything (Unix time)", v.lastSuccessAt ? Date.parse(v.lastSuccessAt) / 1000 : null);
+    g(offsite, "klio_offsite_uploaded_bytes_total", "counter", "bytes uploaded since the daemon started", v.uploadedBytes);
+    g(offsite, "klio_offsite_failures_total", "counter", "sync passes that failed", v.failures);
+    g(offsite, "klio_offsite_failing", "gauge", "1 while the last pass failed", v.state === "failing" ? 1 : 0);
   }
   const size = f("klio_repository_size_bytes", "gauge", "bytes the repository takes on disk (refreshed each minute)");
   size.samples.push({ value: await repoSize.bytes(now) });
   const up = f("klio_up", "gauge", "1 while the daemon answers");
   up.samples.push({ value: 1 });
-  return renderMetrics([up, lagBytes, lagSecs, streaming, restarts, archived, lastSegment, backups, lastAge, lastSize, lastStored, failures, running, size, ...offsite]);
+  return renderMetrics([
+    up, lagBytes, lagSecs, streaming, diskFull, restarts, archived, lastSegment, backups, lastAge, lastSize, lastStored, failures, running,
+    retentionDeleted, retentionWaiting, retentionFailing, size, ...keeper, ...offsite,
+  ]);
 }

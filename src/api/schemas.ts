@@ -22,14 +22,15 @@ const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => T
 
 export const Job = Type.Object({
   id: JobId,
-  kind: Type.Literal("backup"),
-  cluster: ClusterName,
+  kind: Type.Union([Type.Literal("backup"), Type.Literal("maintenance")]),
+  cluster: Nullable(ClusterName),
   trigger: Type.Union([Type.Literal("schedule"), Type.Literal("api")]),
   state: Type.Union([Type.Literal("running"), Type.Literal("succeeded"), Type.Literal("failed")]),
   startedAt: Type.String(),
   finishedAt: Nullable(Type.String()),
   progress: Nullable(Type.Object({ phase: Type.String(), doneBytes: Type.Number(), totalBytes: Nullable(Type.Number()) })),
   backupId: Nullable(BackupId),
+  result: Type.Unknown({ description: "what maintenance reported (bytes freed, packs removed and rewritten, …)" }),
   error: Nullable(Type.Object({ code: Type.String(), message: Type.String() })),
 });
 
@@ -40,7 +41,7 @@ export const Backup = Type.Object({
 });
 
 export const Receiver = Type.Object({
-  state: Type.Union(["starting", "streaming", "reconnecting", "restarting", "stopped"].map((s) => Type.Literal(s))),
+  state: Type.Union(["starting", "streaming", "reconnecting", "restarting", "disk-full", "stopped"].map((s) => Type.Literal(s))),
   server: Type.String(),
   slot: Type.String(),
   synchronous: Type.Boolean(),
@@ -86,3 +87,19 @@ export const WalArchive = Type.Object({
     gaps: Type.Array(Type.Object({ timeline: Type.Integer(), from: Type.String(), to: Type.String(), reason: Type.String() })),
   })),
 });
+
+const Count = Type.Integer({ minimum: 1, maximum: 100_000 });
+export const RetentionPolicyBody = Type.Object({
+  recoveryWindow: Type.Optional(Type.String({ pattern: "^\\d{1,9}[smhdw]$", description: "keep what recovery to any moment of this window needs, e.g. 7d" })),
+  full: Type.Optional({ ...Count, description: "the newest N full backups" }),
+  keepLatest: Type.Optional({ ...Count, description: "the newest N backups" }),
+  keepDaily: Type.Optional({ ...Count, description: "the newest backup of each of the last N days that have one (UTC)" }),
+  keepWeekly: Type.Optional(Count),
+  keepMonthly: Type.Optional(Count),
+  minBackups: Type.Optional({ ...Count, description: "never fewer backups (default 1)" }),
+}, { additionalProperties: false });
+
+export const DryRunBody = Type.Object({
+  dryRun: Type.Optional(Type.Boolean({ description: "only report what would be done" })),
+}, { additionalProperties: false });
+export type DryRunBody = Static<typeof DryRunBody>;

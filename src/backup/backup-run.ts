@@ -9,7 +9,7 @@
 // the backup's start to its end in the archive, then — and only then — the snapshot object
 // that makes the backup visible. A backup interrupted at any step leaves no snapshot; the
 // chunks it stored are reused by the next one.
-import { KlioError } from "../util/errors.ts";
+import { KlioError, isDiskFull, isKlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import { connect, type ReplicationConnection } from "../pg/replication-connection.ts";
@@ -59,6 +59,15 @@ interface SourceFacts {
 }
 
 export async function runBackup(o: BackupOptions): Promise<Snapshot> {
+  try {
+    return await takeBackup(o);
+  } catch (e) {
+    if (!isDiskFull(e) || isKlioError(e)) throw e;
+    throw new KlioError("disk-full", `the repository's file system is full (${(e as Error).message}): the backup stopped and left nothing behind; free space (klio retention apply, klio repo maintenance) and run it again`);
+  }
+}
+
+async function takeBackup(o: BackupOptions): Promise<Snapshot> {
   const now = o.now ?? (() => new Date());
   const started = now();
   const where = describeConnInfo(o.conninfo);

@@ -15,7 +15,7 @@ import { readPins } from "./retention-store.ts";
 import { listSnapshots, snapshotKey } from "./snapshot.ts";
 
 /** What the offsite copy holds (from one listing of it). */
-export interface OffsiteView {
+export interface OffsiteHoldings {
   description: string;
   has(key: string): boolean;
 }
@@ -24,7 +24,7 @@ export interface ApplyOptions {
   dryRun: boolean;
   now: Date;
   /** The offsite copy, when the repository has one. */
-  offsite: OffsiteView | null;
+  offsite: OffsiteHoldings | null;
   log: Logger;
 }
 

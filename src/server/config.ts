@@ -13,6 +13,7 @@ import { parseConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { validateSlotName } from "../pg/replication-commands.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 import { parseSchedule, type Schedule } from "./schedule.ts";
+import { validatePolicy, type RetentionPolicy } from "../backup/retention.ts";
 import { parseS3Url, type S3Location, type S3Options } from "../repo/s3-storage.ts";
 
 const Name = Type.String({ minLength: 1, maxLength: 63, pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$" });
@@ -40,6 +41,16 @@ const ClusterSchema = Type.Object({
     schedule: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     wal_timeout_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
   }, { additionalProperties: false })),
+  /** Applied after every backup; a policy set in the repository (klio retention set, the API) takes precedence. */
+  retention: Type.Optional(Type.Object({
+    recovery_window: Type.Optional(Type.String({ minLength: 2, maxLength: 20 })),
+    full: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+    keep_latest: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+    keep_daily: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+    keep_weekly: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+    keep_monthly: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+    min_backups: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+  }, { additionalProperties: false })),
 }, { additionalProperties: false });
 
 const OffsiteSchema = Type.Object({
@@ -66,6 +77,17 @@ export const ConfigSchema = Type.Object({
   }, { additionalProperties: false }),
   /** The offsite copy of the repository (S3-compatible), kept up to date by the daemon. */
   offsite: Type.Optional(OffsiteSchema),
+  /** Maintenance (freeing the space of deleted backups), run by the daemon on a schedule. */
+  maintenance: Type.Optional(Type.Object({
+    /** A cron expression or an interval (default "0 4 * * *"), or "off". */
+    schedule: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    repack_share: Type.Optional(Type.Number({ minimum: 0.05, maximum: 1 })),
+    max_wait_minutes: Type.Optional(Type.Integer({ minimum: 0, maximum: 7 * 24 * 60 })),
+  }, { additionalProperties: false })),
+  /** The repository's file system: below this much free space (percent of its size) the daemon warns. */
+  disk: Type.Optional(Type.Object({
+    low_space_percent: Type.Optional(Type.Number({ minimum: 0, maximum: 99 })),
+  }, { additionalProperties: false })),
   /** Where the daemon keeps its own state (last runs, errors); default: "state" beside the config file. */
   state_dir: Type.Optional(FilePath),
   api: Type.Object({
@@ -99,6 +121,15 @@ export interface ClusterConfig {
   /** null: backups only on request. */
   schedule: Schedule | null;
   walTimeoutMs: number;
+  /** From the config; a policy stored in the repository takes precedence. */
+  retention: RetentionPolicy | null;
+}
+
+export interface MaintenanceConfig {
+  /** null: only on request (POST /v1/maintenance). */
+  schedule: Schedule | null;
+  repackShare: number | undefined;
+  maxWaitMs: number;
 }
 
 export interface OffsiteConfig {
@@ -117,6 +148,8 @@ export interface DaemonConfig {
   api: { host: string; port: number; tls: { cert: string; key: string } | null; tokens: ApiToken[]; maxBodyBytes: number };
   log: { level: LogLevel | undefined; format: "json" | "text" | undefined };
   clusters: ClusterConfig[];
+  maintenance: MaintenanceConfig;
+  lowSpacePercent: number;
 }
 
 const checker = TypeCompiler.Compile(ConfigSchema);
@@ -225,9 +258,13 @@ export async function parseConfig(text: string, file: string, env: Record<string
     if (password !== undefined) conninfo.password = password;
     const slot = edge("slot", () => validateSlotName(k.slot ?? `klio_${name.replace(/[^a-z0-9_]/gi, "_").toLowerCase()}`));
     const schedule = k.backup?.schedule === undefined ? null : edge("backup/schedule", () => parseSchedule(k.backup!.schedule!));
+    const r = k.retention;
+    const retention = r === undefined ? null : edge("retention", () => validatePolicy(Object.fromEntries(Object.entries({
+      recoveryWindow: r.recovery_window, full: r.full, keepLatest: r.keep_latest, keepDaily: r.keep_daily, keepWeekly: r.keep_weekly, keepMonthly: r.keep_monthly, minBackups: r.min_backups,
+    }).filter(([, v]) => v !== undefined)), "the retention"));
     clusters.push({
       name, conninfo, slot, createSlot: k.create_slot ?? true, synchronous: k.synchronous ?? false, schedule,
-      walTimeoutMs: (k.backup?.wal_timeout_seconds ?? 300) * 1000,
+      walTimeoutMs: (k.backup?.wal_timeout_seconds ?? 300) * 1000, retention,
     });
   }
 
@@ -252,9 +289,21 @@ export async function parseConfig(text: string, file: string, env: Record<string
     };
   }
 
+  const m = c.maintenance ?? {};
+  let maintenanceSchedule: Schedule | null = null;
+  if (m.schedule !== "off") {
+    try {
+      maintenanceSchedule = parseSchedule(m.schedule ?? "0 4 * * *");
+    } catch (e) {
+      throw bad(file, "/maintenance/schedule", `${(e as Error).message}, or "off"`);
+    }
+  }
+
   return {
     file,
     offsite,
+    maintenance: { schedule: maintenanceSchedule, repackShare: m.repack_share, maxWaitMs: (m.max_wait_minutes ?? 60) * 60_000 },
+    lowSpacePercent: c.disk?.low_space_percent ?? 10,
     repository: {
       path: rel(c.repository.path),
       passphrase: await readSecret(file, "/repository", "passphrase", c.repository.passphrase_file, c.repository.passphrase_env, env),

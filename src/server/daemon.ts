@@ -12,6 +12,8 @@ import { JobTable } from "./jobs.ts";
 import { StateStore } from "./state.ts";
 import { ClusterSupervisor } from "./supervisor.ts";
 import { OffsiteRunner } from "./offsite-runner.ts";
+import { RepositoryKeeper } from "./keeper.ts";
+import { readStoredPolicy } from "../backup/retention-store.ts";
 
 export interface Daemon {
   readonly config: DaemonConfig;
@@ -20,6 +22,8 @@ export interface Daemon {
   readonly jobs: JobTable;
   /** The offsite copy, when configured. */
   readonly offsite: OffsiteRunner | null;
+  /** Retention, maintenance, free space. */
+  readonly keeper: RepositoryKeeper;
   /** Opened once, for the API's reads and deletions of snapshots. */
   readonly repo: Repository;
   /** The repository's files as objects, for the API to serve to `--repo https://…` readers. */
@@ -40,18 +44,24 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   const storage = new FsStorage(repoPath);
   const store = new StateStore(config.stateDir, log);
   const jobs = new JobTable();
-  const supervisors = new Map<string, ClusterSupervisor>();
-  for (const c of config.clusters) supervisors.set(c.name, new ClusterSupervisor(c, { config, log, store, jobs }, await store.load(c.name)));
-  for (const s of supervisors.values()) s.start();
   const offsite = config.offsite ? new OffsiteRunner(config.offsite, repoPath, withFields(log, { offsite: config.offsite.url })) : null;
+  const keeper = new RepositoryKeeper(config, repo, jobs, offsite, log);
+  for (const c of config.clusters) {
+    const stored = await readStoredPolicy(repoPath, c.name).catch(() => null);
+    if (stored && c.retention) log.warn("retention.config_overridden", { cluster: c.name, detail: "a policy set in the repository (klio retention set, the API) applies instead of the config's" });
+  }
+  const supervisors = new Map<string, ClusterSupervisor>();
+  for (const c of config.clusters) supervisors.set(c.name, new ClusterSupervisor(c, { config, log, store, jobs, keeper }, await store.load(c.name)));
+  for (const s of supervisors.values()) s.start();
   offsite?.start();
+  await keeper.start();
   log.info("server.started", { repository: repoPath, clusters: config.clusters.map((c) => c.name) });
   let stopping: Promise<void> | null = null;
   return {
-    config, startedAt: new Date(), supervisors, jobs, offsite, repo, storage,
+    config, startedAt: new Date(), supervisors, jobs, offsite, keeper, repo, storage,
     stop() {
       stopping ??= (async () => {
-        await Promise.all([...[...supervisors.values()].map((s) => s.stop()), offsite?.stop()]);
+        await Promise.all([...[...supervisors.values()].map((s) => s.stop()), offsite?.stop(), keeper.stop()]);
         await repo.close();
         await storage.close();
       })();

@@ -9,6 +9,7 @@ import { OffsiteSync, type SyncPass } from "../offsite/sync.ts";
 import { S3Storage } from "../repo/s3-storage.ts";
 import type { ErrorRecord } from "./state.ts";
 import type { OffsiteConfig } from "./config.ts";
+import type { OffsiteHoldings } from "../backup/retention-apply.ts";
 
 export interface OffsiteView {
   remote: string;
@@ -32,6 +33,17 @@ export class OffsiteRunner {
 
   start(): void {
     this.loop = this.run();
+  }
+
+  /** What the bucket holds now (one fresh listing), for retention: nothing goes before it is there. */
+  async holdings(): Promise<OffsiteHoldings> {
+    const remote = await S3Storage.open(this.config.location, this.config.s3);
+    try {
+      const keys = new Set((await remote.list("")).map((e) => e.key));
+      return { description: remote.description, has: (k) => keys.has(k) };
+    } finally {
+      await remote.close();
+    }
   }
 
   async stop(): Promise<void> {

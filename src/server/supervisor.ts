@@ -16,6 +16,7 @@ import type { ClusterConfig, DaemonConfig } from "./config.ts";
 import { nextRun } from "./schedule.ts";
 import type { ClusterState, ErrorRecord, StateStore } from "./state.ts";
 import type { Job, JobTable } from "./jobs.ts";
+import type { RepositoryKeeper } from "./keeper.ts";
 
 const RESTART_INITIAL_MS = 5_000;
 const RESTART_MAX_MS = 300_000;
@@ -24,7 +25,7 @@ const SCHEDULER_TICK_MS = 30_000;
 
 export interface ReceiverView {
   /** running: connected or reconnecting by itself; restarting: stopped on an error, waiting to start again. */
-  state: "starting" | "streaming" | "reconnecting" | "restarting" | "stopped";
+  state: "starting" | "streaming" | "reconnecting" | "restarting" | "disk-full" | "stopped";
   server: string;
   slot: string;
   synchronous: boolean;
@@ -49,6 +50,8 @@ export interface SupervisorDeps {
   log: Logger;
   store: StateStore;
   jobs: JobTable;
+  /** Applies retention after each backup. */
+  keeper: RepositoryKeeper;
   now?: () => Date;
 }
 
@@ -112,6 +115,7 @@ export class ClusterSupervisor {
         });
         this.deps.jobs.finish(job, { backupId: s.id });
         this.state.lastBackup = { id: s.id, jobId: job.id, startedAt: started, finishedAt: job.finishedAt!, ok: true };
+        await this.deps.keeper.afterBackup(this.cluster.name);
       } finally {
         await repo.close();
       }
@@ -142,6 +146,9 @@ export class ClusterSupervisor {
       } else if (event === "wal.segment_archived") {
         this.receiver.lastSegment = String(fields.segment);
         this.receiver.segmentsArchived++;
+      } else if (event === "wal.disk_full") {
+        this.receiver.state = "disk-full";
+        this.noteReceiverError({ at: this.now().toISOString(), code: "disk-full", message: String(fields.error) });
       } else if (event === "wal.gap") {
         this.noteReceiverError({ at: this.now().toISOString(), code: "wal-gap", message: `WAL ${String(fields.from)} … ${String(fields.to)} is missing: ${String(fields.reason)}` });
       }

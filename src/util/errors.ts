@@ -15,3 +15,9 @@ export class KlioError extends Error {
 export function isKlioError(e: unknown): e is KlioError {
   return e instanceof KlioError;
 }
+
+/** The file system is full (or the user's quota is): ENOSPC, EDQUOT, or our "disk-full". */
+export function isDiskFull(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT" || code === "disk-full";
+}

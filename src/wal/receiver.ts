@@ -5,7 +5,7 @@
 // sees, and so its slot's restart_lsn, is never ahead of what is on disk here.
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { KlioError } from "../util/errors.ts";
+import { KlioError, isDiskFull } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { writeFileDurable } from "../util/durable-fs.ts";
 import { connect, type CopyStream, type ReplicationConnection, type ResultSet } from "../pg/replication-connection.ts";
@@ -38,6 +38,8 @@ export interface ReceiverOptions {
   now?: () => number;
   /** Reconnect backoff, doubled per failed attempt. */
   backoff?: { initialMs: number; maxMs: number };
+  /** With the archive's file system full, how often to try again (default 5 s). */
+  diskFullRetryMs?: number;
   /**
    * Longest silence between status updates (default 10 s, like pg_receivewal -s). An idle
    * update asks the server to answer; no answer for three intervals means the connection is
@@ -87,6 +89,17 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
         pace.catchingUp = false;
         if (isFatal(e, everConnected)) throw e;
         if (opts.signal.aborted) break;
+        if (isDiskFull(e)) {
+          // Nothing unwritten was acknowledged: the server keeps that WAL in the slot until
+          // there is room again. Try again soon, whatever the backoff: space may come back any time.
+          const retry = opts.diskFullRetryMs ?? 5000;
+          opts.log.error("wal.disk_full", {
+            dir, retry_in_ms: retry,
+            error: `the archive's file system is full (${e instanceof Error ? e.message : String(e)}): WAL is not acknowledged, ${describeConnInfo(opts.conninfo)} keeps it in slot ${opts.slot}; streaming resumes once space is freed`,
+          });
+          await sleep(retry, opts.signal);
+          continue;
+        }
         opts.log.warn("wal.disconnected", { error: e instanceof Error ? e.message : String(e) });
       }
       if (opts.signal.aborted) break;

@@ -1,6 +1,6 @@
 import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
-import { applyRetention, type OffsiteView, type RetentionResult } from "../../backup/retention-apply.ts";
+import { applyRetention, type OffsiteHoldings, type RetentionResult } from "../../backup/retention-apply.ts";
 import { describePolicy } from "../../backup/retention.ts";
 import { readStoredPolicy } from "../../backup/retention-store.ts";
 import { readOffsiteMarker } from "../../offsite/sync.ts";
@@ -57,7 +57,7 @@ export const command: Command = {
 };
 
 /** The offsite copy to ask, from --offsite; refused when the repository names one and none is given. */
-async function offsiteView(f: Record<string, unknown>, ctx: CliContext, repoDir: string): Promise<OffsiteView | null> {
+async function offsiteView(f: Record<string, unknown>, ctx: CliContext, repoDir: string): Promise<OffsiteHoldings | null> {
   const marker = await readOffsiteMarker(repoDir);
   if (f.offsite === undefined) {
     if (marker && !f["ignore-offsite"])
