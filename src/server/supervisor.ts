@@ -113,9 +113,10 @@ export class ClusterSupervisor {
           log: withFields(this.log, { job: job.id }), signal: stopper.signal, walTimeoutMs: this.cluster.walTimeoutMs,
           onProgress: (p) => void (job.progress = { phase: p.phase, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
         });
+        // The job ends with the retention that follows it: what it deleted is visible when it ends.
+        await this.deps.keeper.afterBackup(this.cluster.name);
         this.deps.jobs.finish(job, { backupId: s.id });
         this.state.lastBackup = { id: s.id, jobId: job.id, startedAt: started, finishedAt: job.finishedAt!, ok: true };
-        await this.deps.keeper.afterBackup(this.cluster.name);
       } finally {
         await repo.close();
       }

@@ -1,6 +1,6 @@
 // The appliance daemon for tests: a real config file with token files, `klio server start`
 // as a separate process, and a small client that speaks to it only over HTTP.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { freePort, type PgServer } from "./postgres.ts";
 import { startKlio, waitFor, type KlioProcess } from "./klio.ts";
@@ -13,6 +13,8 @@ export interface DaemonCluster {
   name: string;
   pg: PgServer;
   schedule?: string;
+  /** The config's retention section (snake_case, as in the file). */
+  retention?: Record<string, unknown>;
 }
 
 export interface TestDaemon {
@@ -34,13 +36,19 @@ export interface DaemonOffsite {
   secretKeyFile: string;
 }
 
-export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonCluster[], extra: { offsite?: DaemonOffsite } = {}): Promise<TestDaemon> {
+export async function startTestDaemon(
+  cleanups: Cleanup[], clusters: DaemonCluster[],
+  extra: { offsite?: DaemonOffsite; repository?: string; maintenance?: Record<string, unknown>; disk?: Record<string, unknown> } = {},
+): Promise<TestDaemon> {
   const dir = tempDir(cleanups, "klio-daemon-");
   writeFileSync(path.join(dir, "admin.token"), ADMIN_TOKEN + "\n", { mode: 0o600 });
   writeFileSync(path.join(dir, "read.token"), READ_TOKEN + "\n", { mode: 0o600 });
   const port = await freePort();
   const config = {
-    repository: { path: "repo", workers: 1 },
+    repository: { path: extra.repository ?? "repo", workers: 1 },
+    // Tests start maintenance themselves.
+    maintenance: extra.maintenance ?? { schedule: "off" },
+    ...(extra.disk ? { disk: extra.disk } : {}),
     api: {
       host: "127.0.0.1", port,
       tokens: [{ name: "ops", scope: "admin", token_file: "admin.token" }, { name: "grafana", scope: "read", token_file: "read.token" }],
@@ -51,6 +59,7 @@ export async function startTestDaemon(cleanups: Cleanup[], clusters: DaemonClust
     clusters: clusters.map((c) => ({
       name: c.name, connection: `host=${c.pg.host} port=${c.pg.port} user=postgres dbname=postgres`,
       ...(c.schedule ? { backup: { schedule: c.schedule, wal_timeout_seconds: 60 } } : { backup: { wal_timeout_seconds: 60 } }),
+      ...(c.retention ? { retention: c.retention } : {}),
     })),
   };
   const configFile = path.join(dir, "klio.json");
@@ -75,8 +84,9 @@ async function launch(cleanups: Cleanup[], dir: string, configFile: string, port
       headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(opts.body !== undefined ? { "content-type": "application/json" } : {}), ...opts.headers },
     });
   };
+  const repoPath = (JSON.parse(readFileSync(configFile, "utf8")) as { repository: { path: string } }).repository.path;
   return {
-    dir, configFile, repo: path.join(dir, "repo"), url, process: proc, call,
+    dir, configFile, repo: path.resolve(dir, repoPath), url, process: proc, call,
     async get(p) {
       const r = await call("GET", p);
       if (!r.ok) throw new Error(`GET ${p}: ${r.status} ${await r.text()}`);
@@ -91,6 +101,17 @@ export async function backupThroughApi(d: TestDaemon, cluster: string, timeoutMs
   if (r.status !== 202) throw new Error(`POST backup of ${cluster}: ${r.status} ${await r.text()}`);
   const job = await r.json();
   return await waitFor(`backup job ${job.id} of ${cluster}`, async () => {
+    const j = await d.get(`/v1/jobs/${job.id}`);
+    return j.state === "running" ? undefined : j;
+  }, timeoutMs);
+}
+
+/** Starts maintenance through the API and waits for its job to end; returns the job. */
+export async function maintenanceThroughApi(d: TestDaemon, body = "{}", timeoutMs = 120_000): Promise<any> {
+  const r = await d.call("POST", "/v1/maintenance", { body });
+  if (r.status !== 202) throw new Error(`POST /v1/maintenance: ${r.status} ${await r.text()}`);
+  const job = await r.json();
+  return await waitFor(`maintenance job ${job.id}`, async () => {
     const j = await d.get(`/v1/jobs/${job.id}`);
     return j.state === "running" ? undefined : j;
   }, timeoutMs);
