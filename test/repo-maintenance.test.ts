@@ -12,7 +12,7 @@ import { chunkIdHex, parseChunkId, type ChunkId } from "../src/repo/chunk-id.ts"
 import { initRepository, openRepository, type Repository } from "../src/repo/repository.ts";
 import type { ReferenceSource } from "../src/repo/maintenance.ts";
 import { acquireMaintenance, releaseMaintenance } from "../src/repo/maintenance-state.ts";
-import type { WriteSession } from "../src/repo/sessions.ts";
+import type { RepoSession } from "../src/repo/sessions.ts";
 import { createLogger } from "../src/util/log.ts";
 
 const dirs: string[] = [];
@@ -61,7 +61,7 @@ async function backup(repo: Repository, name: string, ids: number[]): Promise<vo
 }
 
 /** Records a backup the way a real one is: through its session. */
-async function commit(repo: Repository, session: WriteSession, name: string, hex: string[]): Promise<void> {
+async function commit(repo: Repository, session: RepoSession, name: string, hex: string[]): Promise<void> {
   await repo.commitObject(session, `snapshots/t/${name}`, new TextEncoder().encode(hex.join("\n")), async (visit, afterDirect) => {
     for (const h of hex) visit(parseChunkId(h));
     await afterDirect();

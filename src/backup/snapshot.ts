@@ -7,7 +7,7 @@
 import { KlioError } from "../util/errors.ts";
 import { parseChunkId, type ChunkId } from "../repo/chunk-id.ts";
 import type { Repository } from "../repo/repository.ts";
-import type { WriteSession } from "../repo/sessions.ts";
+import type { RepoSession } from "../repo/sessions.ts";
 import { readFileList } from "../repo/file-list.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 
@@ -92,7 +92,7 @@ export function newSnapshotId(now: Date, taken: Set<string>): string {
 }
 
 /** Records the backup: written through the writer session that stored its chunks, so maintenance keeps them. */
-export async function saveSnapshot(repo: Repository, s: Snapshot, session: WriteSession): Promise<{ broughtBack: number }> {
+export async function saveSnapshot(repo: Repository, s: Snapshot, session: RepoSession): Promise<{ broughtBack: number }> {
   const bytes = new TextEncoder().encode(JSON.stringify(s, null, 1) + "\n");
   return repo.commitObject(session, snapshotKey(s.cluster, s.id), bytes, (visit, afterDirect) => snapshotChunks(repo, s, visit, afterDirect));
 }

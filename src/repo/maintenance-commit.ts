@@ -15,7 +15,7 @@ import type { ChunkId } from "./chunk-id.ts";
 import { indexKey } from "./index-file.ts";
 import { bringBack, type MaintenanceContext } from "./maintenance.ts";
 import { readMaintenanceState, type MaintenanceState } from "./maintenance-state.ts";
-import { COMMIT_SUFFIX, putMarker, type WriteSession } from "./sessions.ts";
+import { COMMIT_SUFFIX, putMarker, type RepoSession } from "./sessions.ts";
 
 /** How long a commit waits for maintenance's barrier before giving up. */
 const BARRIER_WAIT_MS = 6 * 60 * 60_000;
@@ -39,7 +39,7 @@ async function commitAction(ctx: MaintenanceContext, s: MaintenanceState | null)
  */
 export async function commitInSession(
   ctx: MaintenanceContext,
-  session: WriteSession,
+  session: RepoSession,
   names: Names,
   put: () => Promise<void>,
   index: { refresh(): Promise<void>; present(id: ChunkId): boolean },

@@ -30,7 +30,7 @@ import { HttpStorage } from "./http-storage.ts";
 import { isS3Location, parseS3Url, S3Storage, type S3Options } from "./s3-storage.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
-import { guardedMerge, WriteSession } from "./sessions.ts";
+import { guardedMerge, RepoSession } from "./sessions.ts";
 import { maintainRepository, type MaintenanceContext, type MaintenanceOptions, type MaintenanceReport, type ReferenceSource } from "./maintenance.ts";
 import { commitInSession } from "./maintenance-commit.ts";
 
@@ -61,7 +61,13 @@ export interface Repository {
    * deduplicates only against what maintenance keeps until the session ends. End the session
    * after the snapshot naming the chunks is written, or after abandoning the writer.
    */
-  beginWrite(purpose: string): Promise<{ session: WriteSession; writer: ChunkWriter }>;
+  beginWrite(purpose: string): Promise<{ session: RepoSession; writer: ChunkWriter }>;
+  /**
+   * For a long read of a local repository (a restore, a verify): registers a session, so that
+   * maintenance removes no pack this reader may still need until it ends, then reloads the
+   * index. Elsewhere (S3, the API) nothing to hold: null.
+   */
+  holdForReading(purpose: string): Promise<RepoSession | null>;
   /** Reads many chunks in order, `inFlight` frames at once (a restore); close() it when done. */
   reader(opts?: { inFlight?: number }): ChunkReader;
   putObject(key: string, data: Uint8Array): Promise<void>;
@@ -69,7 +75,7 @@ export interface Repository {
    * Writes a session's object naming chunks (a snapshot), so that it is restorable the moment
    * it exists whatever maintenance is doing (maintenance-commit.ts); `names` visits what it names.
    */
-  commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }>;
+  commitObject(session: RepoSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }>;
   getObject(key: string): Promise<Uint8Array>;
   listObjects(prefix: string): Promise<string[]>;
   deleteObject(key: string): Promise<void>;
@@ -329,9 +335,9 @@ class Repo implements Repository {
     });
   }
 
-  async beginWrite(purpose: string): Promise<{ session: WriteSession; writer: ChunkWriter }> {
+  async beginWrite(purpose: string): Promise<{ session: RepoSession; writer: ChunkWriter }> {
     if (!(this.storage instanceof FsStorage)) throw new KlioError("not-supported", `cannot write to ${this.root}: backups are written to a local repository`);
-    const session = await WriteSession.begin(this.root, purpose);
+    const session = await RepoSession.begin(this.root, purpose);
     try {
       await this.refresh();
     } catch (e) {
@@ -339,6 +345,18 @@ class Repo implements Repository {
       throw e;
     }
     return { session, writer: this.writer() };
+  }
+
+  async holdForReading(purpose: string): Promise<RepoSession | null> {
+    if (!(this.storage instanceof FsStorage)) return null;
+    const session = await RepoSession.begin(this.root, purpose);
+    try {
+      await this.refresh();
+    } catch (e) {
+      await session.end();
+      throw e;
+    }
+    return session;
   }
 
   reader(opts: { inFlight?: number } = {}): ChunkReader {
@@ -355,7 +373,7 @@ class Repo implements Repository {
     await this.storage.put(key, encodeObject(key, data, this.ctx.compression, this.ctx.dataKey));
   }
 
-  async commitObject(session: WriteSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }> {
+  async commitObject(session: RepoSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }> {
     validateObjectKey(key);
     return commitInSession(this.maintenanceContext(), session, names, () => this.putObject(key, data), { refresh: () => this.refresh(), present: (id) => this.index.has(id) });
   }

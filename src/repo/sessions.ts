@@ -1,8 +1,9 @@
-// Writer sessions: how maintenance knows which writers may still need data it is about to
-// free, without a fixed delay (Kopia waits 24 hours). A writer (a backup) registers a session
-// file before it looks at the index, keeps it while it deduplicates against the index, and
-// removes it only after the snapshot that names its chunks is written. Maintenance frees
-// space only once every session that could have seen the old index has ended (maintenance.ts).
+// Sessions: how maintenance knows which processes may still need data it is about to free,
+// without a fixed delay (Kopia waits 24 hours). A writer (a backup) registers a session file
+// before it looks at the index, keeps it while it deduplicates against the index, and removes
+// it only after the snapshot that names its chunks is written; a long reader (a restore)
+// holds one while it reads. Maintenance frees space only once every session that could have
+// seen the old index has ended (maintenance.ts).
 //
 // A session of a process on this host counts as alive while that process runs (pid and start
 // time); one of another host (a repository on shared storage) while its heartbeat, the file's
@@ -43,14 +44,14 @@ function sessionsDir(root: string): string {
   return path.join(root, SESSIONS_DIR);
 }
 
-/** A registered writer; end() it once what it wrote is named by a snapshot (or abandoned). */
-export class WriteSession {
+/** A registered writer or reader; end() it once what it wrote is named by a snapshot (or abandoned), or once it read what it needed. */
+export class RepoSession {
   private timer: ReturnType<typeof setInterval> | null = null;
   private ended = false;
 
   private constructor(readonly id: string, private readonly file: string) {}
 
-  static async begin(root: string, purpose: string): Promise<WriteSession> {
+  static async begin(root: string, purpose: string): Promise<RepoSession> {
     const id = `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
     const dir = sessionsDir(root);
     await mkdir(dir, { recursive: true, mode: 0o750 });
@@ -60,7 +61,7 @@ export class WriteSession {
     // be missed by a maintenance that runs while this writer does.
     await writeFileDurable(file, JSON.stringify(body) + "\n");
     await fsyncDir(root).catch(() => {});
-    const s = new WriteSession(id, file);
+    const s = new RepoSession(id, file);
     s.timer = setInterval(() => void utimes(file, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS);
     s.timer.unref?.();
     return s;

@@ -22,7 +22,8 @@ export const command: Command = {
     const f = args.flags;
     return withBackup(f, ctx, args.positionals[0]!, async (repo, cluster, s) => {
       const progress = createProgress(ctx, "verify", Boolean(f.progress));
-      const r = await verifyBackup(repo, s, (n) => progress.update(n, s.stats.bytes));
+      const hold = await repo.holdForReading(`verify ${cluster} ${s.id}`);
+      const r = await verifyBackup(repo, s, (n) => progress.update(n, s.stats.bytes)).finally(() => hold?.end());
       progress.end();
       if (f.json) {
         ctx.stdout(JSON.stringify({ backup: s.id, cluster, ok: r.problems.length === 0, ...r }, null, 2) + "\n");

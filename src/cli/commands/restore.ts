@@ -50,6 +50,10 @@ export const command: Command = {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new KlioError("usage", `restore: --concurrency must be 1 to 256, got ${f.concurrency}`);
     const repo = await openRepoFromFlags(f, ctx);
     const progress = createProgress(ctx, "restore", Boolean(f.progress));
+    const hold = await repo.holdForReading(`restore into ${path.resolve(args.positionals[0]!)}`).catch(async (e) => {
+      await repo.close();
+      throw e;
+    });
     try {
       const cluster = await clusterFromFlags(repo, f);
       const r = await runRestore({
@@ -63,6 +67,7 @@ export const command: Command = {
       return 0;
     } finally {
       progress.end();
+      await hold?.end();
       await repo.close();
     }
   },
