@@ -5,7 +5,7 @@
 // started before maintenance keeps every chunk it deduplicated against.
 import { describe, it, expect, afterEach } from "vitest";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chunkIdHex, parseChunkId, type ChunkId } from "../src/repo/chunk-id.ts";
@@ -199,6 +199,32 @@ describe("repo maintenance", () => {
     expect((await later.writer.put(chunk(8))).isNew).toBe(true);
     await later.writer.flush();
     await later.session.end();
+  });
+
+  it("keeps its plan for the next run when it fails after the swap, and removes no pack before then", { timeout: 60_000 }, async () => {
+    const repo = await newRepo();
+    await backup(repo, "old", range(0, 50));
+    await repo.deleteObject("snapshots/t/old");
+    const before = packBytes(repo);
+    const { session, writer } = await repo.beginWrite("test running");
+    expect((await writer.put(chunk(9))).isNew).toBe(false);
+    const running = repo.maintain(refs(repo), { log, pollMs: 50 });
+    // While it waits for that backup, a snapshot it cannot read appears; the backup ends without one.
+    await new Promise((r) => setTimeout(r, 400));
+    await repo.putObject("snapshots/t/bad", new TextEncoder().encode("not a chunk id"));
+    await writer.flush();
+    await session.end();
+    await expect(running).rejects.toThrow();
+    const state = JSON.parse(readFileSync(path.join(repo.root, "maintenance", "state.json"), "utf8"));
+    expect(state).toMatchObject({ phase: "freeing", process: null, plan: { free: expect.any(Array) } });
+    expect(packBytes(repo)).toBe(before);
+
+    await repo.deleteObject("snapshots/t/bad");
+    const again = await repo.maintain(refs(repo), { log });
+    expect(again.resumed).toBe(state.id);
+    expect(again.bytes.freed).toBeGreaterThanOrEqual(before);
+    expect(existsSync(path.join(repo.root, "maintenance", "state.json"))).toBe(false);
+    expect(readdirSync(path.join(repo.root, "maintenance"))).toEqual(["last.json"]);
   });
 
   it("refuses a second maintenance while one runs, and takes over the lock of a dead one", async () => {

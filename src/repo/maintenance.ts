@@ -164,20 +164,18 @@ export async function maintainRepository(ctx: MaintenanceContext, refs: Referenc
     report.packs.unindexedRemoved = s.unindexed.length;
     return finish();
   }
-  const { state } = await acquireMaintenance(ctx.root);
-  let keepLock = false;
+  const { state, previous } = await acquireMaintenance(ctx.root);
   try {
     opts.log.info("maintenance.start", { id: state.id, resuming: state.plan !== null });
     await waitForMarkers(ctx.root, MERGE_SUFFIX, opts);
     report.sessionsRemoved = await removeDeadSessions(ctx.root);
     report.tempFilesRemoved = await removeDeadTempFiles(ctx.root);
     if (state.plan) {
-      report.resumed = state.id;
-      if (!(await finishPrevious(ctx, refs, state, opts, report))) {
-        keepLock = true;
-        return finish();
-      }
+      report.resumed = previous?.id ?? state.id;
+      if (!(await finishPrevious(ctx, refs, state, opts, report))) return finish();
     }
+    // Entries set aside by a run that failed before it recorded its plan: nothing refers to them.
+    for (const e of await ctx.storage.list(`${MAINTENANCE_DIR}/`)) if (e.key.endsWith(".idx")) await ctx.storage.remove(e.key);
     const s = await survey(ctx, refs, opts);
     for (const id of s.unindexed) {
       await ctx.storage.remove(packKey(id));
@@ -195,7 +193,7 @@ export async function maintainRepository(ctx: MaintenanceContext, refs: Referenc
     opts.log.info("maintenance.planned", { snapshots: s.known.length, live_chunks: s.liveChunks, remove: s.remove.length, rewrite: s.rewrite.length });
     if (s.remove.length > 0 || s.rewrite.length > 0 || s.heads.length > 1) {
       await swap(ctx, s, state, opts, report);
-      if (state.plan && !(await free(ctx, refs, state, opts, report))) keepLock = true;
+      if (state.plan) await free(ctx, refs, state, opts, report);
     } else {
       state.phase = "started";
       await writeMaintenanceState(ctx.root, state);
@@ -205,12 +203,11 @@ export async function maintainRepository(ctx: MaintenanceContext, refs: Referenc
     opts.log.info("maintenance.done", { freed_bytes: report.bytes.freed, written_bytes: report.bytes.written, garbage_left_bytes: report.bytes.garbageLeft, deferred: report.deferred !== null });
     return finish();
   } finally {
-    if (keepLock) {
-      // Left for the next run: no process holds it now.
-      await writeMaintenanceState(ctx.root, { ...state, process: null });
-    } else {
-      await releaseMaintenance(ctx.root);
-    }
+    // A recorded plan not carried out (a writer still running, or a failure) is left for the
+    // next run, whatever happened: the packs it would free may hold chunks an older backup
+    // brings back when it commits, which it does only while the plan is there.
+    if (state.plan) await writeMaintenanceState(ctx.root, { ...state, process: null });
+    else await releaseMaintenance(ctx.root);
   }
 }
 
