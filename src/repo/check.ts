@@ -10,7 +10,6 @@ import { chunkOfFrame, decodeFrame, type BlobContext } from "./blob.ts";
 import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, type IndexEntry, indexIdOfKey, packIdOfKey, packKey, readIndexHead, verifyIndexFile, type IndexHead } from "./index-file.ts";
 import { PACK_HEADER, PACK_MAGIC, PACK_VERSION } from "./pack-writer.ts";
 import type { Storage } from "./storage.ts";
-import { MAINTENANCE_DIR } from "./sessions.ts";
 
 export interface RepoProblem {
   kind: string;
@@ -21,6 +20,8 @@ export interface RepoProblem {
 
 export interface CheckOptions {
   readData: boolean;
+  /** Packs maintenance has left out of the index and frees once no older writer needs them: not leftovers. */
+  awaitingFree?: ReadonlySet<string>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -82,16 +83,7 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
   }
   const superseded = new Set(heads.flatMap((h) => h.superseded));
   const named = new Set(heads.flatMap((h) => h.packs));
-  // Packs maintenance has left out of the index and frees once no older writer needs them
-  // (their entries wait in maintenance/<id>.idx): not leftovers, not problems.
-  for (const f of await storage.list(`${MAINTENANCE_DIR}/`)) {
-    if (!f.key.endsWith(".idx")) continue;
-    try {
-      for (const p of (await readIndexHead(storage, f.key, ctx.dataKey, f.size)).packs) named.add(p);
-    } catch (e) {
-      problems.push({ kind: "bad-index", message: message(e) });
-    }
-  }
+  for (const p of opts.awaitingFree ?? []) named.add(p);
 
   for (const [id, size] of packSize) {
     const key = packKey(id);

@@ -20,7 +20,7 @@ import { chunkOfFrame, decodeFrame, readStoredFrame, type BlobContext } from "./
 import type { Compression } from "./codec.ts";
 import { DEFAULT_SCRYPT, deriveKek, deriveKeys, newMasterKey, seal, unseal, MASTER_KEY_BYTES } from "./crypto.ts";
 import { encodeHeader, fromBase64, HEADER_KEY, parseHeader, REPO_FORMAT, REPO_VERSION, toBase64, type RepoHeader } from "./header.ts";
-import { hexOf, packKey, type IndexEntry } from "./index-file.ts";
+import { hexOf, packKey, readIndexHead, type IndexEntry } from "./index-file.ts";
 import { decodeObject, encodeObject, validateObjectKey } from "./objects.ts";
 import { PackChunkWriter, type ChunkWriter } from "./pack-writer.ts";
 import { ChunkWorkerPool, defaultWorkerCount } from "./chunk-workers.ts";
@@ -30,7 +30,7 @@ import { HttpStorage } from "./http-storage.ts";
 import { isS3Location, parseS3Url, S3Storage, type S3Options } from "./s3-storage.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
-import { guardedMerge, RepoSession } from "./sessions.ts";
+import { guardedMerge, MAINTENANCE_DIR, RepoSession } from "./sessions.ts";
 import { maintainRepository, type MaintenanceContext, type MaintenanceOptions, type MaintenanceReport, type ReferenceSource } from "./maintenance.ts";
 import { commitInSession } from "./maintenance-commit.ts";
 
@@ -413,8 +413,22 @@ class Repo implements Repository {
     return this.index.refresh();
   }
 
-  check(opts: CheckOptions): Promise<RepoProblem[]> {
-    return checkRepository(this.storage, this.ctx, opts);
+  async check(opts: CheckOptions): Promise<RepoProblem[]> {
+    // A local repository may hold packs a maintenance run is about to free (their entries in
+    // maintenance/<id>.idx); the copies elsewhere never do.
+    const awaitingFree = new Set<string>();
+    const problems: RepoProblem[] = [];
+    if (this.storage instanceof FsStorage) {
+      for (const f of await this.storage.list(`${MAINTENANCE_DIR}/`)) {
+        if (!f.key.endsWith(".idx")) continue;
+        try {
+          for (const p of (await readIndexHead(this.storage, f.key, this.ctx.dataKey, f.size)).packs) awaitingFree.add(p);
+        } catch (e) {
+          problems.push({ kind: "bad-index", message: (e as Error).message });
+        }
+      }
+    }
+    return [...problems, ...(await checkRepository(this.storage, this.ctx, { ...opts, awaitingFree }))];
   }
 
   async maintain(refs: ReferenceSource, opts: MaintenanceOptions): Promise<MaintenanceReport> {
