@@ -41,6 +41,11 @@ export interface MaintenanceState {
   plan: MaintenancePlan | null;
 }
 
+/** Where a run keeps the entries it left out of the new index (the index file format). */
+export function droppedKey(fileId: string): string {
+  return `${MAINTENANCE_DIR}/${fileId}.idx`;
+}
+
 function stateFile(root: string): string {
   return maintenanceStateFile(root);
 }
