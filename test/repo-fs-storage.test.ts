@@ -38,19 +38,22 @@ describe("FsStorage", () => {
     await s.close();
   });
 
-  it("lists by prefix at any depth, sorted, with sizes, and never a temporary file", async () => {
+  it("lists by prefix at any depth, sorted, with sizes and modification times, and never a temporary file", async () => {
     const s = storage();
+    const t0 = Date.now() - 1000;
     await s.put("snapshots/db1/b", bytes("12"));
     await s.put("snapshots/db1/a", bytes("1"));
     await s.put("snapshots/db2/a", bytes("123"));
     await s.put("snapshotsx", bytes("no"));
     writeFileSync(path.join(s.root, "snapshots", "db1", "c.1234-ab.klio-tmp"), "half");
     mkdirSync(path.join(s.root, "snapshots", "db1", "empty"));
-    expect(await s.list("snapshots/")).toEqual([
+    const listed = await s.list("snapshots/");
+    expect(listed.map(({ key, size }) => ({ key, size }))).toEqual([
       { key: "snapshots/db1/a", size: 1 },
       { key: "snapshots/db1/b", size: 2 },
       { key: "snapshots/db2/a", size: 3 },
     ]);
+    for (const e of listed) expect(e.modified).toBeGreaterThan(t0);
     expect((await s.list("snapshots/db1/")).map((e) => e.key)).toEqual(["snapshots/db1/a", "snapshots/db1/b"]);
     expect((await s.list("snapshots/db1/a")).map((e) => e.key)).toEqual(["snapshots/db1/a"]);
     expect(await s.list("nothing/")).toEqual([]);
