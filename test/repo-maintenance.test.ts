@@ -24,11 +24,11 @@ afterEach(async () => {
 
 const log = createLogger({ write: () => {}, format: "json", level: "error" });
 
-async function newRepo(packTargetBytes = 256 * 1024): Promise<Repository> {
+async function newRepo(packTargetBytes = 256 * 1024, passphrase?: string): Promise<Repository> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "klio-maint-"));
   dirs.push(dir);
-  await initRepository(dir, { packTargetBytes });
-  const r = await openRepository(dir, { workers: 0 });
+  await initRepository(dir, { packTargetBytes, passphrase, scrypt: { N: 1024, r: 8, p: 1 } });
+  const r = await openRepository(dir, { workers: 0, passphrase });
   repos.push(r);
   return r;
 }
@@ -118,8 +118,8 @@ describe("repo maintenance", () => {
     await readsBack(repo, range(100, 300));
   });
 
-  it("rewrites packs that are mostly garbage with only their live chunks, once", { timeout: 60_000 }, async () => {
-    const repo = await newRepo(128 * 1024);
+  it.each([["plain", undefined], ["encrypted", "correct horse"]])("rewrites packs that are mostly garbage with only their live chunks, once (%s)", { timeout: 60_000 }, async (_kind, passphrase) => {
+    const repo = await newRepo(128 * 1024, passphrase);
     // Two backups interleaved in one writer: every pack holds both.
     const { session, writer } = await repo.beginWrite("test interleaved");
     const even: string[] = [];
@@ -143,8 +143,8 @@ describe("repo maintenance", () => {
     expect(again.packs.rewritten + again.packs.removed).toBe(0);
   });
 
-  it("keeps what a backup that started before maintenance deduplicated against, waiting for it or leaving the freeing to the next run", { timeout: 60_000 }, async () => {
-    const repo = await newRepo();
+  it.each([["plain", undefined], ["encrypted", "correct horse"]])("keeps what a backup that started before maintenance deduplicated against, waiting for it or leaving the freeing to the next run (%s)", { timeout: 60_000 }, async (_kind, passphrase) => {
+    const repo = await newRepo(256 * 1024, passphrase);
     await backup(repo, "old", range(0, 100));
     await repo.deleteObject("snapshots/t/old");
     // A backup starts and finds chunks 5 and 60 in the repository (garbage, but indexed).
