@@ -50,7 +50,7 @@ describe("retention apply", () => {
     await sql`insert into marks (n) values (99)`;
     await sql`select pg_switch_wal()`;
 
-    expect((await runKlioAsync(["retention", "apply", "--repo", repo])).stdout).toBe(""); // no policy: nothing to do
+    expect((await runKlioAsync(["retention", "apply", "--repo", repo])).stdout).toBe("db1: no retention policy here, nothing deleted (set one with klio retention set)\n");
     expect((await runKlioAsync(["retention", "set", "--repo", repo, "--cluster", "db1", "--full", "0"])).code).toBe(2);
     await klio(["retention", "set", "--repo", repo, "--cluster", "db1", "--full", "2"]);
     await klio(["backup", "pin", backups[0]!.id, "--repo", repo]);

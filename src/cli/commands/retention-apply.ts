@@ -38,17 +38,22 @@ export const command: Command = {
     try {
       const log = commandLogger(ctx, false);
       const results: (RetentionResult & { policy: string })[] = [];
+      const without: string[] = [];
       for (const cluster of await retentionClusters(repo, repoDir, f)) {
         const stored = await readStoredPolicy(repoDir, cluster);
         if (!stored) {
           if (f.cluster !== undefined) throw new KlioError("no-policy", `cluster ${cluster} has no retention policy in ${repoDir}: set one with \`klio retention set\``);
+          without.push(cluster);
           continue;
         }
         const r = await applyRetention(repo, repoDir, cluster, stored.policy, { dryRun: Boolean(f["dry-run"]), now: new Date(), offsite, log });
         results.push({ ...r, policy: describePolicy(stored.policy) });
       }
-      if (f.json) ctx.stdout(JSON.stringify({ results }, null, 2) + "\n");
-      else for (const r of results) ctx.stdout(describe(r));
+      if (f.json) ctx.stdout(JSON.stringify({ results, withoutPolicy: without }, null, 2) + "\n");
+      else {
+        for (const r of results) ctx.stdout(describe(r));
+        for (const c of without) ctx.stdout(`${c}: no retention policy here, nothing deleted (set one with klio retention set)\n`);
+      }
       return 0;
     } finally {
       await repo.close();
