@@ -18,7 +18,7 @@ describe("retention and maintenance in the daemon", () => {
     const pg = await startPostgres({ version: 15 });
     cleanups.push(() => pg.destroy());
     await pgbench(pg, ["-i", "-q", "-s", "2"]);
-    const d = await startTestDaemon(cleanups, [{ name: "db1", pg, retention: { full: 2 } }]);
+    const d = await startTestDaemon(cleanups, [{ name: "db1", pg, retention: { full: 2 } }], { maintenance: { schedule: "off", max_wait_minutes: 0 } });
     await waitFor("streaming", async () => (await d.get("/v1/clusters/db1")).receiver.state === "streaming", 60_000);
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) {
@@ -69,8 +69,19 @@ describe("retention and maintenance in the daemon", () => {
     expect(metrics.get("klio_disk_low")![0]!.value).toBe(0);
     expect(metrics.get("klio_receiver_disk_full")![0]!.value).toBe(0);
 
-    // What stays restores: verified against PostgreSQL's manifest.
-    const verify = await backupThroughApi(d, "db1");
-    expect(verify.state).toBe("succeeded");
+    // A restore reading over the API holds a lease: maintenance frees nothing it may read.
+    const reader = "0123456789abcdef0123";
+    const bad = await d.call("GET", "/v1/repository/objects/klio-repository.json", { headers: { "x-klio-reader": "not hex" } });
+    expect(bad.status).toBe(400);
+    expect((await d.call("GET", "/v1/repository/objects/klio-repository.json", { headers: { "x-klio-reader": reader } })).status).toBe(200);
+    const newer = await backupThroughApi(d, "db1");
+    expect(newer.state).toBe("succeeded");
+    await pgbench(pg, ["-t", "300"]);
+    expect((await backupThroughApi(d, "db1")).state).toBe("succeeded"); // keepLatest 1: the one before goes
+    const held = await maintenanceThroughApi(d);
+    expect(held.state, JSON.stringify(held.error)).toBe("succeeded");
+    expect(held.result.deferred.sessions.join()).toMatch(/a reader over the API \(token ops\)/);
+    expect(held.result.bytes.freed).toBe(0);
+    expect((await d.get("/v1/maintenance")).last.deferred).not.toBeNull();
   });
 });

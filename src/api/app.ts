@@ -24,6 +24,8 @@ import { OffsiteSync } from "../offsite/sync.ts";
 import { S3Storage } from "../repo/s3-storage.ts";
 import { lagSeconds, type ClusterSupervisor } from "../server/supervisor.ts";
 import { allows, scopeFor, TokenChecker } from "./auth.ts";
+import { ReadLeases } from "./read-leases.ts";
+import { READER_HEADER } from "../util/api-client.ts";
 import { daemonMetrics, RepositorySize } from "./metrics.ts";
 import * as S from "./schemas.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -367,6 +369,13 @@ export function createApp(d: Daemon, opts: ApiOptions): Hono {
     if (!token) return errorResponse(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer …)");
     const needs = scopeFor(c.req.method);
     if (!allows(token.scope, needs)) return errorResponse(403, "forbidden", `token ${token.name} has scope ${token.scope}; this needs ${needs}`);
+    await next();
+  });
+  // A restore reading the repository over the API holds a lease: maintenance waits for it.
+  const leases = new ReadLeases(d.config.repository.path);
+  app.use("/v1/repository/*", async (c, next) => {
+    const reader = c.req.header(READER_HEADER);
+    if (reader !== undefined) await leases.note(reader, tokens.check(c.req.header("authorization"))!.name);
     await next();
   });
   app.use("*", bodyLimit({

@@ -1,14 +1,18 @@
 // A repository read over the appliance's HTTP API (GET /v1/repository/objects/…), so that a
 // new database host restores straight from the backup VM. Read-only: writes belong to the
 // appliance. Ranged reads are plain HTTP Range requests; the restore's parallel chunk reads
-// become parallel requests on kept-alive connections.
+// become parallel requests on kept-alive connections. Every request names this reader
+// (X-Klio-Reader), so that the appliance holds a lease for it and its maintenance removes no
+// pack this reader may still need (src/api/read-leases.ts).
+import { randomBytes } from "node:crypto";
 import { KlioError } from "../util/errors.ts";
-import { apiFailure, apiFetch } from "../util/api-client.ts";
+import { apiFailure, apiFetch, READER_HEADER } from "../util/api-client.ts";
 import type { ObjectWriter, PutData, Storage, StorageEntry } from "./storage.ts";
 
 export class HttpStorage implements Storage {
   readonly description: string;
   private readonly base: string;
+  private readonly reader = randomBytes(12).toString("hex");
 
   constructor(url: string, private readonly token: string | undefined) {
     let u: URL;
@@ -23,7 +27,7 @@ export class HttpStorage implements Storage {
   }
 
   private fetch(pathAndQuery: string, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Response> {
-    return apiFetch(this.base, pathAndQuery, this.token, init);
+    return apiFetch(this.base, pathAndQuery, this.token, { ...init, headers: { ...init.headers, [READER_HEADER]: this.reader } });
   }
 
   private objectPath(key: string): string {

@@ -51,19 +51,26 @@ export class RepoSession {
 
   private constructor(readonly id: string, private readonly file: string) {}
 
-  static async begin(root: string, purpose: string): Promise<RepoSession> {
+  /**
+   * `leaseMs`: the session lapses when not touched for this long, even while its process runs
+   * (the daemon holds such sessions for readers that reach the repository over its API).
+   */
+  static async begin(root: string, purpose: string, opts: { leaseMs?: number } = {}): Promise<RepoSession> {
     const id = `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
     const dir = sessionsDir(root);
     await mkdir(dir, { recursive: true, mode: 0o750 });
     const file = path.join(dir, id + SESSION_SUFFIX);
-    const body = { format: "klio-session", version: 1, id, purpose, startedAt: new Date().toISOString(), process: thisProcess() };
+    const body = { format: "klio-session", version: 1, id, purpose, startedAt: new Date().toISOString(), process: thisProcess(), ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) };
     // Durable: after a crash of the machine every process is gone, but a session must never
     // be missed by a maintenance that runs while this writer does.
     await writeFileDurable(file, JSON.stringify(body) + "\n");
     await fsyncDir(root).catch(() => {});
     const s = new RepoSession(id, file);
-    s.timer = setInterval(() => void utimes(file, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS);
-    s.timer.unref?.();
+    // A lease is kept alive by touch() alone.
+    if (!opts.leaseMs) {
+      s.timer = setInterval(() => void utimes(file, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS);
+      s.timer.unref?.();
+    }
     return s;
   }
 
@@ -78,6 +85,11 @@ export class RepoSession {
     } catch {
       throw new KlioError("session-expired", `the repository's maintenance took this writer for dead (session ${this.id}): the backup is not recorded; run it again`);
     }
+  }
+
+  /** Marks the session as in use now (a lease's clock starts again). */
+  async touch(): Promise<void> {
+    await utimes(this.file, new Date(), new Date()).catch(() => {});
   }
 
   async end(): Promise<void> {
@@ -118,13 +130,15 @@ export async function listSessions(root: string, now = Date.now()): Promise<Sess
     const read = await readStampFile(file);
     if (!read) continue;
     const p = parseStamp(read.body?.process);
+    const lease = Number(read.body?.leaseMs);
+    const lapsed = Number.isFinite(lease) && lease > 0 && now - read.mtimeMs >= lease;
     out.push({
       id: name.slice(0, -SESSION_SUFFIX.length),
       purpose: String(read.body?.purpose ?? "?"),
       startedAt: String(read.body?.startedAt ?? new Date(read.mtimeMs).toISOString()),
       process: p ?? { pid: 0, host: "?", start: null },
       file,
-      alive: aliveByStamp(p, read.mtimeMs, now),
+      alive: !lapsed && aliveByStamp(p, read.mtimeMs, now),
     });
   }
   return out;

@@ -8,6 +8,9 @@ export function isApiLocation(location: string): boolean {
   return /^https?:\/\//i.test(location);
 }
 
+/** The header a reader of the repository over the API names itself in (src/api/read-leases.ts). */
+export const READER_HEADER = "x-klio-reader";
+
 export async function apiFetch(base: string, pathAndQuery: string, token: string | undefined, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Response> {
   const headers: Record<string, string> = { ...init.headers };
   if (token !== undefined) headers.authorization = `Bearer ${token}`;
