@@ -6,6 +6,7 @@ import { describe, it, expect, afterEach } from "vitest";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as Minio from "minio";
 import path from "node:path";
+import { randomBytes } from "node:crypto";
 import { runKlioAsync, waitFor } from "./harness/klio.ts";
 import { klio, pgbench, restoreAndStart, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
 import { startFaultProxy } from "./harness/http-fault-proxy.ts";
@@ -117,6 +118,30 @@ describe.each([["s3rver", startS3, false], ["OpenStack Swift (s3api)", startSwif
     const badUrl = await runKlioAsync(["offsite", "sync", "--repo", repo, "--to", "s3://Bad_Bucket/../x", ...s3.flags, "--once"]);
     expect(badUrl.code).toBe(2);
     expect(badUrl.stderr.trim().split("\n")).toHaveLength(1);
+  });
+});
+
+describe("offsite sync --bandwidth", () => {
+  it("sends no faster than the limit for all uploads together, and refuses a rate it cannot read", { timeout: 120_000 }, async () => {
+    const s3 = await startS3(cleanups);
+    const repo = tempDir(cleanups, "klio-repo-");
+    await klio(["init", "--repo", repo]);
+    // Three packs of 2 MiB, sent four at a time: together they may take no less than 3 s at 2 MiB/s.
+    for (const p of ["ab", "cd", "ef"]) {
+      mkdirSync(path.join(repo, "packs", p), { recursive: true });
+      writeFileSync(path.join(repo, "packs", p, `${p}0123456789abcdef0123456789abcd.pack`), randomBytes(2 * 1024 * 1024));
+    }
+    const to = `s3://${s3.bucket}/slow`;
+    const bad = await runKlioAsync(["offsite", "sync", "--repo", repo, "--to", to, ...s3.flags, "--once", "--bandwidth", "fast"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/"fast" is not a bandwidth such as 20MB\/s/);
+    const t0 = performance.now();
+    const synced = await runKlioAsync(["offsite", "sync", "--repo", repo, "--to", to, ...s3.flags, "--once", "--bandwidth", "2MiB/s"]);
+    const seconds = (performance.now() - t0) / 1000;
+    expect(synced.code, synced.stderr).toBe(0);
+    expect(seconds).toBeGreaterThan(2.5);
+    const verified = await runKlioAsync(["offsite", "verify", "--repo", repo, "--to", to, ...s3.flags]);
+    expect(verified.code, verified.stdout).toBe(0);
   });
 });
 

@@ -15,6 +15,7 @@
 // cut) leaves the remote consistent; the next pass finishes it.
 import { readFile, stat } from "node:fs/promises";
 import { writeFileDurable } from "../util/durable-fs.ts";
+import type { RateLimit } from "../util/rate-limit.ts";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -77,6 +78,8 @@ export interface SyncOptions {
   remote: S3Storage;
   /** Uploads at once (default 4). */
   concurrency?: number;
+  /** Bytes per second for all uploads together (none: as fast as they go). */
+  limit?: RateLimit;
   log: Logger;
   signal: AbortSignal;
 }
@@ -173,7 +176,7 @@ export class OffsiteSync {
       await this.parallel(batch, async (e) => {
         const startedAt = Date.now();
         try {
-          await this.o.remote.putFile(e.key, path.join(this.o.repoDir, ...e.key.split("/")));
+          await this.o.remote.putFile(e.key, path.join(this.o.repoDir, ...e.key.split("/")), this.o.limit);
         } catch (err) {
           // Gone locally meanwhile (a partial segment completed, a raw one compressed): the next pass sees why.
           if ((err as NodeJS.ErrnoException).code === "ENOENT") return;

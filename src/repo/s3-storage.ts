@@ -3,11 +3,13 @@
 // keys under the prefix. Every call retries transient failures (network errors, 5xx, 429)
 // with backoff, which is safe because every object is written once under its final name.
 import { Agent as HttpsAgent } from "node:https";
-import { readFileSync } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { Client } from "minio";
 import { KlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
+import type { RateLimit } from "../util/rate-limit.ts";
 import type { ObjectWriter, PutData, Storage, StorageEntry } from "./storage.ts";
 
 export interface S3Location {
@@ -173,9 +175,18 @@ export class S3Storage implements Storage {
     await this.call(`writing ${key}`, () => this.client.putObject(this.location.bucket, this.key(key), Buffer.from(body.buffer, body.byteOffset, body.byteLength), body.length));
   }
 
-  /** Uploads a local file under `key`, streamed (multipart above the client's part size). */
-  async putFile(key: string, file: string): Promise<void> {
-    await this.call(`writing ${key}`, () => this.client.fPutObject(this.location.bucket, this.key(key), file));
+  /**
+   * Uploads a local file under `key`, streamed (multipart above the client's part size), at
+   * most as fast as `limit` lets it.
+   */
+  async putFile(key: string, file: string, limit?: RateLimit): Promise<void> {
+    await this.call(`writing ${key}`, async () => {
+      const { size } = await stat(file);
+      const source = createReadStream(file);
+      const body = limit ? source.pipe(limit.throttle()) : source;
+      if (limit) source.on("error", (e) => body.destroy(e));
+      return this.client.putObject(this.location.bucket, this.key(key), body, size, { "Content-Type": "application/octet-stream" });
+    });
   }
 
   create(key: string): Promise<ObjectWriter> {

@@ -14,6 +14,7 @@ import { validateSlotName } from "../pg/replication-commands.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 import { parseSchedule, type Schedule } from "./schedule.ts";
 import { validatePolicy, type RetentionPolicy } from "../backup/retention.ts";
+import { parseRate } from "../util/rate-limit.ts";
 import { parseS3Url, type S3Location, type S3Options } from "../repo/s3-storage.ts";
 
 const Name = Type.String({ minLength: 1, maxLength: 63, pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$" });
@@ -66,6 +67,8 @@ const OffsiteSchema = Type.Object({
   virtual_hosted: Type.Optional(Type.Boolean()),
   concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
   interval_seconds: Type.Optional(Type.Number({ minimum: 0.5, maximum: 3600 })),
+  /** At most this much for all uploads together, e.g. "20MB/s". */
+  bandwidth: Type.Optional(Type.String({ minLength: 4, maxLength: 32 })),
 }, { additionalProperties: false });
 
 export const ConfigSchema = Type.Object({
@@ -138,6 +141,8 @@ export interface OffsiteConfig {
   s3: S3Options;
   concurrency: number;
   intervalMs: number;
+  /** Bytes per second, or null for no limit. */
+  bandwidth: number | null;
 }
 
 export interface DaemonConfig {
@@ -286,6 +291,13 @@ export async function parseConfig(text: string, file: string, env: Record<string
       url: o.url, location,
       s3: { endpoint: o.endpoint.replace(/\/$/, ""), region: o.region ?? "us-east-1", accessKey, secretKey, caFile: o.ca_file === undefined ? undefined : rel(o.ca_file), pathStyle: !o.virtual_hosted },
       concurrency: o.concurrency ?? 4, intervalMs: (o.interval_seconds ?? 2) * 1000,
+      bandwidth: o.bandwidth === undefined ? null : (() => {
+        try {
+          return parseRate(o.bandwidth!);
+        } catch (e) {
+          throw bad(file, "/offsite/bandwidth", (e as Error).message);
+        }
+      })(),
     };
   }
 

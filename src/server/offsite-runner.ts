@@ -10,6 +10,7 @@ import { S3Storage } from "../repo/s3-storage.ts";
 import type { ErrorRecord } from "./state.ts";
 import type { OffsiteConfig } from "./config.ts";
 import type { OffsiteHoldings } from "../backup/retention-apply.ts";
+import { RateLimit } from "../util/rate-limit.ts";
 
 export interface OffsiteView {
   remote: string;
@@ -26,8 +27,10 @@ export class OffsiteRunner {
   readonly view: OffsiteView;
   private readonly stopper = new AbortController();
   private loop: Promise<void> | null = null;
+  private readonly limit: RateLimit | undefined;
 
   constructor(private readonly config: OffsiteConfig, private readonly repoDir: string, private readonly log: Logger) {
+    this.limit = config.bandwidth === null ? undefined : new RateLimit(config.bandwidth);
     this.view = { remote: config.url, state: "starting", lastPass: null, lastSuccessAt: null, lastError: null, failures: 0, uploadedObjects: 0, uploadedBytes: 0 };
   }
 
@@ -58,7 +61,10 @@ export class OffsiteRunner {
     let full = true;
     while (!signal.aborted) {
       try {
-        sync ??= new OffsiteSync({ repoDir: this.repoDir, remote: await S3Storage.open(this.config.location, this.config.s3), concurrency: this.config.concurrency, log: this.log, signal });
+        sync ??= new OffsiteSync({
+          repoDir: this.repoDir, remote: await S3Storage.open(this.config.location, this.config.s3), concurrency: this.config.concurrency,
+          limit: this.limit, log: this.log, signal,
+        });
         this.view.state = "syncing";
         const p = await sync.pass({ fullListing: full });
         full = false;
