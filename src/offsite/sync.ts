@@ -9,10 +9,11 @@
 // files replaced, packs and WAL maintenance and retention removed, a raw or partial segment
 // once its compressed form is up. A removal locally may follow the writing of what replaces
 // it by moments (maintenance writes its new index, then removes packs), and a listing of a
-// directory is no snapshot in time: so anything but a snapshot goes only when a second local
-// listing, taken after the uploads, still lacks it — whatever replaced it was there before
-// the first listing ended, and has gone up. A pass that stops at any point (kill -9, network
-// cut) leaves the remote consistent; the next pass finishes it.
+// directory is no snapshot in time, so an object goes only when an earlier listing (the last
+// pass's, or one taken just before this pass's) already lacked it: what replaced it was there
+// before that listing ended, so this pass's listing, all of it later, has it, and it went up
+// before the removals. A pass that stops at any point (kill -9, network cut) leaves the
+// remote consistent; the next pass finishes it.
 import { readFile, stat } from "node:fs/promises";
 import { writeFileDurable } from "../util/durable-fs.ts";
 import type { RateLimit } from "../util/rate-limit.ts";
@@ -113,6 +114,8 @@ interface RemoteObject {
  */
 export class OffsiteSync {
   private remoteKeys: Map<string, RemoteObject> | null = null;
+  /** The keys of the last pass's local listing. */
+  private lastLocal: Set<string> | null = null;
   private listedAt = 0;
   private readonly local: FsStorage;
 
@@ -161,7 +164,9 @@ export class OffsiteSync {
     const t0 = performance.now();
     await this.recordTarget();
     const remote = await this.remoteListing(Boolean(opts.fullListing));
+    const earlier = this.lastLocal ?? new Set((await this.localObjects()).map((e) => e.key));
     const local = await this.localObjects();
+    this.lastLocal = new Set(local.map((e) => e.key));
     const todo: (StorageEntry & { kind: Kind })[] = [];
     for (const e of local) {
       const there = remote.get(e.key);
@@ -189,19 +194,16 @@ export class OffsiteSync {
       });
       if (this.o.signal.aborted) break;
     }
-    if (!this.o.signal.aborted) result.removed = await this.removeGone(remote, new Set(local.map((e) => e.key)));
+    if (!this.o.signal.aborted) result.removed = await this.removeGone(remote, earlier, this.lastLocal);
     const left = todo.filter((e) => remote.get(e.key)?.size !== e.size);
     result.behind = { objects: left.length, bytes: left.reduce((n, e) => n + e.size, 0) };
     result.seconds = (performance.now() - t0) / 1000;
     return result;
   }
 
-  private async removeGone(remote: Map<string, RemoteObject>, local: Set<string>): Promise<number> {
-    let candidates = [...remote.keys()].filter((k) => !local.has(k) && offsiteKind(k) !== null);
-    if (candidates.length === 0) return 0;
-    // A second look, after the uploads: what is still not there is gone for good.
-    const now = new Set((await this.localObjects()).map((e) => e.key));
-    candidates = candidates.filter((k) => !now.has(k));
+  /** Removes from the remote what neither local listing has (see the top of this file). */
+  private async removeGone(remote: Map<string, RemoteObject>, earlier: Set<string>, local: Set<string>): Promise<number> {
+    const candidates = [...remote.keys()].filter((k) => !earlier.has(k) && !local.has(k) && offsiteKind(k) !== null);
     const gone: string[] = [];
     for (const key of candidates) {
       const kind = offsiteKind(key)!;
