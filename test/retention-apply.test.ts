@@ -55,6 +55,8 @@ describe("retention apply", () => {
     await klio(["retention", "set", "--repo", repo, "--cluster", "db1", "--full", "2"]);
     await klio(["backup", "pin", backups[0]!.id, "--repo", repo]);
     expect(await klio(["retention", "get", "--repo", repo])).toMatch(/db1: 2 full, at least 1; pinned: /);
+    const listed = JSON.parse(await klio(["backup", "list", "--repo", repo, "--json"])).backups;
+    expect(listed.map((b: { pinned: boolean }) => b.pinned)).toEqual([true, false, false, false]);
 
     const walBefore = walSegments(repo).length;
     const dry = JSON.parse(await klio(["retention", "apply", "--repo", repo, "--dry-run", "--json"]));

@@ -3,6 +3,8 @@ import { validateClusterName } from "../../wal/archive-layout.ts";
 import { listSnapshotClusters, listSnapshots, snapshotSummary, type Snapshot } from "../../backup/snapshot.ts";
 import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
 import { bytes } from "../progress.ts";
+import { isRepository } from "../../repo/repository.ts";
+import { readPins } from "../../backup/retention-store.ts";
 
 export const command: Command = {
   spec: {
@@ -27,13 +29,18 @@ export const command: Command = {
         all.push(...r.snapshots);
         unreadable.push(...r.unreadable.map((u) => ({ cluster: c, ...u })));
       }
+      // Pins live beside a local repository (retention-store.ts); its copies have none.
+      const local = await isRepository(String(f.repo));
+      const pins = new Map<string, Set<string>>();
+      for (const c of clusters) pins.set(c, local ? await readPins(String(f.repo), c) : new Set());
+      const pinned = (s: Snapshot) => pins.get(s.cluster)?.has(s.id) ?? false;
       if (f.json) {
-        ctx.stdout(JSON.stringify({ backups: all.map(snapshotSummary), unreadable }, null, 2) + "\n");
+        ctx.stdout(JSON.stringify({ backups: all.map((s) => ({ ...snapshotSummary(s), pinned: pinned(s) })), unreadable }, null, 2) + "\n");
       } else {
-        const rows = [["ID", "CLUSTER", "END TIME", "SIZE", "NEW", "STORED", "START LSN", "END LSN", "FROM", "NAME"]];
+        const rows = [["ID", "CLUSTER", "END TIME", "SIZE", "NEW", "STORED", "START LSN", "END LSN", "FROM", "PINNED", "NAME"]];
         for (const s of all) {
           const x = snapshotSummary(s);
-          rows.push([x.id, x.cluster, x.endTime.replace("T", " ").replace(/\.\d+Z$/, "Z"), bytes(x.bytes), bytes(x.newBytes), bytes(x.storedBytes), x.startLsn, x.endLsn, x.fromStandby ? "standby" : "primary", x.name ?? ""]);
+          rows.push([x.id, x.cluster, x.endTime.replace("T", " ").replace(/\.\d+Z$/, "Z"), bytes(x.bytes), bytes(x.newBytes), bytes(x.storedBytes), x.startLsn, x.endLsn, x.fromStandby ? "standby" : "primary", pinned(s) ? "yes" : "", x.name ?? ""]);
         }
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
         ctx.stdout(rows.map((r) => r.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n");
