@@ -3,7 +3,7 @@
 // `klio restore` and `klio get-wal` work from it in a process with no network at all.
 import { describe, it, expect, afterEach } from "vitest";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { pgTempDir, startDataDir } from "./harness/postgres.ts";
 import { KLIO_BIN, runKlioAsync, waitFor } from "./harness/klio.ts";
@@ -60,6 +60,11 @@ describe("klio repo export", () => {
     await receiver.kill9();
     rmSync(repo, { recursive: true, force: true });
     shareRepo(path.dirname(media)); // PostgreSQL's user runs restore_command, which reads the copy
+    // The copy on read-only media: a read-only bind mount of it.
+    execFileSync("mount", ["--bind", media, media]);
+    cleanups.push(() => void execFileSync("umount", ["-l", media]));
+    execFileSync("mount", ["-o", "remount,ro,bind", media]);
+    expect(() => writeFileSync(path.join(media, "probe"), "x")).toThrow(/EROFS/);
     const base = pgTempDir("klio-airgap-");
     cleanups.push(() => rmSync(base, { recursive: true, force: true }));
     const dest = path.join(base, "data");

@@ -349,7 +349,17 @@ class Repo implements Repository {
 
   async holdForReading(purpose: string): Promise<RepoSession | null> {
     if (!(this.storage instanceof FsStorage)) return null;
-    const session = await RepoSession.begin(this.root, purpose);
+    let session: RepoSession;
+    try {
+      session = await RepoSession.begin(this.root, purpose);
+    } catch (e) {
+      // A copy this user may only read (an exported copy on read-only media, another user's
+      // repository): read without holding maintenance off. On read-only media none runs; on
+      // another user's repository a pack maintenance rewrites meanwhile fails the read, which
+      // can then be run again.
+      if (["EACCES", "EPERM", "EROFS"].includes((e as NodeJS.ErrnoException).code ?? "")) return null;
+      throw e;
+    }
     try {
       await this.refresh();
     } catch (e) {
