@@ -78,12 +78,14 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   const backoff = opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
   let attempt = 0;
   let everConnected = false;
+  let diskFullSaid = false;
   try {
     while (!opts.signal.aborted) {
       try {
         if ((await streamSession(opts, dir, compressor, pace, () => {
           everConnected = true;
           attempt = 0;
+          diskFullSaid = false;
         })) === "stopped") break;
       } catch (e) {
         pace.catchingUp = false;
@@ -91,12 +93,16 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
         if (opts.signal.aborted) break;
         if (isDiskFull(e)) {
           // Nothing unwritten was acknowledged: the server keeps that WAL in the slot until
-          // there is room again. Try again soon, whatever the backoff: space may come back any time.
+          // there is room again. Try again soon, whatever the backoff: space may come back any
+          // time. Said once per episode (until streaming resumes), not at every try.
           const retry = opts.diskFullRetryMs ?? 5000;
-          opts.log.error("wal.disk_full", {
-            dir, retry_in_ms: retry,
-            error: `the archive's file system is full (${e instanceof Error ? e.message : String(e)}): WAL is not acknowledged, ${describeConnInfo(opts.conninfo)} keeps it in slot ${opts.slot}; streaming resumes once space is freed`,
-          });
+          if (!diskFullSaid) {
+            diskFullSaid = true;
+            opts.log.error("wal.disk_full", {
+              dir, retry_in_ms: retry,
+              error: `the archive's file system is full (${e instanceof Error ? e.message : String(e)}): WAL is not acknowledged, ${describeConnInfo(opts.conninfo)} keeps it in slot ${opts.slot}; streaming resumes once space is freed`,
+            });
+          }
           await sleep(retry, opts.signal);
           continue;
         }
