@@ -49,6 +49,12 @@ describe("a full disk", () => {
     }, 120_000);
     expect(full.receiver.lastError).toMatchObject({ code: "disk-full", message: expect.stringMatching(/file system is full.*not acknowledged.*slot/) });
     expect(d.process.log()).toMatch(/"wal.disk_full"/);
+    // It stays so, without knocking at the server every few seconds: no flapping to "streaming".
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      expect((await d.get("/v1/clusters/db1")).receiver.state).toBe("disk-full");
+    }
+    expect(d.process.log().match(/"wal.disk_full"/g)).toHaveLength(1);
     // The server keeps what was not acknowledged.
     const [slot] = await sql`select restart_lsn, pg_current_wal_lsn() - restart_lsn as held, pg_walfile_name(restart_lsn) as file from pg_replication_slots`;
     expect(Number(slot!.held)).toBeGreaterThan(16 * MB);

@@ -3,7 +3,7 @@
 // The correctness argument is the order in receiveLoop(): write what arrived, make it
 // durable (fdatasync), and only then report it as flushed. The flush position the primary
 // sees, and so its slot's restart_lsn, is never ahead of what is on disk here.
-import { mkdir } from "node:fs/promises";
+import { mkdir, statfs } from "node:fs/promises";
 import path from "node:path";
 import { KlioError, isDiskFull } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -103,7 +103,10 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
               error: `the archive's file system is full (${e instanceof Error ? e.message : String(e)}): WAL is not acknowledged, ${describeConnInfo(opts.conninfo)} keeps it in slot ${opts.slot}; streaming resumes once space is freed`,
             });
           }
-          await sleep(retry, opts.signal);
+          // Reconnecting is pointless until there is room for a segment or two: the server is
+          // left alone meanwhile, and the state stays "disk-full" instead of flapping.
+          do await sleep(retry, opts.signal);
+          while (!opts.signal.aborted && !(await hasRoom(dir)));
           continue;
         }
         opts.log.warn("wal.disconnected", { error: e instanceof Error ? e.message : String(e) });
@@ -116,6 +119,16 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   } finally {
     await compressor.drain();
     await release();
+  }
+}
+
+/** Room to write on: free space for two 16 MiB segments (true where the file system cannot say). */
+async function hasRoom(dir: string): Promise<boolean> {
+  try {
+    const st = await statfs(dir);
+    return Number(st.bavail) * Number(st.bsize) >= 32 * 1024 * 1024;
+  } catch {
+    return true;
   }
 }
 
