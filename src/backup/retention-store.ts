@@ -8,7 +8,7 @@ import { fsyncDir, writeFileDurable } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 import { validatePolicy, type RetentionPolicy } from "./retention.ts";
-import { validateSnapshotId } from "./snapshot.ts";
+import { isSnapshotId, validateSnapshotId } from "./snapshot.ts";
 
 function policyFile(repoDir: string, cluster: string): string {
   return path.join(repoDir, "retention", `${validateClusterName(cluster)}.json`);
@@ -58,7 +58,7 @@ export async function writeStoredPolicy(repoDir: string, cluster: string, policy
 
 export async function readPins(repoDir: string, cluster: string): Promise<Set<string>> {
   const names = await readdir(pinDir(repoDir, cluster)).catch(() => [] as string[]);
-  return new Set(names.filter((n) => /^\d{8}T\d{6}Z(?:-\d+)?$/.test(n)));
+  return new Set(names.filter(isSnapshotId));
 }
 
 export async function setPin(repoDir: string, cluster: string, id: string, pinned: boolean): Promise<void> {

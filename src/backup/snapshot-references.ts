@@ -3,13 +3,17 @@
 // in the snapshot object itself, then every chunk the file list names.
 import type { ReferenceSource } from "../repo/maintenance.ts";
 import type { Repository } from "../repo/repository.ts";
-import { parseSnapshot, snapshotChunks } from "./snapshot.ts";
+import { isSnapshotId, parseSnapshot, snapshotChunks } from "./snapshot.ts";
 
-const SNAPSHOT_KEY = /^snapshots\/[^/]+\/\d{8}T\d{6}Z(?:-\d+)?$/;
+/** snapshots/<cluster>/<backup id> */
+function isSnapshotKey(key: string): boolean {
+  const parts = key.split("/");
+  return parts.length === 3 && parts[0] === "snapshots" && parts[1] !== "" && isSnapshotId(parts[2]!);
+}
 
 export function snapshotReferences(repo: Repository): ReferenceSource {
   return {
-    list: async () => (await repo.listObjects("snapshots/")).filter((k) => SNAPSHOT_KEY.test(k)),
+    list: async () => (await repo.listObjects("snapshots/")).filter(isSnapshotKey),
     chunksOf: async (key, visit, afterDirect) => snapshotChunks(repo, parseSnapshot(await repo.getObject(key), key), visit, afterDirect),
   };
 }

@@ -79,8 +79,12 @@ export function snapshotKey(cluster: string, id: string): string {
   return `snapshots/${validateClusterName(cluster)}/${validateSnapshotId(id)}`;
 }
 
+export function isSnapshotId(id: string): boolean {
+  return ID_PATTERN.test(id);
+}
+
 export function validateSnapshotId(id: string): string {
-  if (!ID_PATTERN.test(id)) throw new KlioError("bad-backup-id", `"${id}" is not a backup id (like 20261124T071500Z)`);
+  if (!isSnapshotId(id)) throw new KlioError("bad-backup-id", `"${id}" is not a backup id (like 20261124T071500Z)`);
   return id;
 }
 
@@ -119,7 +123,7 @@ export function parseSnapshot(bytes: Uint8Array, where: string): Snapshot {
   }
   if (s.format !== SNAPSHOT_FORMAT) throw new KlioError("bad-snapshot", `${where} is not a klio snapshot`);
   if (s.version !== SNAPSHOT_VERSION) throw new KlioError("bad-snapshot", `${where} has snapshot format version ${s.version}; this klio reads version ${SNAPSHOT_VERSION}`);
-  const ok = typeof s.id === "string" && ID_PATTERN.test(s.id) && typeof s.cluster === "string" &&
+  const ok = typeof s.id === "string" && isSnapshotId(s.id) && typeof s.cluster === "string" &&
     typeof s.startLsn === "string" && typeof s.endLsn === "string" && typeof s.endTime === "string" &&
     Number.isInteger(s.timeline) && Array.isArray(s.fileList?.pieces) && Array.isArray(s.backupManifest?.chunks) &&
     Array.isArray(s.tablespaces) && typeof s.backupLabel === "string";
@@ -130,7 +134,7 @@ export function parseSnapshot(bytes: Uint8Array, where: string): Snapshot {
 /** The backups of a cluster, oldest first (ids sort by time). Unreadable ones are reported, not hidden. */
 export async function listSnapshots(repo: Repository, cluster: string): Promise<{ snapshots: Snapshot[]; unreadable: { id: string; error: string }[] }> {
   const prefix = `snapshots/${validateClusterName(cluster)}/`;
-  const keys = (await repo.listObjects(prefix)).filter((k) => ID_PATTERN.test(k.slice(prefix.length))).sort();
+  const keys = (await repo.listObjects(prefix)).filter((k) => isSnapshotId(k.slice(prefix.length))).sort();
   const snapshots: Snapshot[] = [];
   const unreadable: { id: string; error: string }[] = [];
   for (const key of keys) {

@@ -6,7 +6,7 @@ import { KlioError } from "../util/errors.ts";
 import { validatePolicy, type RetentionPolicy } from "../backup/retention.ts";
 import { listSnapshotClusters } from "../backup/snapshot.ts";
 import type { Repository } from "../repo/repository.ts";
-import { validateClusterName } from "../wal/archive-layout.ts";
+import { isClusterName, validateClusterName } from "../wal/archive-layout.ts";
 
 /** Flag name → policy field. */
 const RULE_FLAGS: [flag: string, field: keyof RetentionPolicy, spec: FlagSpec][] = [
@@ -35,7 +35,7 @@ export async function retentionClusters(repo: Repository, repoDir: string, flags
   const names = new Set(await listSnapshotClusters(repo));
   for (const f of await readdir(path.join(repoDir, "retention")).catch(() => [] as string[])) if (f.endsWith(".json")) names.add(f.slice(0, -5));
   for (const d of await readdir(path.join(repoDir, "wal")).catch(() => [] as string[])) names.add(d);
-  const out = [...names].filter((n) => /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(n)).sort();
+  const out = [...names].filter(isClusterName).sort();
   if (out.length === 0) throw new KlioError("usage", `${repoDir} has no clusters yet: name one with --cluster`);
   return out;
 }

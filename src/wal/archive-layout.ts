@@ -7,8 +7,12 @@ import { isSegmentName, parseSegmentName, type SegmentSize, type Timeline } from
 
 const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
+export function isClusterName(name: string): boolean {
+  return CLUSTER_NAME.test(name) && !name.includes("..");
+}
+
 export function validateClusterName(name: string): string {
-  if (!CLUSTER_NAME.test(name) || name.includes(".."))
+  if (!isClusterName(name))
     throw new KlioError("usage", `"${name}" is not a valid cluster name (letters, digits, "_", "." and "-", at most 63, starting with a letter or digit)`);
   return name;
 }
