@@ -14,7 +14,7 @@
 // before that listing ended, so this pass's listing, all of it later, has it, and it went up
 // before the removals. A pass that stops at any point (kill -9, network cut) leaves the
 // remote consistent; the next pass finishes it.
-import { readFile, stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { writeFileDurable } from "../util/durable-fs.ts";
 import type { RateLimit } from "../util/rate-limit.ts";
 import path from "node:path";
@@ -155,9 +155,6 @@ export class OffsiteSync {
     if (mine.id !== theirs.id) throw new KlioError("offsite-mismatch", `${this.o.remote.description} holds another repository (id ${theirs.id}, this one is ${mine.id}): give an empty prefix`);
   }
 
-  private async modified(key: string): Promise<number> {
-    return (await stat(path.join(this.o.repoDir, ...key.split("/")))).mtimeMs;
-  }
 
   /** One pass: upload what is missing or changed, then remove what was replaced. */
   async pass(opts: { fullListing?: boolean } = {}): Promise<SyncPass> {
@@ -171,7 +168,7 @@ export class OffsiteSync {
     for (const e of local) {
       const there = remote.get(e.key);
       if (there === undefined || there.size !== e.size) todo.push(e);
-      else if (mutable(e.key) && ((await this.modified(e.key).catch(() => 0)) > there.modified)) todo.push(e);
+      else if (mutable(e.key) && (e.modified ?? 0) > there.modified) todo.push(e);
     }
     todo.sort((a, b) => ORDER.indexOf(a.kind) - ORDER.indexOf(b.kind) || (a.key < b.key ? -1 : 1));
     const result: SyncPass = { uploaded: 0, uploadedBytes: 0, removed: 0, behind: { objects: 0, bytes: 0 }, seconds: 0 };
@@ -251,8 +248,9 @@ export class OffsiteSync {
     const local = await this.localObjects();
     const behind = local.filter((e) => remote.get(e.key)?.size !== e.size);
     let oldest: { key: string; modified: number } | null = null;
+    // The local listing carries each file's modification time.
     for (const e of behind) {
-      const m = await this.modified(e.key).catch(() => undefined);
+      const m = e.modified;
       if (m !== undefined && (oldest === null || m < oldest.modified)) oldest = { key: e.key, modified: m };
     }
     const localKeys = new Set(local.map((e) => e.key));
