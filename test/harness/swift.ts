@@ -70,7 +70,21 @@ export async function startSwift(cleanups: Cleanup[], bucket = "klio"): Promise<
   cleanups.push(kill9);
   const keys = keyFiles(cleanups, "test:tester", "testing");
   const client = new Minio.Client({ endPoint: "127.0.0.1", port: ports.proxy, useSSL: false, accessKey: "test:tester", secretKey: "testing", pathStyle: true, region: "us-east-1" });
-  await client.makeBucket(bucket, "us-east-1");
+  // The proxy answers /info before the account and container servers listen: until they do,
+  // creating the bucket gets 503.
+  let lastError: unknown = null;
+  await waitFor("Swift to create the bucket", async () => {
+    try {
+      await client.makeBucket(bucket, "us-east-1");
+      return true;
+    } catch (e) {
+      if (!/503/.test((e as Error).message)) throw e;
+      lastError = e;
+      return false;
+    }
+  }, 60_000).catch((e) => {
+    throw new Error(`${((lastError ?? e) as Error).message}\nSwift's log:\n${log.slice(-4000)}`);
+  });
   const endpoint = `http://127.0.0.1:${ports.proxy}`;
   return { endpoint, bucket, dir, ...keys, flags: s3Flags(endpoint, keys), kill9, start };
 }
