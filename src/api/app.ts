@@ -3,6 +3,7 @@
 // /openapi.json. Without a valid token only /healthz answers; a read token may GET (and HEAD),
 // an admin token may do everything. Every error is JSON {error, detail}, and a refused
 // request changes nothing.
+import { crc32 } from "node:zlib";
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { Type, type TSchema } from "@sinclair/typebox";
@@ -14,6 +15,7 @@ import { listSnapshots, loadSnapshot, snapshotKey, snapshotSummary } from "../ba
 import { hasRules, validatePolicy } from "../backup/retention.ts";
 import { readPins, setPin, writeStoredPolicy } from "../backup/retention-store.ts";
 import { openClusterArchive, parseWalRequest, readWalFile } from "../wal/archive-reader.ts";
+import { WAL_CRC_HEADER } from "../wal/wal-source.ts";
 import { walStatus } from "../wal/archive-status.ts";
 import { formatLsn } from "../pg/lsn.ts";
 import { HEADER_KEY } from "../repo/header.ts";
@@ -26,7 +28,7 @@ import { lagSeconds, type ClusterSupervisor } from "../server/supervisor.ts";
 import { allows, scopeFor, TokenChecker } from "./auth.ts";
 import { ReadLeases } from "./read-leases.ts";
 import { READER_HEADER } from "../util/api-client.ts";
-import { daemonMetrics, RepositorySize } from "./metrics.ts";
+import { daemonMetrics, DiskFacts } from "./metrics.ts";
 import * as S from "./schemas.ts";
 import { openApiDocument } from "./openapi.ts";
 
@@ -176,7 +178,7 @@ export const ROUTES: RouteSpec[] = [
       let archive = null;
       try {
         const w = await walStatus(await openClusterArchive(d.config.repository.path, s.cluster.name));
-        archive = { systemIdentifier: w.systemIdentifier, walSegmentSize: w.walSegmentSize, segments: w.segments, firstSegment: w.firstSegment, lastSegment: w.lastSegment, timelines: w.timelines.map(Number), gaps: w.gaps };
+        archive = { systemIdentifier: w.systemIdentifier, walSegmentSize: w.walSegmentSize, segments: w.segments, firstSegment: w.firstSegment, lastSegment: w.lastSegment, timelines: w.timelines.map(Number), gaps: w.gaps, problems: w.problems };
       } catch (e) {
         if (!(isKlioError(e) && e.code === "no-archive")) throw e;
       }
@@ -190,9 +192,11 @@ export const ROUTES: RouteSpec[] = [
     handler: async ({ d, params }) => {
       const archive = await openClusterArchive(d.config.repository.path, supervisorOf(d, params.name!).cluster.name);
       const req = parseWalRequest(params.walname!, archive.identity.walSegmentSize, false);
+      // Verified before it is sent (a damaged file answers 500 "corrupt-wal"); the CRC-32 lets
+      // the restoring side check what arrived.
       const found = await readWalFile(archive, req);
       if (!found) throw new KlioError("not-found", `the archive of ${archive.cluster} has no ${params.walname}`);
-      return binary(found.bytes, 200, { "x-klio-source": found.from });
+      return binary(found.bytes, 200, { "x-klio-source": found.from, [WAL_CRC_HEADER]: crc32(found.bytes).toString(16).padStart(8, "0") });
     },
   },
   {
@@ -352,7 +356,7 @@ export interface ApiOptions {
 export function createApp(d: Daemon, opts: ApiOptions): Hono {
   const app = new Hono();
   const tokens = new TokenChecker(d.config.api.tokens);
-  const repoSize = new RepositorySize(d.config.repository.path);
+  const diskFacts = new DiskFacts(d.config.repository.path);
 
   app.onError((e, c) => {
     if (isKlioError(e)) return errorResponse(statusOf(e), e.code, e.message);
@@ -383,7 +387,7 @@ export function createApp(d: Daemon, opts: ApiOptions): Hono {
     onError: () => errorResponse(413, "too-large", `request bodies are limited to ${d.config.api.maxBodyBytes} bytes`),
   }));
 
-  app.get("/metrics", async () => new Response(await daemonMetrics(d, repoSize), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));
+  app.get("/metrics", async () => new Response(await daemonMetrics(d, diskFacts), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } }));
   app.get("/openapi.json", () => json(openApiDocument(ROUTES)));
 
   for (const r of ROUTES) {

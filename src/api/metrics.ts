@@ -7,8 +7,11 @@ import path from "node:path";
 import { listSnapshots } from "../backup/snapshot.ts";
 import type { Daemon } from "../server/daemon.ts";
 import { lagSeconds } from "../server/supervisor.ts";
+import { isKlioError } from "../util/errors.ts";
+import { openClusterArchive } from "../wal/archive-reader.ts";
+import { inspectArchive } from "../wal/archive-verify.ts";
 
-const REPO_SIZE_TTL_MS = 60_000;
+const DISK_FACTS_TTL_MS = 60_000;
 
 interface Family {
   name: string;
@@ -33,17 +36,36 @@ export function renderMetrics(families: Family[]): string {
   return out.join("\n") + "\n";
 }
 
-/** Bytes of every file under `dir` (the repository), walked at most once a minute. */
-export class RepositorySize {
-  private cached: { at: number; bytes: number } | null = null;
+/** A value worked out from the disk at most once a minute (a scrape comes every few seconds). */
+class Refreshed<K> {
+  private readonly cached = new Map<K, { at: number; value: number }>();
 
-  constructor(private readonly dir: string) {}
+  constructor(private readonly compute: (key: K) => Promise<number>) {}
 
-  async bytes(now = Date.now()): Promise<number> {
-    if (this.cached && now - this.cached.at < REPO_SIZE_TTL_MS) return this.cached.bytes;
-    const bytes = await walk(this.dir);
-    this.cached = { at: now, bytes };
-    return bytes;
+  async value(key: K, now = Date.now()): Promise<number> {
+    const c = this.cached.get(key);
+    if (c && now - c.at < DISK_FACTS_TTL_MS) return c.value;
+    const value = await this.compute(key);
+    this.cached.set(key, { at: now, value });
+    return value;
+  }
+}
+
+/** What /metrics reads from the disk: the repository's size, and per cluster the WAL files that are damaged or foreign. */
+export class DiskFacts {
+  readonly repositoryBytes: Refreshed<"repo">;
+  readonly walProblems: Refreshed<string>;
+
+  constructor(dir: string) {
+    this.repositoryBytes = new Refreshed(() => walk(dir));
+    this.walProblems = new Refreshed(async (cluster) => {
+      try {
+        return (await inspectArchive(await openClusterArchive(dir, cluster))).length;
+      } catch (e) {
+        if (isKlioError(e) && e.code === "no-archive") return 0;
+        throw e;
+      }
+    });
   }
 }
 
@@ -63,7 +85,7 @@ async function walk(dir: string): Promise<number> {
   return total;
 }
 
-export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = Date.now()): Promise<string> {
+export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()): Promise<string> {
   const f = (name: string, type: Family["type"], help: string): Family => ({ name, help, type, samples: [] });
   const lagBytes = f("klio_receiver_lag_bytes", "gauge", "WAL the server had that the archive had not flushed, at the last status update");
   const lagSecs = f("klio_receiver_lag_seconds", "gauge", "0 while the archive holds all the server has; else seconds since it last did");
@@ -77,6 +99,7 @@ export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = D
   const lastStored = f("klio_backup_last_stored_bytes", "gauge", "bytes the newest backup added to the repository");
   const failures = f("klio_backup_failures_total", "counter", "backups that failed");
   const running = f("klio_backup_running", "gauge", "1 while a backup runs");
+  const walProblems = f("klio_wal_damaged_files", "gauge", "WAL files that are damaged or were not written by the receiver (never served; see klio wal status; refreshed each minute)");
   const diskFull = f("klio_receiver_disk_full", "gauge", "1 while the receiver waits for space on the archive's file system (WAL is not acknowledged meanwhile)");
   const retentionDeleted = f("klio_retention_last_deleted_backups", "gauge", "backups the last retention run deleted");
   const retentionWaiting = f("klio_retention_waiting_for_offsite_backups", "gauge", "backups retention would delete but keeps until the offsite copy has them");
@@ -101,6 +124,7 @@ export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = D
     failures.samples.push({ labels, value: s.state.backupFailures });
     running.samples.push({ labels, value: s.running ? 1 : 0 });
     diskFull.samples.push({ labels, value: r.state === "disk-full" ? 1 : 0 });
+    walProblems.samples.push({ labels, value: await disk.walProblems.value(name, now) });
     const ret = d.keeper.retention.get(name);
     if (ret) {
       retentionDeleted.samples.push({ labels, value: ret.deleted.length });
@@ -136,11 +160,11 @@ export async function daemonMetrics(d: Daemon, repoSize: RepositorySize, now = D
     g(offsite, "klio_offsite_failing", "gauge", "1 while the last pass failed", v.state === "failing" ? 1 : 0);
   }
   const size = f("klio_repository_size_bytes", "gauge", "bytes the repository takes on disk (refreshed each minute)");
-  size.samples.push({ value: await repoSize.bytes(now) });
+  size.samples.push({ value: await disk.repositoryBytes.value("repo", now) });
   const up = f("klio_up", "gauge", "1 while the daemon answers");
   up.samples.push({ value: 1 });
   return renderMetrics([
-    up, lagBytes, lagSecs, streaming, diskFull, restarts, archived, lastSegment, backups, lastAge, lastSize, lastStored, failures, running,
+    up, lagBytes, lagSecs, streaming, diskFull, restarts, archived, lastSegment, walProblems, backups, lastAge, lastSize, lastStored, failures, running,
     retentionDeleted, retentionWaiting, retentionFailing, size, ...keeper, ...offsite,
   ]);
 }

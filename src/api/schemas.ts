@@ -85,6 +85,7 @@ export const WalArchive = Type.Object({
     lastSegment: Nullable(Type.String()),
     timelines: Type.Array(Type.Integer()),
     gaps: Type.Array(Type.Object({ timeline: Type.Integer(), from: Type.String(), to: Type.String(), reason: Type.String() })),
+    problems: Type.Array(Type.Object({ file: Type.String(), kind: Type.Union([Type.Literal("damaged"), Type.Literal("foreign"), Type.Literal("missing")]), problem: Type.String() })),
   })),
 });
 

@@ -43,6 +43,8 @@ export interface RestoreOptions {
   tablespaces: TablespaceMapping[];
   /** argv that runs this klio (util/self-command.ts), for restore_command. */
   klio: string[];
+  /** get-wal's --retry-for in restore_command (its default when undefined). */
+  walRetrySeconds?: number;
   concurrency: number;
   log: Logger;
   signal: AbortSignal;
@@ -165,12 +167,13 @@ async function writeRecoveryConfig(dest: string, s: Snapshot, o: RestoreOptions)
   // background prefetcher keep the next segments ready; a shell `mv` hands a ready one over
   // without starting klio at all, so replay does not wait on start-up once per segment.
   let restoreCommand: string;
+  const retryFlags = o.walRetrySeconds === undefined ? [] : ["--retry-for", String(o.walRetrySeconds)];
   if (isApiLocation(o.repoDir) || isS3Location(o.repoDir)) {
     // From the appliance or from S3: get-wal reads the same place, with the same access flags (token or key files PostgreSQL's user must be able to read).
-    const flags = ["--repo", o.repoDir, ...(o.accessFlags ?? []), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
+    const flags = ["--repo", o.repoDir, ...(o.accessFlags ?? []), "--cluster", o.cluster, "--partial", ...retryFlags, "--spool", SPOOL];
     restoreCommand = restoreCommandWithSpool(`${shellQuote(getWal)} %f %p ${shellQuote(flags)}`, path.join(SPOOL, spoolId(remoteWalLocation(o.repoDir, o.cluster), s.systemIdentifier)));
   } else {
-    const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", "--spool", SPOOL];
+    const flags = ["--repo", path.resolve(o.repoDir), "--cluster", o.cluster, "--partial", ...retryFlags, "--spool", SPOOL];
     const archiveDir = clusterWalDir(path.resolve(o.repoDir), o.cluster);
     restoreCommand = restoreCommandWithSpool(
       `${shellQuote(getWal)} %f %p ${shellQuote(flags)}`,

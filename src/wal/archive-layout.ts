@@ -4,6 +4,7 @@ import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { isSegmentName, parseSegmentName, type SegmentSize, type Timeline } from "../pg/lsn.ts";
+import { CHECKSUM_SUFFIX } from "./segment-checksum.ts";
 
 const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -32,7 +33,7 @@ export const PARTIAL_SUFFIX = ".partial";
 export type ArchiveFileKind =
   /** completed, compressed and checksummed: the final form */
   | "stored"
-  /** completed and fsync'd, not yet compressed (the compressor's queue) */
+  /** completed and fsync'd, not yet compressed (the compressor's queue); its checksum in NAME.crc32 */
   | "raw"
   /** the segment being received, or the tail of a timeline that ended mid-segment */
   | "partial";
@@ -49,6 +50,10 @@ export interface ArchiveListing {
   segments: ArchivedSegment[];
   /** Timelines with a NNNNNNNN.history file. */
   histories: Timeline[];
+  /** Segments with a checksum file (NAME.crc32: a raw segment's, or one left behind by a crash). */
+  checksums: ArchivedSegment[];
+  /** Files named like segments that no segment of this size can have (never ours). */
+  impossible: string[];
 }
 
 /** Lists the archive directory; names that are not ours are ignored, never deleted. */
@@ -57,11 +62,13 @@ export async function listArchive(dir: string, segSize: SegmentSize): Promise<Ar
   try {
     names = await readdir(dir);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { segments: [], histories: [] };
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { segments: [], histories: [], checksums: [], impossible: [] };
     throw e;
   }
   const segments: ArchivedSegment[] = [];
   const histories: Timeline[] = [];
+  const checksums: ArchivedSegment[] = [];
+  const impossible: string[] = [];
   for (const file of names) {
     const hist = /^([0-9A-F]{8})\.history$/.exec(file);
     if (hist) {
@@ -73,11 +80,19 @@ export async function listArchive(dir: string, segSize: SegmentSize): Promise<Ar
     const rest = file.slice(24);
     const kind: ArchiveFileKind | undefined =
       rest === STORED_SUFFIX ? "stored" : rest === "" ? "raw" : rest === PARTIAL_SUFFIX ? "partial" : undefined;
-    if (!kind) continue;
-    const { timeline, segno } = parseSegmentName(base, segSize);
-    segments.push({ name: base, file, kind, timeline, segno });
+    if (!kind && rest !== CHECKSUM_SUFFIX) continue;
+    let parsed;
+    try {
+      parsed = parseSegmentName(base, segSize);
+    } catch {
+      impossible.push(file);
+      continue;
+    }
+    const { timeline, segno } = parsed;
+    if (kind) segments.push({ name: base, file, kind, timeline, segno });
+    else checksums.push({ name: base, file, kind: "raw", timeline, segno });
   }
   segments.sort((a, b) => (a.segno === b.segno ? a.timeline - b.timeline : a.segno < b.segno ? -1 : 1));
   histories.sort((a, b) => a - b);
-  return { segments, histories };
+  return { segments, histories, checksums, impossible };
 }

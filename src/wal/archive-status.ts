@@ -1,9 +1,12 @@
 // What `klio wal status` reports: the receiver's last position, the segments held per
-// timeline, and every gap, whether the receiver recorded it or the listing shows a hole.
+// timeline, every gap, whether the receiver recorded it or the listing shows a hole, and the
+// files that are damaged or not the receiver's (archive-verify.ts; with readData, every file
+// read and verified).
 import { formatLsn, walFileName, type Timeline } from "../pg/lsn.ts";
 import { listArchive } from "./archive-layout.ts";
 import { readGaps, readState } from "./archive-meta.ts";
 import type { ClusterArchive } from "./archive-reader.ts";
+import { inspectArchive, verifyArchiveFiles, type ArchiveProblem } from "./archive-verify.ts";
 
 export interface WalStatus {
   cluster: string;
@@ -22,9 +25,11 @@ export interface WalStatus {
   timelines: Timeline[];
   histories: Timeline[];
   gaps: { timeline: Timeline; from: string; to: string; reason: string; detectedAt?: string }[];
+  /** Damaged files, and files named like WAL that the receiver did not write: never served. */
+  problems: ArchiveProblem[];
 }
 
-export async function walStatus(archive: ClusterArchive): Promise<WalStatus> {
+export async function walStatus(archive: ClusterArchive, opts: { readData?: boolean } = {}): Promise<WalStatus> {
   const segSize = archive.identity.walSegmentSize;
   const listing = await listArchive(archive.dir, segSize);
   const state = await readState(archive.dir);
@@ -59,5 +64,6 @@ export async function walStatus(archive: ClusterArchive): Promise<WalStatus> {
     timelines: [...new Set(segs.map((s) => s.timeline))].sort((a, b) => a - b),
     histories: listing.histories,
     gaps,
+    problems: opts.readData ? await verifyArchiveFiles(archive, listing) : await inspectArchive(archive, listing),
   };
 }

@@ -23,6 +23,7 @@ import { shellQuote } from "../util/self-command.ts";
 import { parseSegmentName, walFileName, type Timeline } from "../pg/lsn.ts";
 import type { WalSource } from "./wal-source.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "./archive-layout.ts";
+import { IDENTITY_FILE } from "./archive-meta.ts";
 import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
 import { sleep } from "../util/sleep.ts";
 
@@ -251,13 +252,15 @@ async function cleanUp(spool: Spool, pid: number): Promise<void> {
  * (the next timeline's history file at start and end, the segment after the end of WAL,
  * twice). The test looks for every name get-wal would serve (docs/FORMAT.md) and probes
  * again in the order a segment moves (partial → raw → stored), so a segment that moves while
- * it looks is not missed; anything found goes to get-wal, which checks it.
+ * it looks is not missed; anything found goes to get-wal, which checks it. The shell answers
+ * "missing" (1) only while the archive's identity file is readable: an unmounted or unreadable
+ * repository goes to get-wal too, whose fatal status stops recovery (get-wal's exit contract).
  */
 export function restoreCommandWithSpool(getWal: string, spoolDir: string, local?: { archiveDir: string; partial: boolean }): string {
   const fast = `mv -f ${shellQuote([spoolDir])}/%f %p 2>/dev/null`;
   if (!local) return `${fast} || ${getWal}`;
   const a = shellQuote([local.archiveDir]);
   const forms = [`%f${STORED_SUFFIX}`, "%f", ...(local.partial ? [`%f${PARTIAL_SUFFIX}`, "%f"] : []), `%f${STORED_SUFFIX}`];
-  const anyForm = forms.map((f) => `[ -e ${a}/${f} ]`).join(" || ");
+  const anyForm = [...forms.map((f) => `[ -e ${a}/${f} ]`), `! [ -r ${a}/${IDENTITY_FILE} ]`].join(" || ");
   return `${fast} || { { ${anyForm}; } && ${getWal}; }`;
 }

@@ -1,14 +1,20 @@
 // Where get-wal and its prefetcher take WAL from: the archive in a local repository, or the
 // appliance's API (GET /v1/clusters/{name}/wal/{file}) when --repo is https://…, so that a
 // server restored on another host replays straight from the backup VM.
-import { open, unlink } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import { KlioError } from "../util/errors.ts";
 import { apiFailure, apiFetch, isApiLocation } from "../util/api-client.ts";
 import { writeFully } from "../util/durable-fs.ts";
-import { copyWalFile, hasCompleteSegment, openClusterArchive, type ClusterArchive, type CopyOptions, type WalRequest, type WalSourceKind } from "./archive-reader.ts";
+import { copyWalFile, hasCompleteSegment, openClusterArchive, readFirstForm, verifyWalBytes, type ClusterArchive, type CopyOptions, type WalRequest, type WalSourceKind } from "./archive-reader.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX, validateClusterName } from "./archive-layout.ts";
 import { IDENTITY_FILE, parseIdentity } from "./archive-meta.ts";
-import { decodeStoredSegment } from "./stored-segment.ts";
+import { CHECKSUM_SUFFIX, parseSegmentChecksum } from "./segment-checksum.ts";
+import { openRestoredFile } from "./segment-verify.ts";
+
+/** The header in which the appliance sends the CRC-32 (8 hex digits) of a WAL file's bytes. */
+export const WAL_CRC_HEADER = "x-klio-crc32";
+/** One request for one WAL file; get-wal retries within its own window after that. */
+const WAL_REQUEST_TIMEOUT_MS = 60_000;
 import type { Storage } from "../repo/storage.ts";
 
 export interface WalSource {
@@ -62,26 +68,21 @@ export async function storageWalSource(storage: Storage, location: string, clust
       throw e;
     }
   };
+  const archive = { cluster: c, identity };
   return {
     cluster: c, location: remoteWalLocation(location, c), identity,
     async copy(req, dest, opts = {}) {
-      if (req.kind === "other") return undefined;
-      let found: { bytes: Uint8Array; from: string; kind: WalSourceKind } | undefined;
-      if (req.kind === "history") {
-        const b = await fetch(req.name);
-        found = b && { bytes: b, from: req.name, kind: "history" };
-      } else {
-        const stored = await fetch(req.name + STORED_SUFFIX);
-        if (stored) found = { bytes: decodeStoredSegment(stored, `WAL segment ${req.name} of cluster ${c} in ${location}`), from: req.name + STORED_SUFFIX, kind: "stored" };
-        const raw = found ? undefined : await fetch(req.name);
-        if (raw) found = { bytes: raw, from: req.name, kind: "raw" };
-        const partial = found || !req.partial ? undefined : await fetch(req.name + PARTIAL_SUFFIX);
-        if (partial) found = { bytes: partial, from: req.name + PARTIAL_SUFFIX, kind: "partial" };
-        if (found && found.bytes.length !== identity.walSegmentSize) throw new KlioError("corrupt-wal", `${found.from} of cluster ${c} in ${location} has ${found.bytes.length} bytes, not ${identity.walSegmentSize}`);
-      }
+      const found = await readFirstForm(req, async (form) => {
+        const bytes = await fetch(form.file);
+        if (!bytes) return undefined;
+        const checksumBytes = form.kind === "raw" ? await fetch(form.file + CHECKSUM_SUFFIX) : undefined;
+        const what = `WAL segment ${req.name} of cluster ${c} in ${location}`;
+        const checksum = checksumBytes && parseSegmentChecksum(new TextDecoder().decode(checksumBytes), what);
+        return verifyWalBytes(form, bytes, req.name, archive, checksum);
+      });
       if (!found) return undefined;
-      await writeFileAt(dest, found.bytes, Boolean(opts.sync));
-      return { from: found.from, kind: found.kind };
+      await writeFileAt(dest, found.value, Boolean(opts.sync));
+      return { from: found.form.file, kind: found.form.kind };
     },
     async hasComplete(n) {
       return (await storage.exists(key(n + STORED_SUFFIX))) || (await storage.exists(key(n)));
@@ -90,7 +91,7 @@ export async function storageWalSource(storage: Storage, location: string, clust
 }
 
 async function writeFileAt(dest: string, bytes: Uint8Array, sync: boolean): Promise<void> {
-  const fh = await open(dest, "w", 0o600);
+  const fh = await openRestoredFile(dest);
   try {
     await writeFully(fh, bytes, 0);
     if (sync) await fh.sync();
@@ -146,18 +147,26 @@ class HttpWalSource implements WalSource {
     if (req.kind === "other") return undefined;
     // NAME.partial asks the appliance for the whole segment, else its newest partial form.
     const asked = req.kind === "segment" && req.partial ? req.name + PARTIAL_SUFFIX : req.name;
-    const r = await apiFetch(this.base, this.file(asked), this.token);
+    const r = await apiFetch(this.base, this.file(asked), this.token, { timeoutMs: WAL_REQUEST_TIMEOUT_MS });
     if (r.status === 404) {
       await r.body?.cancel();
       return undefined;
     }
     if (r.status !== 200) throw await apiFailure(r, `fetching ${asked} from ${this.base}`);
-    const bytes = new Uint8Array(await r.arrayBuffer());
-    const from = r.headers.get("x-klio-source") ?? req.name;
-    const kind: WalSourceKind = req.kind === "history" ? "history" : from.endsWith(PARTIAL_SUFFIX) ? "partial" : "stored";
-    if (req.kind === "segment" && bytes.length !== this.identity.walSegmentSize) {
-      throw new KlioError("corrupt-wal", `${this.base} sent ${bytes.length} bytes for WAL segment ${req.name}, not ${this.identity.walSegmentSize}`);
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(await r.arrayBuffer());
+    } catch (e) {
+      throw new KlioError("unreachable", `fetching ${asked} from ${this.base}: the transfer broke off (${(e as Error).message})`);
     }
+    const from = r.headers.get("x-klio-source") ?? req.name;
+    const kind: WalSourceKind = req.kind === "history" ? "history" : from.endsWith(PARTIAL_SUFFIX) ? "partial" : from.endsWith(STORED_SUFFIX) ? "stored" : "raw";
+    // The appliance verified the file and sends the CRC-32 of what it sends (older appliances
+    // do not): what arrives is checked against it, and a segment's first page against its name.
+    const crc = r.headers.get(WAL_CRC_HEADER);
+    const sent = crc === null || !/^[0-9a-f]{8}$/.test(crc) ? undefined : { crc32: Number.parseInt(crc, 16), length: bytes.length };
+    const verdict = verifyWalBytes({ file: from, kind: kind === "stored" ? "raw" : kind }, bytes, req.name, this, sent);
+    if (verdict === "empty") return undefined;
     await writeFileAt(dest, bytes, Boolean(opts.sync));
     return { from, kind };
   }

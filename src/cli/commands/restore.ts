@@ -28,6 +28,7 @@ export const command: Command = {
       "target-timeline": { kind: "string", value: "TLI", help: "latest (default), current or a number" },
       tablespaces: { kind: "string", value: "MAP", help: "where tablespaces go: name:/path or oid:/path, comma-separated (default: where they were)" },
       concurrency: { kind: "number", value: "N", help: "frames (of up to 16 chunks) read and decoded at once", default: 12 },
+      "wal-retry-for": { kind: "number", value: "SECONDS", help: "how long the restore_command retries network and HTTP 5xx errors before recovery stops (get-wal --retry-for; default 60)" },
       progress: { kind: "boolean", help: "show progress" },
       json: { kind: "boolean", help: "print the result as JSON" },
     },
@@ -48,6 +49,8 @@ export const command: Command = {
     const tablespaces = parseTablespaceMap(f.tablespaces as string | undefined);
     const concurrency = Number(f.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new KlioError("usage", `restore: --concurrency must be 1 to 256, got ${f.concurrency}`);
+    const walRetrySeconds = f["wal-retry-for"] as number | undefined;
+    if (walRetrySeconds !== undefined && !(walRetrySeconds >= 0 && walRetrySeconds <= 86_400)) throw new KlioError("usage", `restore: --wal-retry-for must be between 0 and 86400 seconds, got ${walRetrySeconds}`);
     const repo = await openRepoFromFlags(f, ctx);
     const progress = createProgress(ctx, "restore", Boolean(f.progress));
     const hold = await repo.holdForReading(`restore into ${path.resolve(args.positionals[0]!)}`).catch(async (e) => {
@@ -58,7 +61,7 @@ export const command: Command = {
       const cluster = await clusterFromFlags(repo, f);
       const r = await runRestore({
         repoDir: String(f.repo), accessFlags: remoteAccessFlags(f, ctx), repo, cluster, dest: path.resolve(args.positionals[0]!), backupId: f["backup-id"] as string | undefined,
-        target, action, timeline, tablespaces, klio: selfCommand(), concurrency,
+        target, action, timeline, tablespaces, klio: selfCommand(), walRetrySeconds, concurrency,
         log: commandLogger(ctx, !ctx.isTTY), signal: ctx.signal, onProgress: (done, total) => progress.update(done, total),
       });
       progress.end();

@@ -12,6 +12,8 @@ function human(s: WalStatus): string {
     `range              ${s.firstSegment ?? "-"} … ${s.lastSegment ?? "-"}   timelines ${s.timelines.join(", ") || "-"}`,
     `gaps               ${s.gaps.length === 0 ? "none" : s.gaps.length}`,
     ...s.gaps.map((g) => `  GAP timeline ${g.timeline}: ${g.from} … ${g.to}: ${g.reason}`),
+    `damaged / foreign  ${s.problems.length === 0 ? "none" : `${s.problems.filter((p) => p.kind === "damaged").length} / ${s.problems.filter((p) => p.kind === "foreign").length}`}`,
+    ...s.problems.map((p) => `  ${p.kind.toUpperCase()} ${p.file}: ${p.problem}`),
   ];
   return lines.join("\n") + "\n";
 }
@@ -20,17 +22,21 @@ export const command: Command = {
   spec: {
     name: "wal status",
     summary: "Show a cluster's WAL archive: last received and flushed position, timeline, segments and gaps.",
-    usage: "klio wal status --repo DIR [--cluster NAME] [--json]",
+    usage: "klio wal status --repo DIR [--cluster NAME] [--read-data] [--json]",
     flags: {
       repo: { kind: "string", value: "DIR", help: "repository directory", required: true },
       cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },
+      "read-data": { kind: "boolean", help: "read and verify every segment and history file (by default: sizes, headers, checksum files, and damage readers met)" },
       json: { kind: "boolean", help: "print JSON for scripts" },
     },
+    details:
+      "Exit status 3 when there are gaps (recorded, or holes in the sequence of segments) or damaged or foreign\n" +
+      "files (never served to PostgreSQL), so that a monitoring check can alert on it; 0 otherwise.",
   },
   async run(args, ctx) {
     const archive = await openClusterArchive(String(args.flags.repo), args.flags.cluster as string | undefined);
-    const status = await walStatus(archive);
+    const status = await walStatus(archive, { readData: Boolean(args.flags["read-data"]) });
     ctx.stdout(args.flags.json ? JSON.stringify(status, null, 2) + "\n" : human(status));
-    return status.gaps.length ? 3 : 0;
+    return status.gaps.length || status.problems.length ? 3 : 0;
   },
 };
