@@ -17,6 +17,7 @@ import { chunkIds, listSnapshotClusters, listSnapshots, readChunks, snapshotKey,
 import { parseLsn, parseSegmentName, segmentNumber, type SegmentSize } from "../pg/lsn.ts";
 import { GAPS_FILE, IDENTITY_FILE } from "../wal/archive-meta.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
+import { CHECKSUM_SUFFIX } from "../wal/segment-checksum.ts";
 
 export interface ExportOptions {
   source: Repository;
@@ -128,8 +129,8 @@ async function copyWal(o: ExportOptions, cluster: string, backups: Snapshot[], r
   for (const e of all) {
     const name = e.key.slice(prefix.length);
     if (name === IDENTITY_FILE || name === GAPS_FILE || /^[0-9A-F]{8}\.history$/.test(name)) keep.push(e);
-    const base = name.replace(STORED_SUFFIX, "").replace(PARTIAL_SUFFIX, "");
-    if (!/^[0-9A-F]{24}$/.test(base) || !(name === base || name === base + STORED_SUFFIX || name === base + PARTIAL_SUFFIX)) continue;
+    const base = name.slice(0, 24);
+    if (!/^[0-9A-F]{24}$/.test(base) || !["", STORED_SUFFIX, PARTIAL_SUFFIX].includes(name.slice(24))) continue;
     const { segno } = parseSegmentName(base, segSize);
     if (segno >= firstSegno) segments.push({ ...e, segno, name, partial: name.endsWith(PARTIAL_SUFFIX) });
   }
@@ -145,7 +146,10 @@ async function copyWal(o: ExportOptions, cluster: string, backups: Snapshot[], r
     }
     chosen = out;
   }
-  for (const e of [...keep, ...chosen]) {
+  // A raw segment goes with its checksum file.
+  const raw = new Set(chosen.map((s) => s.name));
+  const checksums = all.filter((e) => e.key.endsWith(CHECKSUM_SUFFIX) && raw.has(e.key.slice(prefix.length, -CHECKSUM_SUFFIX.length)));
+  for (const e of [...keep, ...chosen, ...checksums]) {
     const bytes = await o.sourceStorage.get(e.key);
     const file = path.join(o.dest, ...e.key.split("/"));
     await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });

@@ -26,6 +26,7 @@ import type { S3Storage } from "../repo/s3-storage.ts";
 import type { StorageEntry } from "../repo/storage.ts";
 import { IDENTITY_FILE, GAPS_FILE } from "../wal/archive-meta.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
+import { CHECKSUM_SUFFIX } from "../wal/segment-checksum.ts";
 
 /** What of the local repository goes offsite. */
 type Kind = "header" | "pack" | "index" | "wal" | "partial" | "snapshot";
@@ -66,6 +67,7 @@ export function offsiteKind(key: string): Kind | null {
   if (name.endsWith(PARTIAL_SUFFIX)) return SEGMENT_NAME.test(name.slice(0, -PARTIAL_SUFFIX.length)) ? "partial" : null;
   if (name === IDENTITY_FILE || name === GAPS_FILE || /^[0-9A-F]{8}\.history$/.test(name) || SEGMENT_NAME.test(name)) return "wal";
   if (name.endsWith(STORED_SUFFIX) && SEGMENT_NAME.test(name.slice(0, -STORED_SUFFIX.length))) return "wal";
+  if (name.endsWith(CHECKSUM_SUFFIX) && SEGMENT_NAME.test(name.slice(0, -CHECKSUM_SUFFIX.length))) return "wal";
   return null;
 }
 
@@ -209,7 +211,9 @@ export class OffsiteSync {
       else if (kind === "partial") {
         if (remote.has(key.slice(0, -PARTIAL_SUFFIX.length) + STORED_SUFFIX)) gone.push(key);
       } else if (kind === "wal") {
-        if (SEGMENT_NAME.test(name) ? remote.has(key + STORED_SUFFIX) : name.endsWith(STORED_SUFFIX)) gone.push(key);
+        // A raw segment (and its checksum file) goes once its stored form is up.
+        const segment = name.endsWith(CHECKSUM_SUFFIX) ? key.slice(0, -CHECKSUM_SUFFIX.length) : key;
+        if (SEGMENT_NAME.test(segment.slice(segment.lastIndexOf("/") + 1)) ? remote.has(segment + STORED_SUFFIX) : name.endsWith(STORED_SUFFIX)) gone.push(key);
       }
     }
     // Snapshots first, then indexes: nothing remote may name what goes after them.

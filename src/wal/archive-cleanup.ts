@@ -1,5 +1,5 @@
-// Removing WAL no retained backup needs: every segment file (stored, raw or partial, of any
-// timeline) numbered below the first segment the oldest retained backup starts in. Recovery
+// Removing WAL no retained backup needs: every segment file (stored, raw with its checksum
+// file, or partial, of any timeline) numbered below the first segment the oldest retained backup starts in. Recovery
 // from any retained backup reads WAL from its own start onwards only, on its timeline and the
 // ones after it, and those segments all number at or above that. History files, the cluster's
 // identity and its gaps record are kept whatever their age.
@@ -22,8 +22,8 @@ export interface WalCleanup {
  */
 export async function removeWalBefore(dir: string, segSize: number, firstNeeded: bigint, opts: { dryRun: boolean; canGo?: (s: ArchivedSegment) => boolean }): Promise<WalCleanup> {
   const out: WalCleanup = { removed: [], bytes: 0, waitingForOffsite: [] };
-  const { segments } = await listArchive(dir, segSize);
-  for (const s of segments) {
+  const { segments, checksums } = await listArchive(dir, segSize);
+  for (const s of [...segments, ...checksums]) {
     if (s.segno >= firstNeeded) continue;
     if (opts.canGo && !opts.canGo(s)) {
       out.waitingForOffsite.push(s.file);

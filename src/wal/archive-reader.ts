@@ -3,7 +3,8 @@
 // get-wal once per segment during recovery.
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { KlioError } from "../util/errors.ts";
+import { isKlioError, KlioError } from "../util/errors.ts";
+import { noteDamage } from "./archive-damage.ts";
 import { isSegmentName, parseSegmentName } from "../pg/lsn.ts";
 import { clusterWalDir, PARTIAL_SUFFIX, STORED_SUFFIX, validateClusterName, walRoot } from "./archive-layout.ts";
 import { IDENTITY_FILE, readIdentity, type ClusterIdentity } from "./archive-meta.ts";
@@ -110,6 +111,18 @@ export async function readFirstForm<T>(req: WalRequest, read: (form: Form) => Pr
   return undefined;
 }
 
+/** Damage a read meets is noted for `wal status` (archive-damage.ts) on its way to the caller. */
+function notingDamage<T>(archive: ClusterArchive, read: (form: Form) => Promise<T>): (form: Form) => Promise<T> {
+  return async (form) => {
+    try {
+      return await read(form);
+    } catch (e) {
+      if (isKlioError(e) && e.code === "corrupt-wal") await noteDamage(archive.dir, form.file, e.message);
+      throw e;
+    }
+  };
+}
+
 export function segmentIdentity(archive: { cluster: string; identity: ClusterOfSegment }, name: string): SegmentIdentity {
   return { name, cluster: archive.identity, what: `WAL segment ${name} of cluster ${archive.cluster}` };
 }
@@ -147,11 +160,11 @@ export function verifyWalBytes(form: Form, bytes: Uint8Array, name: string, arch
 
 /** The file's original bytes, verified, or undefined when the archive does not have it. */
 export async function readWalFile(archive: ClusterArchive, req: WalRequest): Promise<{ bytes: Uint8Array; from: string; kind: WalSourceKind } | undefined> {
-  const found = await readFirstForm(req, async (form) => {
+  const found = await readFirstForm(req, notingDamage(archive, async (form) => {
     const at = path.join(archive.dir, form.file);
     const checksum = form.kind === "raw" ? await readChecksumFile(at + CHECKSUM_SUFFIX, segmentIdentity(archive, req.name).what) : undefined;
     return verifyWalBytes(form, await readFile(at), req.name, archive, checksum);
-  });
+  }));
   return found && { bytes: found.value, from: found.form.file, kind: found.form.kind };
 }
 
@@ -180,7 +193,7 @@ export async function copyWalFile(archive: ClusterArchive, req: WalRequest, dest
   // Below, ENOENT means "not in the archive": make sure it cannot come from dest's side.
   const destDir = path.dirname(dest);
   if (!(await stat(destDir).catch(() => undefined))?.isDirectory()) throw new KlioError("bad-target", `cannot write into ${destDir}: it does not exist or is not a directory`);
-  const found = await readFirstForm(req, async (form): Promise<true | "empty"> => {
+  const found = await readFirstForm(req, notingDamage(archive, async (form): Promise<true | "empty"> => {
     const at = path.join(archive.dir, form.file);
     if (form.kind === "history") {
       const bytes = await readFile(at);
@@ -201,6 +214,6 @@ export async function copyWalFile(archive: ClusterArchive, req: WalRequest, dest
     }
     const checksum = form.kind === "raw" ? await readChecksumFile(at + CHECKSUM_SUFFIX, id.what) : undefined;
     return (await copyPlainSegment(at, dest, id, { checksum, partial: form.kind === "partial" }, opts)) === "empty" ? "empty" : true;
-  });
+  }));
   return found && { from: found.form.file, kind: found.form.kind };
 }

@@ -4,14 +4,14 @@
 // - verifyArchiveFiles: every segment and history file read and verified (--read-data);
 // - walPathProblems: whether the segments from a backup's start to the archive's end (or to the
 //   backup's end) are all there, on the timelines recovery would read them from.
-import { open, readFile, stat } from "node:fs/promises";
+import { open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { KlioError } from "../util/errors.ts";
+import { isKlioError, KlioError } from "../util/errors.ts";
 import { formatLsn, segmentNumber, walFileName, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
 import { parseTimelineHistory } from "../pg/timeline-history.ts";
-import { listArchive, type ArchivedSegment, type ArchiveListing } from "./archive-layout.ts";
-import { readState } from "./archive-meta.ts";
-import { checkHistoryFile, segmentIdentity, type ClusterArchive } from "./archive-reader.ts";
+import { isClusterName, listArchive, walRoot, type ArchivedSegment, type ArchiveListing } from "./archive-layout.ts";
+import { IDENTITY_FILE, readState } from "./archive-meta.ts";
+import { checkHistoryFile, openClusterArchive, segmentIdentity, type ClusterArchive } from "./archive-reader.ts";
 import { noteDamage, readDamageNotes } from "./archive-damage.ts";
 import { CHECKSUM_SUFFIX } from "./segment-checksum.ts";
 import { LONG_PAGE_HEADER_BYTES, segmentStartProblem } from "./segment-page-header.ts";
@@ -154,19 +154,45 @@ export async function verifyArchiveFiles(archive: ClusterArchive, listing: Archi
  * `timeline`, as with recovery_target_timeline = latest.
  */
 export async function walPathProblems(archive: ClusterArchive, listing: ArchiveListing, from: Lsn, timeline: Timeline, to?: Lsn): Promise<ArchiveProblem[]> {
+  return (await walPath(archive, listing, from, timeline, to))
+    .filter((p) => p.segment === undefined)
+    .map((p) => ({ file: p.name, kind: "missing", problem: `recovery from ${formatLsn(from)} needs it, and the archive does not have it` }));
+}
+
+/** The segments of that path in order, each with the archive's file for it (undefined: missing). */
+async function walPath(archive: ClusterArchive, listing: ArchiveListing, from: Lsn, timeline: Timeline, to?: Lsn): Promise<{ name: string; segment: ArchivedSegment | undefined }[]> {
   const segSize = archive.identity.walSegmentSize as SegmentSize;
   const steps = await timelinePath(archive, listing, timeline, to === undefined);
-  const complete = new Set(listing.segments.filter((s) => s.kind !== "partial").map((s) => s.name));
-  const partial = new Set(listing.segments.filter((s) => s.kind === "partial").map((s) => s.name));
+  const complete = new Map(listing.segments.filter((s) => s.kind !== "partial").map((s) => [s.name, s]));
+  const partial = new Map(listing.segments.filter((s) => s.kind === "partial").map((s) => [s.name, s]));
   const target = steps[steps.length - 1]!;
   const onTarget = listing.segments.filter((s) => s.timeline === target.timeline);
   const last = to !== undefined ? segmentNumber(to > from ? to - 1n : from, segSize) : onTarget.length ? onTarget[onTarget.length - 1]!.segno : segmentNumber(from, segSize);
-  const problems: ArchiveProblem[] = [];
+  const out: { name: string; segment: ArchivedSegment | undefined }[] = [];
   for (let segno = segmentNumber(from, segSize); segno <= last; segno++) {
     const tli = [...steps].reverse().find((t) => segmentNumber(t.begin, segSize) <= segno)!.timeline;
     const name = walFileName(tli, segno, segSize);
-    if (complete.has(name) || (segno === last && partial.has(name))) continue;
-    problems.push({ file: name, kind: "missing", problem: `recovery from ${formatLsn(from)} needs it, and the archive does not have it` });
+    out.push({ name, segment: complete.get(name) ?? (segno === last ? partial.get(name) : undefined) });
+  }
+  return out;
+}
+
+/**
+ * What `backup verify` checks of a backup's WAL: every segment from its start to its end is
+ * in the archive, and each one reads back whole and verified.
+ */
+export async function verifyBackupWal(archive: ClusterArchive, from: Lsn, timeline: Timeline, to: Lsn): Promise<ArchiveProblem[]> {
+  const listing = await listArchive(archive.dir, archive.identity.walSegmentSize);
+  const problems: ArchiveProblem[] = [];
+  for (const p of await walPath(archive, listing, from, timeline, to)) {
+    if (!p.segment) {
+      problems.push({ file: p.name, kind: "missing", problem: "the backup needs it to become consistent, and the archive does not have it" });
+      continue;
+    }
+    const damage = await verifySegmentFile(archive, p.segment);
+    if (!damage) continue;
+    problems.push({ file: p.segment.file, kind: "damaged", problem: damage });
+    await noteDamage(archive.dir, p.segment.file, damage);
   }
   return problems;
 }
@@ -201,3 +227,64 @@ async function historyPath(archive: ClusterArchive, t: Timeline): Promise<PathSt
   return steps;
 }
 
+
+export interface BackupWalNeed {
+  id: string;
+  startLsn: Lsn;
+  timeline: Timeline;
+}
+
+export interface ClusterWalProblem extends ArchiveProblem {
+  cluster: string;
+  /** Backups whose recovery needs the file (missing or damaged segments on their path). */
+  backups: string[];
+}
+
+/**
+ * The WAL half of `repo check` for every cluster of a local repository: each archive's files
+ * (read and verified with readData, else the cheap checks), and every backup's path from its
+ * start to the archive's end.
+ */
+export async function checkRepositoryWal(repoDir: string, backups: Map<string, BackupWalNeed[]>, opts: { readData: boolean; onFile?: (bytes: number) => void }): Promise<ClusterWalProblem[]> {
+  const clusters = new Set([...backups.keys(), ...(await archivedClusters(repoDir))]);
+  const out: ClusterWalProblem[] = [];
+  for (const cluster of [...clusters].sort()) {
+    const needs = backups.get(cluster) ?? [];
+    let archive: ClusterArchive;
+    try {
+      archive = await openClusterArchive(repoDir, cluster);
+    } catch (e) {
+      if (!(isKlioError(e) && e.code === "no-archive")) throw e;
+      out.push({ cluster, file: "", kind: "missing", problem: `cluster ${cluster} has backups but no WAL archive: none of them can be restored`, backups: needs.map((b) => b.id) });
+      continue;
+    }
+    const listing = await listArchive(archive.dir, archive.identity.walSegmentSize);
+    const files = opts.readData ? await verifyArchiveFiles(archive, listing, opts.onFile) : await inspectArchive(archive, listing);
+    const byFile = new Map<string, ClusterWalProblem>(files.map((p) => [p.file, { ...p, cluster, backups: [] }]));
+    for (const b of needs) {
+      for (const p of await walPathProblems(archive, listing, b.startLsn, b.timeline)) {
+        const known = byFile.get(p.file) ?? [...byFile.values()].find((q) => q.file.startsWith(p.file) && q.kind === "damaged");
+        if (known) known.backups.push(b.id);
+        else byFile.set(p.file, { ...p, cluster, backups: [b.id] });
+      }
+      // A damaged segment on the path is as bad as a missing one.
+      for (const q of byFile.values()) if (q.kind === "damaged" && !q.backups.includes(b.id) && (await isOnPath(archive, listing, b, q.file))) q.backups.push(b.id);
+    }
+    out.push(...[...byFile.values()].sort((a, b) => (a.file < b.file ? -1 : 1)));
+  }
+  return out;
+}
+
+async function isOnPath(archive: ClusterArchive, listing: ArchiveListing, b: BackupWalNeed, file: string): Promise<boolean> {
+  const name = file.slice(0, 24);
+  if (!/^[0-9A-F]{24}$/.test(name)) return false;
+  const without = { ...listing, segments: listing.segments.filter((s) => s.name !== name) };
+  return (await walPathProblems(archive, without, b.startLsn, b.timeline)).some((p) => p.file === name);
+}
+
+async function archivedClusters(repoDir: string): Promise<string[]> {
+  const names = await readdir(walRoot(repoDir)).catch(() => [] as string[]);
+  const out: string[] = [];
+  for (const n of names) if (isClusterName(n) && (await stat(path.join(walRoot(repoDir), n, IDENTITY_FILE)).catch(() => undefined))) out.push(n);
+  return out;
+}

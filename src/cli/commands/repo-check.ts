@@ -5,6 +5,10 @@ import type { Repository, RepoProblem } from "../../repo/repository.ts";
 import { listSnapshotClusters, listSnapshots, readChunks, type Snapshot } from "../../backup/snapshot.ts";
 import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
 import { createProgress } from "../progress.ts";
+import { parseLsn } from "../../pg/lsn.ts";
+import { isS3Location } from "../../repo/s3-storage.ts";
+import { isApiLocation } from "../../util/api-client.ts";
+import { checkRepositoryWal, type BackupWalNeed, type ClusterWalProblem } from "../../wal/archive-verify.ts";
 
 const LEFTOVERS = new Set(["unindexed-pack"]);
 
@@ -15,11 +19,15 @@ export const command: Command = {
     usage: "klio repo check --repo DIR [--read-data] [--progress] [--json]",
     flags: {
       ...REPO_FLAGS,
-      "read-data": { kind: "boolean", help: "read, decrypt and decompress every chunk and compare its hash (slow)" },
+      "read-data": { kind: "boolean", help: "read, decrypt and decompress every chunk and compare its hash, and verify every WAL file (slow)" },
       progress: { kind: "boolean", help: "show progress" },
       json: { kind: "boolean", help: "print JSON for scripts" },
     },
-    details: "Each problem names the pack and, for damaged chunks, the backups and files that use them. Exit 1 when a problem is found.",
+    details:
+      "Each problem names the pack and, for damaged chunks, the backups and files that use them. The WAL archive\n" +
+      "(of a repository directory) is checked too: sizes, headers and checksum files of every segment (with\n" +
+      "--read-data every segment and history file read and verified), and that every backup's WAL is there from\n" +
+      "its start to the archive's end. Exit 1 when a problem is found.",
   },
   async run(args, ctx) {
     const f = args.flags;
@@ -34,24 +42,42 @@ export const command: Command = {
       const backups = await backupsUsing(repo, problems);
       const report = problems.map((p) => ({ ...p, usedBy: p.chunkId ? (backups.get(p.chunkId) ?? []) : [] }));
       const unreadable: string[] = [];
-      for (const c of await listSnapshotClusters(repo)) for (const u of (await listSnapshots(repo, c)).unreadable) unreadable.push(`backup ${u.id} of ${c}: ${u.error}`);
+      const needs = new Map<string, BackupWalNeed[]>();
+      for (const c of await listSnapshotClusters(repo)) {
+        const { snapshots, unreadable: bad } = await listSnapshots(repo, c);
+        for (const u of bad) unreadable.push(`backup ${u.id} of ${c}: ${u.error}`);
+        needs.set(c, snapshots.map((s) => ({ id: s.id, startLsn: parseLsn(s.startLsn), timeline: s.timeline })));
+      }
+      const wal = await checkWal(String(f.repo), needs, Boolean(f["read-data"]));
       if (f.json) {
-        ctx.stdout(JSON.stringify({ ok: report.length === 0 && unreadable.length === 0, problems: report, notes, unreadableBackups: unreadable }, null, 2) + "\n");
+        ctx.stdout(JSON.stringify({ ok: report.length === 0 && unreadable.length === 0 && wal.problems.length === 0, problems: report, notes, unreadableBackups: unreadable, wal: wal.problems, walChecked: wal.checked }, null, 2) + "\n");
       } else {
         for (const p of report) {
           ctx.stdout(`PROBLEM ${p.kind}${p.pack ? ` in pack ${p.pack}` : ""}${p.chunkId ? ` chunk ${p.chunkId}` : ""}: ${p.message}\n`);
           for (const u of p.usedBy) ctx.stdout(`  used by backup ${u.backup} of ${u.cluster}: ${u.file}\n`);
         }
         for (const u of unreadable) ctx.stdout(`PROBLEM ${u}\n`);
+        for (const w of wal.problems) {
+          ctx.stdout(`PROBLEM wal ${w.kind} ${w.file ? `${w.cluster}/${w.file}` : w.cluster}: ${w.problem}\n`);
+          if (w.backups.length) ctx.stdout(`  needed by backup${w.backups.length > 1 ? "s" : ""} ${w.backups.join(", ")} of ${w.cluster}\n`);
+        }
+        if (!wal.checked) ctx.stdout(`note: the WAL archive of ${String(f.repo)} is not checked (only a repository directory's is)\n`);
         for (const n of notes) ctx.stdout(`note: ${n.message}\n`);
-        if (report.length === 0 && unreadable.length === 0) ctx.stdout(`repository ${repo.root}: no problems found${f["read-data"] ? " (every chunk read back)" : ""}\n`);
+        if (report.length === 0 && unreadable.length === 0 && wal.problems.length === 0)
+          ctx.stdout(`repository ${repo.root}: no problems found${f["read-data"] ? ` (every chunk${wal.checked ? " and WAL file" : ""} read back)` : ""}\n`);
       }
-      return report.length === 0 && unreadable.length === 0 ? 0 : 1;
+      return report.length === 0 && unreadable.length === 0 && wal.problems.length === 0 ? 0 : 1;
     } finally {
       await repo.close();
     }
   },
 };
+
+/** The WAL archive's problems (a repository directory's; S3 and HTTP copies are not checked here). */
+async function checkWal(location: string, needs: Map<string, BackupWalNeed[]>, readData: boolean): Promise<{ checked: boolean; problems: ClusterWalProblem[] }> {
+  if (isS3Location(location) || isApiLocation(location)) return { checked: false, problems: [] };
+  return { checked: true, problems: await checkRepositoryWal(location, needs, { readData }) };
+}
 
 /** Which backups and files use the damaged chunks (one pass over every file list). */
 async function backupsUsing(repo: Repository, problems: RepoProblem[]): Promise<Map<string, { cluster: string; backup: string; file: string }[]>> {
