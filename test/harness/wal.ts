@@ -6,6 +6,9 @@ import type { PgServer } from "./postgres.ts";
 import { openClusterArchive, readWalFile } from "../../src/wal/archive-reader.ts";
 import { listArchive } from "../../src/wal/archive-layout.ts";
 import { parseLsn, type Lsn } from "../../src/pg/lsn.ts";
+import { randomBytes } from "node:crypto";
+import { crc32 } from "node:zlib";
+import { formatSegmentChecksum } from "../../src/wal/segment-checksum.ts";
 
 export function serverSegment(pg: PgServer, name: string): Buffer | undefined {
   const file = path.join(pg.dataDir, "pg_wal", name);
@@ -93,4 +96,30 @@ async function contentEndOnce(pg: PgServer, repo: string, cluster: string): Prom
     if (candidate > end) end = candidate;
   }
   return end;
+}
+
+/**
+ * A segment for archives built by hand: random bytes behind a first page header that names
+ * it (page magic, long header, timeline, its address, system identifier, sizes), as the
+ * receiver's would.
+ */
+export function syntheticSegment(name: string, systemIdentifier: string, segSize: number, fill: (b: Uint8Array) => void = (b) => b.set(randomBytes(b.length))): Uint8Array {
+  const b = new Uint8Array(segSize);
+  fill(b);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, 0xd110, true);
+  v.setUint16(2, 0x0002, true);
+  v.setUint32(4, Number.parseInt(name.slice(0, 8), 16), true);
+  const segno = BigInt("0x" + name.slice(8, 16)) * (0x100000000n / BigInt(segSize)) + BigInt("0x" + name.slice(16, 24));
+  v.setBigUint64(8, segno * BigInt(segSize), true);
+  v.setUint32(16, 0, true);
+  v.setBigUint64(24, BigInt(systemIdentifier), true);
+  v.setUint32(32, segSize, true);
+  v.setUint32(36, 8192, true);
+  return b;
+}
+
+/** The checksum file the receiver writes beside a raw segment. */
+export function checksumFileFor(segment: Uint8Array): string {
+  return formatSegmentChecksum({ crc32: crc32(segment), length: segment.length });
 }

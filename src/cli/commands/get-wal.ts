@@ -19,6 +19,7 @@ import { isKlioError, KlioError } from "../../util/errors.ts";
 import { sleep } from "../../util/sleep.ts";
 import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
 import { parseWalRequest } from "../../wal/archive-reader.ts";
+import { validateClusterName } from "../../wal/archive-layout.ts";
 import { openWalSource, type WalSource } from "../../wal/wal-source.ts";
 
 /** get-wal's status for every failure but "missing": above 125, which PostgreSQL treats as fatal. */
@@ -79,6 +80,7 @@ export const command: Command = {
       return await runPrefetcherProcess(args, walName, spoolFlag, prefetch, idleSeconds, ctx);
     }
     if (target === undefined) throw new KlioError("usage", `get-wal: missing TARGET (usage: ${command.spec.usage})`);
+    if (args.flags.cluster !== undefined) validateClusterName(String(args.flags.cluster));
     try {
       return await serve(args, ctx, walName, target, { spoolFlag, prefetch, idleSeconds, retryMs: retrySeconds * 1000 });
     } catch (e) {
