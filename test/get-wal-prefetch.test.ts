@@ -11,7 +11,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { ROOT, runKlio, startKlio, waitFor } from "./harness/klio.ts";
 import { PG_VERSIONS, pgTempDir, startDataDir, startPostgres, type PgServer } from "./harness/postgres.ts";
-import { archiveContentEnd, currentLsn, serverSegment } from "./harness/wal.ts";
+import { archiveContentEnd, checksumFileFor, currentLsn, serverSegment, syntheticSegment } from "./harness/wal.ts";
 import { encodeStoredSegment } from "../src/wal/stored-segment.ts";
 import { damaged } from "./harness/damage.ts";
 import { openSpool } from "../src/wal/wal-spool.ts";
@@ -48,9 +48,16 @@ function segment(): Buffer {
 
 const name = (tli: number, segno: number) => tli.toString(16).toUpperCase().padStart(8, "0") + "00000000" + segno.toString(16).toUpperCase().padStart(8, "0");
 
+/**
+ * Stores `bytes` as segment `file`, as the receiver would: its first page made that
+ * segment's (in place: the caller's buffer is what get-wal must hand back), a raw segment
+ * with its checksum file.
+ */
 async function store(dir: string, file: string, bytes: Buffer, how: "stored" | "raw" | "partial" = "stored"): Promise<void> {
+  syntheticSegment(file, SYSID, SEG, (b) => b.set(bytes)).forEach((v, i) => i < 40 && (bytes[i] = v));
   if (how === "stored") writeFileSync(path.join(dir, file + ".kwal"), await encodeStoredSegment(bytes));
   else writeFileSync(path.join(dir, how === "raw" ? file : file + ".partial"), bytes);
+  if (how === "raw") writeFileSync(path.join(dir, file + ".crc32"), checksumFileFor(bytes));
 }
 
 /** The pid a spool's lock names, if it is alive. */
@@ -244,7 +251,7 @@ describe("get-wal --spool (hand-built archives)", () => {
     expect(existsSync(s.spooled(name(1, 2)))).toBe(false);
     rmSync(s.target);
     const r = s.get(name(1, 2));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(200); // fatal for PostgreSQL: recovery stops instead of promoting
     expect(r.stderr).toMatch(/WAL segment 000000010000000000000002 of cluster db1 is damaged/);
     expect(existsSync(s.target)).toBe(false);
   });

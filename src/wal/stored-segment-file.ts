@@ -42,16 +42,20 @@ export async function decodeStoredSegmentFile(src: string, dest: string | undefi
       let written = 0;
       let head: Uint8Array | undefined = opts.checkStart && new Uint8Array(0);
       // The pipeline may reject with the abort it caused in zlib rather than with our reason.
-      let tooLong: KlioError | undefined;
+      let refused: unknown;
       const sink = async (source: AsyncIterable<Uint8Array>) => {
         for await (const chunk of source) {
           written += chunk.length;
-          if (written > length) throw (tooLong = corrupt(`longer than the ${length} bytes its header says`));
+          if (written > length) throw (refused = corrupt(`longer than the ${length} bytes its header says`));
           hash.update(chunk);
           if (head) {
             head = concatBytes([head, chunk.subarray(0, LONG_PAGE_HEADER_BYTES - head.length)]);
             if (head.length === LONG_PAGE_HEADER_BYTES) {
-              opts.checkStart!(head);
+              try {
+                opts.checkStart!(head);
+              } catch (e) {
+                throw (refused = e);
+              }
               head = undefined;
             }
           }
@@ -63,7 +67,7 @@ export async function decodeStoredSegmentFile(src: string, dest: string | undefi
         if (compressed) await pipeline(payload, createInflateRaw({ chunkSize: CHUNK }), sink);
         else await pipeline(payload, sink);
       } catch (e) {
-        if (tooLong) throw tooLong;
+        if (refused) throw refused;
         if (e instanceof KlioError) throw e;
         throw corrupt(`cannot decompress (${(e as Error).message})`);
       }
