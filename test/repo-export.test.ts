@@ -3,7 +3,7 @@
 // `klio restore` and `klio get-wal` work from it in a process with no network at all.
 import { describe, it, expect, afterEach } from "vitest";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { pgTempDir, startDataDir } from "./harness/postgres.ts";
 import { KLIO_BIN, runKlioAsync, waitFor } from "./harness/klio.ts";
@@ -60,7 +60,9 @@ describe("klio repo export", () => {
     await receiver.kill9();
     rmSync(repo, { recursive: true, force: true });
     shareRepo(path.dirname(media)); // PostgreSQL's user runs restore_command, which reads the copy
-    // The copy on read-only media: a read-only bind mount of it.
+    // The copy's files read-only, as evidence-preservation practice leaves them (get-wal must
+    // still hand PostgreSQL files it can open read-write), on read-only media: a read-only bind mount.
+    execFileSync("chmod", ["-R", "a-w", media]);
     execFileSync("mount", ["--bind", media, media]);
     cleanups.push(() => void execFileSync("umount", ["-l", media]));
     execFileSync("mount", ["-o", "remount,ro,bind", media]);
@@ -75,6 +77,7 @@ describe("klio repo export", () => {
     const seg = offline(["get-wal", firstSegment, path.join(base, "seg"), "--repo", media, "--cluster", "db1"]);
     expect(seg.code, seg.stderr).toBe(0);
     expect(readFileSync(path.join(base, "seg")).length).toBe(16 * 1024 * 1024);
+    expect(statSync(path.join(base, "seg")).mode & 0o777).toBe(0o600);
     execFileSync("chown", ["-R", "postgres:postgres", base]);
     const server = await startDataDir(15, dest);
     cleanups.push(() => server.destroy());
