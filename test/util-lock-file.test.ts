@@ -91,7 +91,7 @@ describe("lock file", () => {
       } else {
         const w = winners[0]!;
         expect(JSON.parse(readFileSync(file, "utf8")).process.pid).toBe(w.child.pid);
-        for (const [i, a] of answers.entries()) if (a !== "won") expect(a, `round ${round}`).toBe(`lost ${w.child.pid}`);
+        for (const a of answers) if (a !== "won") expect(a, `round ${round}`).toBe(`lost ${w.child.pid}`);
         expect(await w.ask("release")).toBe("released");
         expect(existsSync(file)).toBe(false);
       }

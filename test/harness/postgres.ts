@@ -275,7 +275,8 @@ function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir
     async destroy() {
       await server.stop("immediate").catch(() => {});
       running.delete(path.join(p.dataDir, "postmaster.pid"));
-      rmSync(p.baseDir, { recursive: true, force: true });
+      // A restored server's get-wal prefetcher may still be finishing a file in its spool.
+      rmSync(p.baseDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
     logText() {
       return existsSync(logFile) ? readFileSync(logFile, "utf8") : "";
