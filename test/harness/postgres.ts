@@ -275,8 +275,7 @@ function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir
     async destroy() {
       await server.stop("immediate").catch(() => {});
       running.delete(path.join(p.dataDir, "postmaster.pid"));
-      // A restored server's get-wal prefetcher may still be finishing a file in its spool.
-      rmSync(p.baseDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+      rmSync(p.baseDir, { recursive: true, force: true });
     },
     logText() {
       return existsSync(logFile) ? readFileSync(logFile, "utf8") : "";
