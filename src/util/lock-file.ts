@@ -36,7 +36,7 @@
 // Lock files are not fsync'd: after a crash of the machine every holder is gone anyway, and a
 // lock file written before the boot (even an empty one) is stale by rule 4.
 import { createHash, randomBytes } from "node:crypto";
-import { link, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { link, open, readFile, rename, unlink, writeFile, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { tempNameFor } from "./durable-fs.ts";
@@ -166,11 +166,18 @@ interface SeenLock {
 async function readLock(file: string): Promise<SeenLock | null> {
   let content: string;
   let mtimeMs: number;
+  // Content and time of one file: through one descriptor, whatever replaces the name meanwhile.
+  let fh: FileHandle;
   try {
-    [content, { mtimeMs }] = await Promise.all([readFile(file, "utf8"), stat(file)]);
+    fh = await open(file, "r");
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw e;
+  }
+  try {
+    [content, { mtimeMs }] = [await fh.readFile("utf8"), await fh.stat()];
+  } finally {
+    await fh.close();
   }
   if (/^\d+\n?$/.test(content)) {
     // Written by klio before this format: the pid alone, of a process on this host.
