@@ -38,6 +38,24 @@ describe("FsStorage", () => {
     await s.close();
   });
 
+  it("putNew never replaces: of writers racing for one key exactly one lands, whole, and the rest fail with object-exists", async () => {
+    const s = storage();
+    await s.putNew("snapshots/db1/20261124T071500Z", bytes("first"));
+    await expect(s.putNew("snapshots/db1/20261124T071500Z", bytes("second"))).rejects.toMatchObject({ code: "object-exists" });
+    expect(new TextDecoder().decode(await s.get("snapshots/db1/20261124T071500Z"))).toBe("first");
+    for (let round = 0; round < 20; round++) {
+      const key = `snapshots/db1/race${round}`;
+      const results = await Promise.allSettled([0, 1, 2, 3].map((i) => s.putNew(key, bytes(`writer ${i}`.repeat(1000)))));
+      const won = results.flatMap((r, i) => (r.status === "fulfilled" ? [i] : []));
+      expect(won).toHaveLength(1);
+      for (const r of results) if (r.status === "rejected") expect(r.reason).toMatchObject({ code: "object-exists" });
+      expect(new TextDecoder().decode(await s.get(key))).toBe(`writer ${won[0]}`.repeat(1000));
+    }
+    // No temporary file is left behind.
+    expect(readdirSync(path.join(s.root, "snapshots", "db1")).filter((n) => n.endsWith(".klio-tmp"))).toEqual([]);
+    await s.close();
+  });
+
   it("lists by prefix at any depth, sorted, with sizes and modification times, and never a temporary file", async () => {
     const s = storage();
     const t0 = Date.now() - 1000;

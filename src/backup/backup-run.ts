@@ -24,7 +24,8 @@ import { openClusterArchive } from "../wal/archive-reader.ts";
 import { waitForWalCoverage } from "../wal/archive-coverage.ts";
 import { chunkingFor } from "./file-kind.ts";
 import { readTar } from "./tar-reader.ts";
-import { listSnapshots, newSnapshotId, saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
+import { saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
+import type { BackupLock } from "./backup-lock.ts";
 
 export interface BackupProgress {
   phase: "copying" | "waiting-for-wal" | "done";
@@ -36,6 +37,8 @@ export interface BackupOptions {
   repoDir: string;
   repo: Repository;
   cluster: string;
+  /** The cluster's backup lock (backup-lock.ts), taken before anything else; the caller releases it. */
+  lock: BackupLock;
   conninfo: ConnInfo;
   name?: string;
   log: Logger;
@@ -68,6 +71,7 @@ export async function runBackup(o: BackupOptions): Promise<Snapshot> {
 }
 
 async function takeBackup(o: BackupOptions): Promise<Snapshot> {
+  if (o.lock.cluster !== o.cluster || o.lock.repoDir !== o.repoDir) throw new Error(`backup of ${o.cluster} in ${o.repoDir} run under the lock of ${o.lock.cluster} in ${o.lock.repoDir}`);
   const now = o.now ?? (() => new Date());
   const started = now();
   const where = describeConnInfo(o.conninfo);
@@ -80,8 +84,7 @@ async function takeBackup(o: BackupOptions): Promise<Snapshot> {
   if (facts.systemIdentifier !== archive.identity.systemIdentifier)
     throw new KlioError("system-id-mismatch", `${where} has system identifier ${facts.systemIdentifier}, but cluster ${o.cluster}'s archive holds WAL of ${archive.identity.systemIdentifier}: wrong server or wrong --cluster`);
 
-  const { snapshots } = await listSnapshots(o.repo, o.cluster);
-  const id = newSnapshotId(started, new Set(snapshots.map((s) => s.id)));
+  const id = await o.lock.issueId(o.repo, started);
   o.log.info("backup.start", { id, server: where, standby: facts.inRecovery });
 
   // The session spans the copy and the snapshot: maintenance frees nothing this backup may name.

@@ -88,11 +88,37 @@ export function validateSnapshotId(id: string): string {
   return id;
 }
 
-/** A new id from the time: 20261124T071500Z, with -2, -3… if that second is taken. */
-export function newSnapshotId(now: Date, taken: Set<string>): string {
-  const base = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-  if (!taken.has(base)) return base;
-  for (let n = 2; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
+const ID_TIME = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/;
+
+function idOfTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+}
+
+/** The UTC second an id names (without the -2, -3… of older klio), in ms; null when it is not an id. */
+function timeOfId(id: string): number | null {
+  const m = ID_TIME.exec(id);
+  return m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])) : null;
+}
+
+/**
+ * A new id: the UTC start time, 20261124T071500Z, or one second after the latest id in `seen`
+ * when that is not earlier (a second backup within one second, a clock set back), so that ids
+ * never repeat and sort, as text, in the order the backups were taken. `seen` must hold every
+ * id the cluster has had: backup-lock.ts issues ids under the cluster's backup lock.
+ */
+export function newSnapshotId(now: Date, seen: Iterable<string>): string {
+  let t = Math.floor(now.getTime() / 1000) * 1000;
+  for (const id of seen) {
+    const at = timeOfId(id);
+    if (at !== null && at >= t) t = at + 1000;
+  }
+  return idOfTime(t);
+}
+
+/** The ids of a cluster's backups, from the listing alone (unreadable snapshots included). */
+export async function listSnapshotIds(repo: Repository, cluster: string): Promise<string[]> {
+  const prefix = `snapshots/${validateClusterName(cluster)}/`;
+  return (await repo.listObjects(prefix)).map((k) => k.slice(prefix.length)).filter(isSnapshotId).sort();
 }
 
 /** Records the backup: written through the writer session that stored its chunks, so maintenance keeps them. */
@@ -133,12 +159,10 @@ export function parseSnapshot(bytes: Uint8Array, where: string): Snapshot {
 
 /** The backups of a cluster, oldest first (ids sort by time). Unreadable ones are reported, not hidden. */
 export async function listSnapshots(repo: Repository, cluster: string): Promise<{ snapshots: Snapshot[]; unreadable: { id: string; error: string }[] }> {
-  const prefix = `snapshots/${validateClusterName(cluster)}/`;
-  const keys = (await repo.listObjects(prefix)).filter((k) => isSnapshotId(k.slice(prefix.length))).sort();
   const snapshots: Snapshot[] = [];
   const unreadable: { id: string; error: string }[] = [];
-  for (const key of keys) {
-    const id = key.slice(prefix.length);
+  for (const id of await listSnapshotIds(repo, cluster)) {
+    const key = snapshotKey(cluster, id);
     try {
       snapshots.push(parseSnapshot(await repo.getObject(key), key));
     } catch (e) {

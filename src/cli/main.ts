@@ -84,6 +84,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
   } catch (e) {
     if (isKlioError(e)) {
       ctx.stderr(`klio: ${e.message}\n`);
+      // Another process holds the lock (a backup of the cluster, a receiver): busy.
+      if (e.code === "busy") return 4;
       // Bad input (flags, connection strings, names, files) is exit 2, like a usage error.
       return e.code === "usage" || e.code.startsWith("bad-") ? 2 : 1;
     }

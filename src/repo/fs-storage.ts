@@ -1,6 +1,7 @@
 // The repository's storage on a local (or mounted) filesystem. Every put is write-once in
-// the sense of DESIGN invariant 2: a temporary name in the target directory, fsync, rename,
-// fsync of the directory (and of the parents of any directory it had to create).
+// the sense of DESIGN invariant 2: a temporary name in the target directory, fsync, rename
+// (link for putNew, which never replaces), fsync of the directory (and of the parents of any
+// directory it had to create).
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { fsyncDir, TEMP_SUFFIX, tempNameFor, writeDurableWith } from "../util/durable-fs.ts";
@@ -55,7 +56,20 @@ export class FsStorage implements Storage {
     }
   }
 
-  async put(key: string, data: PutData): Promise<void> {
+  put(key: string, data: PutData): Promise<void> {
+    return this.write(key, data, false);
+  }
+
+  async putNew(key: string, data: PutData): Promise<void> {
+    try {
+      await this.write(key, data, true);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new KlioError("object-exists", `${key} already exists in ${this.root}; objects are written once (it was left as it was)`);
+      throw e;
+    }
+  }
+
+  private async write(key: string, data: PutData, noReplace: boolean): Promise<void> {
     const file = this.file(key);
     const dir = path.dirname(file);
     await this.makeDir(dir);
@@ -77,7 +91,7 @@ export class FsStorage implements Storage {
         }
         if (batch.length) await writeAll(fh, batch);
       }
-    });
+    }, { noReplace });
   }
 
   async create(key: string): Promise<ObjectWriter> {

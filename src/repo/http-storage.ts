@@ -85,6 +85,10 @@ export class HttpStorage implements Storage {
     return Promise.reject(readOnly(this.base, key));
   }
 
+  putNew(key: string, _data: PutData): Promise<void> {
+    return Promise.reject(readOnly(this.base, key));
+  }
+
   create(key: string): Promise<ObjectWriter> {
     return Promise.reject(readOnly(this.base, key));
   }

@@ -70,6 +70,7 @@ export interface Repository {
   holdForReading(purpose: string): Promise<RepoSession | null>;
   /** Reads many chunks in order, `inFlight` frames at once (a restore); close() it when done. */
   reader(opts?: { inFlight?: number }): ChunkReader;
+  /** Writes a new object; never replaces one (KlioError "object-exists", the old one kept whole). */
   putObject(key: string, data: Uint8Array): Promise<void>;
   /**
    * Writes a session's object naming chunks (a snapshot), so that it is restorable the moment
@@ -379,8 +380,7 @@ class Repo implements Repository {
 
   async putObject(key: string, data: Uint8Array): Promise<void> {
     validateObjectKey(key);
-    if (await this.storage.exists(key)) throw new KlioError("object-exists", `object ${key} already exists in ${this.root}; objects are written once`);
-    await this.storage.put(key, encodeObject(key, data, this.ctx.compression, this.ctx.dataKey));
+    await this.storage.putNew(key, encodeObject(key, data, this.ctx.compression, this.ctx.dataKey));
   }
 
   async commitObject(session: RepoSession, key: string, data: Uint8Array, names: (visit: (id: ChunkId) => void, afterDirect: () => Promise<void>) => Promise<void>): Promise<{ broughtBack: number }> {

@@ -175,6 +175,12 @@ export class S3Storage implements Storage {
     await this.call(`writing ${key}`, () => this.client.putObject(this.location.bucket, this.key(key), Buffer.from(body.buffer, body.byteOffset, body.byteLength), body.length));
   }
 
+  /** Not atomic (a check, then the put): objects reach a bucket only through offsite sync, one writer at a time. */
+  async putNew(key: string, data: PutData): Promise<void> {
+    if (await this.exists(key)) throw new KlioError("object-exists", `${key} already exists in ${this.description}; objects are written once`);
+    await this.put(key, data);
+  }
+
   /**
    * Uploads a local file under `key`, streamed (multipart above the client's part size), at
    * most as fast as `limit` lets it.

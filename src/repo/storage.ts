@@ -52,6 +52,13 @@ export interface Storage {
    * survives a crash. A key is put once; putting it again replaces it whole.
    */
   put(key: string, data: PutData): Promise<void>;
+  /**
+   * Stores like put(), but never replaces: KlioError "object-exists" when `key` exists, and
+   * the existing object stays as it was. Atomic on a local filesystem (link()), whatever
+   * runs at the same time; elsewhere a check before the put (objects reach S3 only through
+   * offsite sync, one writer).
+   */
+  putNew(key: string, data: PutData): Promise<void>;
   /** Starts an object written piece by piece (see ObjectWriter); `key` is put once. */
   create(key: string): Promise<ObjectWriter>;
   /** Objects whose key starts with `prefix`, at any depth, sorted by key. Unfinished puts are not listed. */

@@ -11,6 +11,7 @@ import { formatLsn } from "../pg/lsn.ts";
 import { runReceiver } from "../wal/receiver.ts";
 import type { ReceiverState } from "../wal/archive-meta.ts";
 import { runBackup } from "../backup/backup-run.ts";
+import { lockBackup, type BackupLock } from "../backup/backup-lock.ts";
 import { openRepository } from "../repo/repository.ts";
 import type { ClusterConfig, DaemonConfig } from "./config.ts";
 import { nextRun } from "./schedule.ts";
@@ -60,6 +61,8 @@ export class ClusterSupervisor {
   state: ClusterState;
   nextBackupAt: number | null = null;
   running: Job | null = null;
+  /** Taking the backup lock for a backup about to start. */
+  private claiming = false;
   private readonly log: Logger;
   private readonly stopper = new AbortController();
   private backupStopper: AbortController | null = null;
@@ -91,17 +94,31 @@ export class ClusterSupervisor {
     this.receiver.state = "stopped";
   }
 
-  /** Starts a backup now; KlioError "busy" when one is running. */
-  startBackup(trigger: Job["trigger"], name?: string): Job {
+  /**
+   * Starts a backup now; KlioError "busy" when one of the cluster is running, here or in
+   * another process (`klio backup run`): they share the cluster's backup lock.
+   */
+  async startBackup(trigger: Job["trigger"], name?: string): Promise<Job> {
     if (this.stopper.signal.aborted) throw new KlioError("stopping", "the daemon is stopping");
-    if (this.running) throw new KlioError("busy", `a backup of ${this.cluster.name} is running already (job ${this.running.id})`);
+    if (this.running || this.claiming) throw new KlioError("busy", `a backup of ${this.cluster.name} is running already${this.running ? ` (job ${this.running.id})` : ""}`);
+    this.claiming = true;
+    let lock: BackupLock;
+    try {
+      lock = await lockBackup(this.deps.config.repository.path, this.cluster.name, { purpose: `klio server start, ${trigger === "schedule" ? "scheduled" : "API"} backup` });
+    } finally {
+      this.claiming = false;
+    }
+    if (this.stopper.signal.aborted) {
+      await lock.release();
+      throw new KlioError("stopping", "the daemon is stopping");
+    }
     const job = this.deps.jobs.start("backup", this.cluster.name, trigger);
     this.running = job;
-    this.backupRun = this.backupJob(job, name);
+    this.backupRun = this.backupJob(job, name, lock);
     return job;
   }
 
-  private async backupJob(job: Job, name: string | undefined): Promise<void> {
+  private async backupJob(job: Job, name: string | undefined, lock: BackupLock): Promise<void> {
     const stopper = (this.backupStopper = new AbortController());
     const { config } = this.deps;
     const started = job.startedAt;
@@ -109,7 +126,7 @@ export class ClusterSupervisor {
       const repo = await openRepository(config.repository.path, { passphrase: config.repository.passphrase, workers: config.repository.workers });
       try {
         const s = await runBackup({
-          repoDir: config.repository.path, repo, cluster: this.cluster.name, conninfo: this.cluster.conninfo, name,
+          repoDir: config.repository.path, repo, cluster: this.cluster.name, lock, conninfo: this.cluster.conninfo, name,
           log: withFields(this.log, { job: job.id }), signal: stopper.signal, walTimeoutMs: this.cluster.walTimeoutMs,
           onProgress: (p) => void (job.progress = { phase: p.phase, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
         });
@@ -127,6 +144,7 @@ export class ClusterSupervisor {
       this.state.backupFailures++;
       this.log.error("backup.failed", { job: job.id, code: error.code, error: error.message });
     } finally {
+      await lock.release();
       this.running = null;
       this.backupStopper = null;
       this.backupRun = null;
@@ -200,10 +218,16 @@ export class ClusterSupervisor {
       if (signal.aborted) break;
       this.state.lastScheduledAt = next;
       try {
-        this.startBackup("schedule");
+        await this.startBackup("schedule");
         this.log.info("backup.scheduled", { at: new Date(next).toISOString() });
       } catch (e) {
-        this.log.warn("backup.schedule_skipped", { at: new Date(next).toISOString(), reason: (e as Error).message });
+        const reason = e instanceof Error ? e.message : String(e);
+        this.log.warn("backup.schedule_skipped", { at: new Date(next).toISOString(), reason });
+        // Another backup of the cluster is running (a `klio backup run`, say): the skipped run
+        // is a job of its own, failed with the reason, for whoever follows /v1/jobs.
+        if (isKlioError(e) && e.code === "busy") {
+          this.deps.jobs.finish(this.deps.jobs.start("backup", this.cluster.name, "schedule"), { error: { code: "busy", message: `scheduled backup skipped: ${reason}` } });
+        }
       }
       await this.save();
     }

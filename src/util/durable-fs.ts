@@ -3,7 +3,7 @@
 // at any instant leaves either the old state or the complete new file.
 import { closeSync, fsyncSync, openSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { link, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 
@@ -39,9 +39,11 @@ export async function writeFileDurable(file: string, data: Uint8Array | string):
 /**
  * Writes `file` through `fill` under a temporary name of its own (pid and random: two writers
  * of one name never share it), then fsync, rename and fsync of the directory; a failure
- * removes the temporary file and leaves `file` as it was.
+ * removes the temporary file and leaves `file` as it was. With `noReplace`, link() instead of
+ * rename(): an existing `file` is never replaced, whatever runs at the same time — the call
+ * fails with EEXIST and `file` stays as it was.
  */
-export async function writeDurableWith(file: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+export async function writeDurableWith(file: string, fill: (fh: FileHandle) => Promise<void>, opts: { noReplace?: boolean } = {}): Promise<void> {
   const tmp = tempNameFor(file);
   const fh = await open(tmp, "wx", 0o640);
   try {
@@ -53,7 +55,13 @@ export async function writeDurableWith(file: string, fill: (fh: FileHandle) => P
     throw e;
   }
   await fh.close();
-  await rename(tmp, file);
+  if (opts.noReplace) {
+    try {
+      await link(tmp, file);
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+  } else await rename(tmp, file);
   await fsyncDir(path.dirname(file));
 }
 

@@ -34,6 +34,27 @@ function startOf(pid: number): string | null {
   }
 }
 
+/** When this machine last booted (ms since the epoch, /proc/stat "btime"), or null where unknown. */
+export function bootTimeMs(): number | null {
+  try {
+    const m = /^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"));
+    return m ? Number(m[1]) * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * When a process started (ms since the epoch, to about a second: the boot time is in whole
+ * seconds), or null where unknown. /proc counts in USER_HZ ticks, 100 a second on every
+ * architecture Linux runs klio on.
+ */
+export function startedAtMs(pid: number): number | null {
+  const boot = bootTimeMs();
+  const ticks = startOf(pid);
+  return boot === null || ticks === null || !/^\d+$/.test(ticks) ? null : boot + Number(ticks) * 10;
+}
+
 export function thisProcess(): ProcessStamp {
   return { pid: process.pid, host: hostname(), start: startOf(process.pid) };
 }

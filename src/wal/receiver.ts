@@ -59,7 +59,7 @@ interface Pace {
 const CATCHING_UP_BYTES = 64n * 1024n * 1024n;
 
 /** Errors that no retry can fix: the operator must act. */
-const FATAL = new Set(["system-id-mismatch", "segment-size-mismatch", "slot-missing", "slot-wrong-type", "bad-conninfo", "usage", "bad-archive", "receiver-locked", "bad-segment-size"]);
+const FATAL = new Set(["system-id-mismatch", "segment-size-mismatch", "slot-missing", "slot-wrong-type", "bad-conninfo", "usage", "bad-archive", "busy", "bad-segment-size"]);
 
 function isFatal(e: unknown, everConnected: boolean): boolean {
   if (e instanceof PgServerError) return !everConnected && e.sqlstate.startsWith("28"); // authentication

@@ -58,8 +58,10 @@ export interface KlioProcess {
   exited: Promise<number | null>;
 }
 
-export function startKlio(args: string[], env: NodeJS.ProcessEnv = {}): KlioProcess {
-  const child = spawn(process.execPath, klioArgv(args), { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+/** `bin` runs the single executable (starts in a tenth of the time: for processes that must start together). */
+export function startKlio(args: string[], env: NodeJS.ProcessEnv = {}, opts: { bin?: boolean } = {}): KlioProcess {
+  const [cmd, argv] = opts.bin ? [KLIO_BIN, args] : [process.execPath, klioArgv(args)];
+  const child = spawn(cmd, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   child.stdout!.on("data", (d) => (log += d));
   child.stderr!.on("data", (d) => (log += d));

@@ -3,6 +3,7 @@ import { KlioError } from "../../util/errors.ts";
 import { parseConnInfo } from "../../pg/conninfo.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { runBackup } from "../../backup/backup-run.ts";
+import { lockBackup } from "../../backup/backup-lock.ts";
 import { commandLogger, openRepoFromFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
@@ -10,7 +11,7 @@ export const command: Command = {
   spec: {
     name: "backup run",
     summary: "Take a hot base backup of a cluster over the replication protocol into the repository.",
-    usage: "klio backup run --repo DIR --cluster NAME --pg CONNSTR [--name N] [--progress] [--json]",
+    usage: "klio backup run --repo DIR --cluster NAME --pg CONNSTR [--name N] [--wait [--wait-timeout SECONDS]] [--progress] [--json]",
     flags: {
       ...REPO_FLAGS,
       ...WORKERS_FLAG,
@@ -20,11 +21,15 @@ export const command: Command = {
       progress: { kind: "boolean", help: "show progress (a bar on a terminal, a line every 10 s otherwise)" },
       "wal-timeout": { kind: "number", value: "SECONDS", help: "how long to wait for the backup's WAL to reach the archive", default: 300 },
       json: { kind: "boolean", help: "print the finished backup as JSON on stdout (logs stay on stderr)" },
+      wait: { kind: "boolean", help: "when another backup of the cluster is running, wait for it to end instead of exiting 4" },
+      "wait-timeout": { kind: "number", value: "SECONDS", help: "with --wait: exit 4 if the other backup still runs after this long (default: wait as long as it takes)" },
     },
     details: [
       "The backup is recorded only once every chunk is durable and the WAL from its start to its end is in the",
       "archive (klio wal stream must be running for the cluster). An interrupted backup leaves nothing visible;",
       "the next one reuses the data it had stored.",
+      "One backup of a cluster runs at a time (this command, and the daemon's scheduled and API backups): while",
+      "another runs, this one exits 4 at once, naming it, before it reads anything; --wait waits for it instead.",
     ].join("\n"),
   },
   async run(args, ctx) {
@@ -33,13 +38,25 @@ export const command: Command = {
     const walTimeout = Number(f["wal-timeout"]);
     if (!(walTimeout >= 1 && walTimeout <= 86_400)) throw new KlioError("usage", `backup run: --wal-timeout must be between 1 and 86400 seconds, got ${walTimeout}`);
     if (f.name !== undefined && (String(f.name).length > 200 || /[\0-\x1f]/.test(String(f.name)))) throw new KlioError("usage", "backup run: --name must be at most 200 printable characters");
+    const waitTimeout = f["wait-timeout"] === undefined ? undefined : Number(f["wait-timeout"]);
+    if (waitTimeout !== undefined && !(f.wait && waitTimeout >= 0 && waitTimeout <= 7 * 86_400))
+      throw new KlioError("usage", `backup run: --wait-timeout goes with --wait and must be between 0 and 604800 seconds, got ${waitTimeout}`);
     const conninfo = parseConnInfo(String(f.pg), ctx.env, { application_name: "klio" });
-    const repo = await openRepoFromFlags(f, ctx);
     const log = commandLogger(ctx, !ctx.isTTY);
+    // Before anything is read or connected to: one backup of a cluster at a time.
+    const repoDir = String(f.repo);
+    const lock = await lockBackup(repoDir, cluster, {
+      purpose: "klio backup run",
+      wait: f.wait ? { signal: ctx.signal, timeoutMs: waitTimeout === undefined ? undefined : waitTimeout * 1000, onBusy: (m) => log.info("backup.waiting", { reason: m }) } : undefined,
+    });
+    const repo = await openRepoFromFlags(f, ctx).catch(async (e) => {
+      await lock.release();
+      throw e;
+    });
     const progress = createProgress(ctx, "backup", Boolean(f.progress));
     try {
       const s = await runBackup({
-        repoDir: String(f.repo), repo, cluster, conninfo, name: f.name as string | undefined, log, signal: ctx.signal,
+        repoDir, repo, cluster, lock, conninfo, name: f.name as string | undefined, log, signal: ctx.signal,
         walTimeoutMs: walTimeout * 1000,
         onProgress: (p) => progress.update(p.doneBytes, p.totalBytes, p.phase === "waiting-for-wal" ? "waiting for WAL" : undefined),
       });
@@ -50,6 +67,7 @@ export const command: Command = {
     } finally {
       progress.end();
       await repo.close();
+      await lock.release();
     }
   },
 };
