@@ -85,6 +85,9 @@ export const WalArchive = Type.Object({
     lastSegment: Nullable(Type.String()),
     timelines: Type.Array(Type.Integer()),
     gaps: Type.Array(Type.Object({ timeline: Type.Integer(), from: Type.String(), to: Type.String(), reason: Type.String() })),
+    end: Nullable(Type.Object({
+      lsn: Type.String(), time: Nullable(Type.String()), basis: Type.String(),
+    }, { description: "where the archive ends: a restore refuses a target time or LSN past it" })),
   })),
 });
 
