@@ -58,7 +58,8 @@ export async function checkDestination(dir: string, what: string): Promise<Desti
     if (entries.length > 0) throw refuse(`${what} ${dir} is not empty: restore writes only into an empty or new directory`);
     return { what, dir, createFrom: null, modeBefore: own.mode & 0o7777 };
   }
-  if (errnoOf(own) !== "ENOENT") throw refuse(`cannot use ${what} ${dir}: ${reason(own)}`);
+  // ENOTDIR: a file stands where a parent directory should be; found below, and named.
+  if (errnoOf(own) !== "ENOENT" && errnoOf(own) !== "ENOTDIR") throw refuse(`cannot use ${what} ${dir}: ${reason(own)}`);
 
   // Up to the nearest existing directory: everything below it is created by the restore.
   let missing = dir;
@@ -66,7 +67,7 @@ export async function checkDestination(dir: string, what: string): Promise<Desti
     const parent = path.dirname(missing);
     const st = await lstat(parent).catch((e) => e as NodeJS.ErrnoException);
     if (st instanceof Error) {
-      if (errnoOf(st) === "ENOENT" && parent !== missing) {
+      if ((errnoOf(st) === "ENOENT" || errnoOf(st) === "ENOTDIR") && parent !== missing) {
         missing = parent;
         continue;
       }

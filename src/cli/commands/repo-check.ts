@@ -73,7 +73,8 @@ function describe(p: RepoProblem, usage: Map<string, Usage[]>) {
       files.get(k)!.files.add(u.file);
     }
   }
-  return { ...rest, chunks: chunkIds.length, backups: [...files.values()].map((b) => ({ cluster: b.cluster, backup: b.backup, files: b.files.size })) };
+  const backups = [...files.values()].sort((a, b) => (a.cluster === b.cluster ? (a.backup < b.backup ? -1 : 1) : a.cluster < b.cluster ? -1 : 1));
+  return { ...rest, chunks: chunkIds.length, backups: backups.map((b) => ({ cluster: b.cluster, backup: b.backup, files: b.files.size })) };
 }
 
 /** "a, b and c", or the first few and how many more. */
