@@ -178,7 +178,7 @@ describe.each(PG_VERSIONS)("restore validation on PostgreSQL %i", (version) => {
     // Once the receiver has stopped, the archive ends there: a time after it is refused even though it is past.
     expect(await receiver.stop()).toBe(0);
     await new Promise((r) => setTimeout(r, 1500));
-    await refused(newDest, ["--target-time", new Date().toISOString()], /is after the end of the WAL archive of db1 \(written up to .*, per the (receiver's flushed position|newest WAL file)/);
+    await refused(newDest, ["--target-time", new Date().toISOString()], /is after the end of the WAL archive of db1 \(last written at .*, per the (receiver's flushed position|newest WAL file)/);
     expect(existsSync(path.join(base, "new"))).toBe(false);
   });
 

@@ -153,7 +153,7 @@ export function checkTargetInArchive(target: RecoveryTarget, end: ArchiveEnd | n
   if (allowFuture || end === null) return;
   const tail = "recovery could not reach it; give an earlier target, or --allow-future-target if the WAL up to it is still to come";
   if (target.kind === "time" && end.time !== null && target.time.getTime() > end.time.getTime())
-    throw new KlioError("bad-target", `restore: --target-time ${target.text} is after the end of the WAL archive of ${cluster} (written up to ${end.time.toISOString()}, per ${end.basis}): ${tail}`);
+    throw new KlioError("bad-target", `restore: --target-time ${target.text} is after the end of the WAL archive of ${cluster} (last written at ${end.time.toISOString()}, per ${end.basis}): ${tail}`);
   if (target.kind === "lsn" && target.lsn > end.lsn)
     throw new KlioError("bad-target", `restore: --target-lsn ${formatLsn(target.lsn)} is after the end of the WAL archive of ${cluster} (${formatLsn(end.lsn)}, per ${end.basis}): ${tail}`);
 }
