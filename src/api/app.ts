@@ -345,7 +345,7 @@ function servedKey(key: string): boolean {
  * (a last past the end means the rest), first- (the rest), -n (the last n bytes).
  * "unsatisfiable" (416) when it starts at or past the end; several ranges are not served.
  */
-export function byteRange(header: string, size: number): { first: number; last: number } | "unsatisfiable" {
+function byteRange(header: string, size: number): { first: number; last: number } | "unsatisfiable" {
   const m = /^bytes=(?:(\d{1,15})-(\d{1,15})?|-(\d{1,15}))$/.exec(header.trim());
   if (!m) throw new KlioError("bad-request", `Range ${JSON.stringify(header.slice(0, 100))} is not one range bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX`);
   if (m[3] !== undefined) {
