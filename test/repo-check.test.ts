@@ -90,10 +90,16 @@ describe("structure", () => {
     const repo = await open(dir);
     const problems = await repo.check({ readData: true });
     const kinds = new Set(problems.map((p) => p.kind));
-    expect(kinds).toEqual(new Set(["missing-pack", "missing-chunk", "entry-outside-pack", "unindexed-pack", "stray-file"]));
-    expect(problems.find((p) => p.kind === "missing-pack")!.pack).toBe(path.relative(dir, first!));
+    expect(kinds).toEqual(new Set(["missing-pack", "entry-outside-pack", "unindexed-pack", "stray-file"]));
+    // One problem per missing or truncated pack, carrying its chunks: not one per chunk.
+    const missingPack = problems.filter((p) => p.kind === "missing-pack");
+    expect(missingPack).toHaveLength(1);
+    expect(missingPack[0]!.pack).toBe(path.relative(dir, first!));
+    expect(missingPack[0]!.message).toMatch(new RegExp(`names pack ${path.relative(dir, first!)}, which does not exist: ${missingPack[0]!.chunkIds!.length} chunks lost$`));
+    expect(problems.filter((p) => p.kind === "entry-outside-pack")).toEqual([expect.objectContaining({ pack: path.relative(dir, second!), message: expect.stringMatching(/truncated, or the index is wrong.*chunks? unreadable$/) })]);
     expect(problems.find((p) => p.kind === "unindexed-pack")!.pack).toBe(`packs/ee/ee${"0".repeat(30)}.pack`);
-    const missing = problems.filter((p) => p.kind === "missing-chunk").map((p) => p.chunkId!);
+    const missing = missingPack[0]!.chunkIds!;
+    expect(missing.length).toBeGreaterThan(1);
     await expect(repo.readChunk(ids.find((id) => chunkIdHex(id) === missing[0])!)).rejects.toMatchObject({ code: "missing-chunk" });
 
     // A damaged index file: reported; the repository still opens, its chunks unknown.
@@ -103,6 +109,23 @@ describe("structure", () => {
     writeFileSync(idx, b);
     const again = await open(dir);
     expect((await again.check({ readData: false })).map((p) => p.kind)).toContain("bad-index");
+  });
+
+  it("a truncated index file: the cause of its packs' absence from the index, not a writer's leftover", async () => {
+    const { dir, ids } = await filled();
+    const idx = walk(path.join(dir, "index"))[0]!;
+    truncateSync(idx, Math.floor(statSync(idx).size / 2));
+    const repo = await open(dir);
+    const problems = await repo.check({ readData: false });
+    const key = path.relative(dir, idx);
+    expect(problems.filter((p) => p.kind === "bad-index")).toEqual([expect.objectContaining({ message: expect.stringMatching(new RegExp(`index file ${key} is damaged: .* \\(truncated\\)`)) })]);
+    const orphans = problems.filter((p) => p.kind !== "bad-index");
+    expect(orphans.length).toBeGreaterThanOrEqual(1);
+    for (const p of orphans) expect(p).toMatchObject({ kind: "pack-of-damaged-index", message: expect.stringContaining(`named only by the damaged index file ${key}`) });
+    // A chunk it named: the damaged file is said to be the likely cause.
+    const lost = ids.find((id) => !repo.has(id));
+    expect(lost).toBeDefined();
+    await expect(repo.readChunk(lost!)).rejects.toMatchObject({ code: "missing-chunk", message: expect.stringMatching(new RegExp(`is not in the repository .*; a damaged index file may be what names it: index file ${key} is damaged`)) });
   });
 
   it("a pack with a bad header", async () => {

@@ -17,6 +17,7 @@ import { readPins, setPin, writeStoredPolicy } from "../backup/retention-store.t
 import { openClusterArchive, parseWalRequest, readWalFile } from "../wal/archive-reader.ts";
 import { WAL_CRC_HEADER } from "../wal/wal-source.ts";
 import { walStatus } from "../wal/archive-status.ts";
+import { archiveEndJson, localArchiveEnd } from "../wal/archive-end.ts";
 import { formatLsn } from "../pg/lsn.ts";
 import { HEADER_KEY } from "../repo/header.ts";
 import { validateKey } from "../repo/fs-storage.ts";
@@ -177,8 +178,12 @@ export const ROUTES: RouteSpec[] = [
       const s = supervisorOf(d, params.name!);
       let archive = null;
       try {
-        const w = await walStatus(await openClusterArchive(d.config.repository.path, s.cluster.name));
-        archive = { systemIdentifier: w.systemIdentifier, walSegmentSize: w.walSegmentSize, segments: w.segments, firstSegment: w.firstSegment, lastSegment: w.lastSegment, timelines: w.timelines.map(Number), gaps: w.gaps, problems: w.problems };
+        const a = await openClusterArchive(d.config.repository.path, s.cluster.name);
+        const w = await walStatus(a);
+        archive = {
+          systemIdentifier: w.systemIdentifier, walSegmentSize: w.walSegmentSize, segments: w.segments, firstSegment: w.firstSegment, lastSegment: w.lastSegment,
+          timelines: w.timelines.map(Number), gaps: w.gaps, problems: w.problems, end: archiveEndJson(await localArchiveEnd(a)),
+        };
       } catch (e) {
         if (!(isKlioError(e) && e.code === "no-archive")) throw e;
       }
@@ -289,30 +294,30 @@ export const ROUTES: RouteSpec[] = [
     response: { status: 200, schema: Type.Object({ objects: Type.Array(Type.Object({ key: Type.String(), size: Type.Integer() })) }) },
     handler: async ({ c, d }) => {
       const prefix = c.req.query("prefix") ?? "";
+      // A whole cluster name in the prefix is answered for; a part of one only filters.
+      if (/^(?:snapshots|wal)\/[^/]+\//.test(prefix)) mustBeConfiguredCluster(d, prefix);
       if (prefix !== "" && !servedKey(prefix.replace(/\/$/, "/x"))) throw new KlioError("bad-request", `prefix ${JSON.stringify(prefix.slice(0, 100))} is not one the API serves (index/, packs/, snapshots/)`);
       const roots = prefix === "" ? [HEADER_KEY, ...SERVED_ROOTS] : [prefix];
       const objects = [];
-      for (const r of roots) objects.push(...(await d.storage.list(r)).filter((e) => servedKey(e.key)));
+      for (const r of roots) objects.push(...(await d.storage.list(r)).filter((e) => servedKey(e.key) && configuredOrNone(d, e.key)));
       return json({ objects });
     },
   },
   {
     method: "get", path: "/v1/repository/objects/:key{.+}",
-    summary: "One repository object's bytes; a Range header (bytes=a-b) reads part of it",
+    summary: "One repository object's bytes; a Range header (bytes=a-b, bytes=a- or bytes=-n) reads part of it",
     params: { key: Type.String({ minLength: 1, maxLength: 1024 }) }, response: { status: 200, contentType: "application/octet-stream" },
     handler: async ({ c, d, params }) => {
       const key = params.key!;
+      mustBeConfiguredCluster(d, key);
       if (!servedKey(key)) throw new KlioError("bad-request", `${JSON.stringify(key.slice(0, 100))} is not an object the API serves (klio-repository.json, index/…, packs/…, snapshots/…)`);
       const size = await objectSize(d, key);
       const range = c.req.header("range");
       if (range === undefined) return binary(await d.storage.get(key), 200);
-      const m = /^bytes=(\d{1,15})-(\d{1,15})$/.exec(range.trim());
-      if (!m) throw new KlioError("bad-request", `Range ${JSON.stringify(range.slice(0, 100))} is not bytes=FIRST-LAST`);
-      const [first, last] = [Number(m[1]), Number(m[2])];
-      if (first > last) throw new KlioError("bad-request", `Range ${range} runs backwards`);
-      if (last - first + 1 > MAX_RANGE) throw new KlioError("bad-request", `Range ${range} asks for more than ${MAX_RANGE} bytes at once`);
-      if (last >= size) return errorResponse(416, "range-not-satisfiable", `${key} has ${size} bytes`);
-      return binary(await d.storage.getRange(key, first, last - first + 1), 206, { "content-range": `bytes ${first}-${last}/${size}` });
+      const r = byteRange(range, size);
+      if (r === "unsatisfiable") return new Response(JSON.stringify({ error: "range-not-satisfiable", detail: `${key} has ${size} bytes` }), { status: 416, headers: { "content-type": "application/json; charset=utf-8", "content-range": `bytes */${size}` } });
+      if (r.last - r.first + 1 > MAX_RANGE) throw new KlioError("bad-request", `Range ${range} asks for more than ${MAX_RANGE} bytes at once`);
+      return binary(await d.storage.getRange(key, r.first, r.last - r.first + 1), 206, { "content-range": `bytes ${r.first}-${r.last}/${size}` });
     },
   },
 ];
@@ -337,6 +342,42 @@ function servedKey(key: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * One byte range of RFC 9110 (section 14.1.2) against an object of `size` bytes: first-last
+ * (a last past the end means the rest), first- (the rest), -n (the last n bytes).
+ * "unsatisfiable" (416) when it starts at or past the end; several ranges are not served.
+ */
+function byteRange(header: string, size: number): { first: number; last: number } | "unsatisfiable" {
+  const m = /^bytes=(?:(\d{1,15})-(\d{1,15})?|-(\d{1,15}))$/.exec(header.trim());
+  if (!m) throw new KlioError("bad-request", `Range ${JSON.stringify(header.slice(0, 100))} is not one range bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX`);
+  if (m[3] !== undefined) {
+    const n = Number(m[3]);
+    if (n === 0 || size === 0) return "unsatisfiable";
+    return { first: Math.max(0, size - n), last: size - 1 };
+  }
+  const first = Number(m[1]);
+  const last = m[2] === undefined ? size - 1 : Number(m[2]);
+  if (first > last && m[2] !== undefined) throw new KlioError("bad-request", `Range ${header} runs backwards`);
+  if (first >= size) return "unsatisfiable";
+  return { first, last: Math.min(last, size - 1) };
+}
+
+/** The cluster a key is of (snapshots/CLUSTER/…, wal/CLUSTER/…), or null. */
+function clusterOfKey(key: string): string | null {
+  const m = /^(?:snapshots|wal)\/([^/]+)/.exec(key);
+  return m ? m[1]! : null;
+}
+
+function configuredOrNone(d: Daemon, key: string): boolean {
+  const cluster = clusterOfKey(key);
+  return cluster === null || d.supervisors.has(cluster);
+}
+
+/** What belongs to a cluster the daemon does not serve is answered as /v1/clusters/{name} answers it: 404. */
+function mustBeConfiguredCluster(d: Daemon, key: string): void {
+  if (!configuredOrNone(d, key)) throw new KlioError("not-found", `no cluster named ${clusterOfKey(key)} in the configuration`);
 }
 
 async function objectSize(d: Daemon, key: string): Promise<number> {

@@ -86,6 +86,9 @@ export const WalArchive = Type.Object({
     timelines: Type.Array(Type.Integer()),
     gaps: Type.Array(Type.Object({ timeline: Type.Integer(), from: Type.String(), to: Type.String(), reason: Type.String() })),
     problems: Type.Array(Type.Object({ file: Type.String(), kind: Type.Union([Type.Literal("damaged"), Type.Literal("foreign"), Type.Literal("missing")]), problem: Type.String() })),
+    end: Nullable(Type.Object({
+      lsn: Type.String(), time: Nullable(Type.String()), basis: Type.String(),
+    }, { description: "where the archive ends: a restore refuses a target time or LSN past it" })),
   })),
 });
 

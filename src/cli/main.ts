@@ -6,6 +6,7 @@ import type { CliContext, Command } from "./command.ts";
 import { isKlioError } from "../util/errors.ts";
 import { VERSION } from "../util/version.ts";
 import { keepYoungGenerationSmall } from "../util/heap.ts";
+import { failureLine } from "./failure-line.ts";
 
 type Loader = () => Promise<{ command: Command }>;
 
@@ -89,8 +90,9 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
       // Bad input (flags, connection strings, names, files) is exit 2, like a usage error.
       return e.code === "usage" || e.code.startsWith("bad-") ? 2 : 1;
     }
-    ctx.stderr(`klio: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    return 70;
+    const failure = failureLine(e, ctx.env.KLIO_DEBUG === "1");
+    ctx.stderr(failure.text);
+    return failure.exitCode;
   }
 }
 
@@ -108,15 +110,21 @@ function cliContext(): CliContext {
   };
 }
 
+/** A failure outside the command's own promise (a stray callback or rejection): one line too. */
+function exitOnStrayFailure(e: unknown): void {
+  const failure = failureLine(e, process.env.KLIO_DEBUG === "1");
+  process.stderr.write(failure.text);
+  process.exit(failure.exitCode);
+}
+
 keepYoungGenerationSmall();
+process.on("uncaughtException", exitOnStrayFailure);
+process.on("unhandledRejection", exitOnStrayFailure);
 main(process.argv.slice(2), cliContext()).then(
   (code) => {
     process.exitCode = code;
     // Long-running commands leave no handles; short ones must not wait for stray timers.
     setImmediate(() => process.exit(code));
   },
-  (e) => {
-    process.stderr.write(`klio: internal error: ${String(e)}\n`);
-    process.exit(70);
-  },
+  exitOnStrayFailure,
 );

@@ -7,7 +7,7 @@
 import { isKlioError } from "../util/errors.ts";
 import { chunkIdHex } from "./chunk-id.ts";
 import { chunkOfFrame, decodeFrame, type BlobContext } from "./blob.ts";
-import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, type IndexEntry, indexIdOfKey, packIdOfKey, packKey, readIndexHead, verifyIndexFile, type IndexHead } from "./index-file.ts";
+import { ENTRY_BYTES, INDEX_PREFIX, MAX_PLAIN, decodeEntry, type IndexEntry, indexIdOfKey, packIdOfKey, packKey, packsOfDamagedIndex, readIndexHead, verifyIndexFile, type IndexHead } from "./index-file.ts";
 import { PACK_HEADER, PACK_MAGIC, PACK_VERSION } from "./pack-writer.ts";
 import type { Storage } from "./storage.ts";
 
@@ -15,6 +15,8 @@ export interface RepoProblem {
   kind: string;
   pack?: string;
   chunkId?: string;
+  /** A problem of a whole pack (missing, truncated): the chunks the index places in it. */
+  chunkIds?: string[];
   message: string;
 }
 
@@ -73,12 +75,15 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
   for (const f of indexFiles) if (indexIdOfKey(f.key) === null) problems.push({ kind: "stray-file", message: `${f.key} is not an index file name` });
 
   const heads: IndexHead[] = [];
+  /** Index files that cannot be read, and the packs their heads still name (null: not even that). */
+  const damaged: { key: string; packs: string[] | null }[] = [];
   for (const f of indexFiles) {
     if (indexIdOfKey(f.key) === null) continue;
     try {
       heads.push(await readIndexHead(storage, f.key, ctx.dataKey, f.size));
     } catch (e) {
       problems.push({ kind: "bad-index", message: message(e) });
+      damaged.push({ key: f.key, packs: await packsOfDamagedIndex(storage, f.key, ctx.dataKey, f.size) });
     }
   }
   const superseded = new Set(heads.flatMap((h) => h.superseded));
@@ -87,7 +92,7 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
 
   for (const [id, size] of packSize) {
     const key = packKey(id);
-    if (!named.has(id)) problems.push({ kind: "unindexed-pack", pack: key, message: `no index names pack ${key} (left by an interrupted writer; its chunks are stored again when needed)` });
+    if (!named.has(id)) problems.push(unindexedPack(id, damaged));
     try {
       const head = size >= PACK_HEADER ? await storage.getRange(key, 0, PACK_HEADER) : null;
       const ok = head !== null && PACK_MAGIC.every((b, i) => head[i] === b) && new DataView(head.buffer, head.byteOffset).getUint32(8) === PACK_VERSION;
@@ -101,7 +106,14 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
   // read through the file that superseded them.
   const total = heads.filter((h) => !superseded.has(h.fileId)).reduce((n, h) => n + h.entries, 0);
   let done = 0;
-  const missingPacks = new Set<string>();
+  // A missing or truncated pack is one problem, however many chunks the index places in it.
+  const packProblems = new Map<string, RepoProblem>();
+  const packProblem = (kind: string, key: string, hex: string, message: () => string) => {
+    const at = `${kind} ${key}`;
+    let p = packProblems.get(at);
+    if (!p) packProblems.set(at, (p = { kind, pack: key, chunkIds: [], message: message() }));
+    p.chunkIds!.push(hex);
+  };
   for (const h of heads) {
     const readThis = opts.readData && !superseded.has(h.fileId);
     const window: { key: string; e: IndexEntry }[] = [];
@@ -114,11 +126,9 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
           const hex = chunkIdHex(e.id);
           const size = packSize.get(packId);
           if (size === undefined) {
-            if (!missingPacks.has(packId)) problems.push({ kind: "missing-pack", pack: key, message: `${h.key} names pack ${key}, which does not exist` });
-            missingPacks.add(packId);
-            problems.push({ kind: "missing-chunk", pack: key, chunkId: hex, message: `chunk ${hex} is in the missing pack ${key}` });
+            packProblem("missing-pack", key, hex, () => `${h.key} names pack ${key}, which does not exist`);
           } else if (e.offset < PACK_HEADER || e.offset + e.length > size || e.plainLength > MAX_PLAIN) {
-            problems.push({ kind: "entry-outside-pack", pack: key, chunkId: hex, message: `${h.key} places chunk ${hex} at ${e.offset}+${e.length}, outside ${key} (${size} bytes)` });
+            packProblem("entry-outside-pack", key, hex, () => `${h.key} places chunks outside ${key} (${size} bytes: truncated, or the index is wrong), the first at ${e.offset}+${e.length}`);
           } else if (e.inFrame + e.plainLength > e.frameLength || e.frameLength > MAX_PLAIN) {
             problems.push({ kind: "bad-entry", pack: key, chunkId: hex, message: `${h.key} places chunk ${hex} at ${e.inFrame}+${e.plainLength} of a ${e.frameLength}-byte frame` });
           } else if (readThis) {
@@ -136,6 +146,25 @@ export async function checkRepository(storage: Storage, ctx: BlobContext, opts: 
     }
     if (window.length) await readWindow(storage, ctx, window, problems);
   }
+  for (const p of packProblems.values()) {
+    const n = p.chunkIds!.length;
+    problems.push({ ...p, message: `${p.message}: ${n} chunk${n === 1 ? "" : "s"} ${p.kind === "missing-pack" ? "lost" : "unreadable"}` });
+  }
   opts.onProgress?.(total, total);
   return problems;
+}
+
+/**
+ * A pack no readable index names. Without damaged index files it is a writer's leftover (its
+ * chunks are stored again when needed; maintenance frees it). When the head of a damaged index
+ * file still names it, its chunks are in the repository but cannot be found: a problem, whose
+ * cause is that index file. When a damaged file names nothing readable, either may be true.
+ */
+function unindexedPack(id: string, damaged: { key: string; packs: string[] | null }[]): RepoProblem {
+  const key = packKey(id);
+  const namedBy = damaged.find((d) => d.packs?.includes(id));
+  if (namedBy) return { kind: "pack-of-damaged-index", pack: key, message: `${key} is named only by the damaged index file ${namedBy.key}: its chunks cannot be found until that index is repaired or rebuilt` };
+  const unknown = damaged.filter((d) => d.packs === null).map((d) => d.key);
+  if (unknown.length) return { kind: "unindexed-pack", pack: key, message: `no readable index names pack ${key}: it is the leftover of an interrupted writer, or named by the damaged index file ${unknown.join(", ")}` };
+  return { kind: "unindexed-pack", pack: key, message: `no index names pack ${key} (left by an interrupted writer; its chunks are stored again when needed)` };
 }

@@ -127,6 +127,17 @@ export class ChunkIndex {
     return null;
   }
 
+  /**
+   * The error for a chunk no loaded index names. When index files could not be read at the
+   * last refresh, one of them may be the one that names it: they are named as the likely
+   * cause, rather than leaving the chunk's absence unexplained.
+   */
+  missingChunk(id: ChunkId, root: string): KlioError {
+    const what = `chunk ${chunkIdHex(id)} is not in the repository ${root}`;
+    if (this.unreadable.length === 0) return new KlioError("missing-chunk", what);
+    return new KlioError("missing-chunk", `${what}; a damaged index file may be what names it: ${this.unreadable.map((u) => u.message).join("; ")} (klio repo check reports it)`);
+  }
+
   private async entryAt(r: IndexRun, pos: number): Promise<IndexEntry> {
     const b = Math.floor(pos / r.head.entriesPerBlock);
     const ck = `${r.head.fileId}:${b}`;

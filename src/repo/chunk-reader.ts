@@ -134,7 +134,7 @@ export class ChunkReader {
       }
       if (at) return at;
       // Another process may have consolidated (or added) index files since we opened: look again once.
-      if (this.refreshed) throw new KlioError("missing-chunk", `chunk ${chunkIdHex(id)} is not in the repository ${this.ctx.root}`);
+      if (this.refreshed) throw this.ctx.index.missingChunk(id, this.ctx.root);
       this.refreshed = true;
       await this.ctx.refresh();
     }

@@ -279,9 +279,28 @@ function corrupt(key: string, why: string): KlioError {
 
 /** Reads and checks the preamble and head. */
 export async function readIndexHead(storage: Storage, key: string, dataKey: Uint8Array | null, size: number): Promise<IndexHead> {
+  if (size < PREAMBLE + TRAILER) throw corrupt(key, `only ${size} bytes`);
+  const h = await readHeadAsWritten(storage, key, dataKey, size);
+  if (h.size !== size) throw corrupt(key, `${size} bytes, but its head announces ${h.size}${size < h.size ? " (truncated)" : ""}`);
+  return h;
+}
+
+/**
+ * The packs a damaged index file names, when its head can still be read (a truncated file):
+ * so that check() can tell the packs whose chunks became unfindable from a writer's leftovers.
+ */
+export async function packsOfDamagedIndex(storage: Storage, key: string, dataKey: Uint8Array | null, size: number): Promise<string[] | null> {
+  try {
+    return (await readHeadAsWritten(storage, key, dataKey, size)).packs;
+  } catch {
+    return null;
+  }
+}
+
+/** The preamble and head, checked in themselves; `size` (the file's) only bounds the head. */
+async function readHeadAsWritten(storage: Storage, key: string, dataKey: Uint8Array | null, size: number): Promise<IndexHead> {
   const fileId = indexFormatIdOfKey(key);
   if (fileId === null) throw corrupt(key, "not an index file name");
-  if (size < PREAMBLE + TRAILER) throw corrupt(key, `only ${size} bytes`);
   const pre = await storage.getRange(key, 0, PREAMBLE);
   for (let i = 0; i < MAGIC.length; i++) if (pre[i] !== MAGIC[i]) throw corrupt(key, "no index magic");
   const pv = new DataView(pre.buffer, pre.byteOffset, PREAMBLE);
@@ -301,7 +320,6 @@ export async function readIndexHead(storage: Storage, key: string, dataKey: Uint
   const ids: string[] = [];
   for (let i = 0; i < nPacks + nSuper; i++) ids.push(hexOf(head.subarray(20 + i * ID16, 20 + (i + 1) * ID16)));
   const l = layout(entries, headStored, dataKey !== null);
-  if (l.size !== size) throw corrupt(key, `${size} bytes, but its head announces ${l.size}`);
   return { key, fileId, entries, entriesPerBlock: ENTRIES_PER_BLOCK, packs: ids.slice(0, nPacks), superseded: ids.slice(nPacks), sealed: dataKey !== null, ...l };
 }
 

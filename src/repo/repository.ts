@@ -13,7 +13,7 @@ import process from "node:process";
 import { randomBytes } from "node:crypto";
 import { fsyncDir, TEMP_SUFFIX, writeFileDurable } from "../util/durable-fs.ts";
 import { KlioError, isKlioError } from "../util/errors.ts";
-import { chunkIdFunction, chunkIdHex, type ChunkId } from "./chunk-id.ts";
+import { chunkIdFunction, type ChunkId } from "./chunk-id.ts";
 import { ChunkIndex } from "./chunk-index.ts";
 import { checkRepository, type CheckOptions, type RepoProblem } from "./check.ts";
 import { chunkOfFrame, decodeFrame, readStoredFrame, type BlobContext } from "./blob.ts";
@@ -305,7 +305,7 @@ class Repo implements Repository {
           await this.refresh();
           continue;
         }
-        throw new KlioError("missing-chunk", `chunk ${chunkIdHex(id)} is not in the repository ${this.root}`);
+        throw this.index.missingChunk(id, this.root);
       }
       const key = packKey(loc.packId);
       const e = loc.entry;

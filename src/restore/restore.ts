@@ -1,6 +1,6 @@
 // `klio restore`: a backup from the repository into a new data directory, set up to recover
 // to a point in time with this same binary as its restore_command.
-import { appendFile, chmod, mkdir, readdir, readFile, readlink, stat, symlink, unlink, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile, readlink, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
@@ -16,7 +16,9 @@ import { isS3Location } from "../repo/s3-storage.ts";
 import { restoreCommandWithSpool } from "../wal/wal-prefetch.ts";
 import { spoolId } from "../wal/wal-spool.ts";
 import { materialize } from "./materialize.ts";
-import { chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
+import { checkTargetAfterBackup, checkTargetInArchive, chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
+import { checkDestination, prepareDestination, undoDestination, type Destination } from "./destination.ts";
+import type { ArchiveEnd } from "../wal/archive-end.ts";
 
 /** get-wal's spool, inside pg_wal: same filesystem as %p, and ignored by PostgreSQL and its tools. */
 const SPOOL = "pg_wal/klio-spool";
@@ -34,12 +36,17 @@ export interface RestoreOptions {
   accessFlags?: string[];
   repo: Repository;
   cluster: string;
-  dest: string;
+  /** The data directory, checked before the repository was opened. */
+  dest: Destination;
   /** A backup id, or "latest"/undefined: the newest that can reach the target. */
   backupId?: string;
   target: RecoveryTarget;
   action: TargetAction;
   timeline: string;
+  /** Where the cluster's WAL archive ends (a time or LSN target past it is refused), given the segment size. */
+  archiveEnd: (walSegmentSize: number) => Promise<ArchiveEnd | null>;
+  /** --allow-future-target: write a time or LSN target past the archive's end all the same. */
+  allowFutureTarget: boolean;
   tablespaces: TablespaceMapping[];
   /** argv that runs this klio (util/self-command.ts), for restore_command. */
   klio: string[];
@@ -47,6 +54,8 @@ export interface RestoreOptions {
   walRetrySeconds?: number;
   concurrency: number;
   log: Logger;
+  /** One line for the operator on stderr (a backup skipped). */
+  warn: (line: string) => void;
   signal: AbortSignal;
   onProgress?: (bytes: number, total: number) => void;
 }
@@ -57,26 +66,46 @@ export interface RestoreResult {
   files: number;
   bytes: number;
   tablespaces: { oid: number; name: string | null; path: string }[];
+  /** Newer backups whose snapshots could not be read, passed over. */
+  skipped: { id: string; error: string }[];
 }
 
 export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
-  const dest = path.resolve(o.dest);
-  const snapshot = await pickSnapshot(o);
+  const dest = o.dest.dir;
+  const { snapshot, skipped } = await pickSnapshot(o);
+  checkTargetAfterBackup(o.target, snapshot);
+  checkTargetInArchive(o.target, await o.archiveEnd(snapshot.walSegmentSize), o.allowFutureTarget, o.cluster);
   const tablespaceDirs = mapTablespaces(snapshot, o.tablespaces, dest);
-  await mustBeEmpty(dest, "the restore destination");
-  for (const dir of tablespaceDirs.values()) await mustBeEmpty(dir, "a tablespace directory");
+  const made: Destination[] = [o.dest];
+  for (const [oid, dir] of tablespaceDirs) {
+    const t = snapshot.tablespaces.find((t) => t.oid === oid);
+    made.push(await checkDestination(dir, `the directory of tablespace ${t?.name ?? oid} (oid ${oid})`));
+  }
 
   o.log.info("restore.start", { backup: snapshot.id, dest, end_lsn: snapshot.endLsn });
-  // PostgreSQL starts only on a directory no one else may read (an existing empty one too).
-  for (const dir of [dest, ...tablespaceDirs.values()]) {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    await chmod(dir, 0o700);
+  // From the first directory made on, a failure puts every destination back as it was.
+  try {
+    for (const d of made) await prepareDestination(d);
+    const { files, bytes } = await materialize({
+      repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal,
+      onProgress: (n) => o.onProgress?.(n, snapshot.stats.bytes),
+    });
+    await finishDataDirectory(o, snapshot, dest, tablespaceDirs);
+    o.log.info("restore.done", { backup: snapshot.id, dest, files, bytes });
+    return {
+      snapshot, dest, files, bytes, skipped,
+      tablespaces: snapshot.tablespaces.map((t) => ({ oid: t.oid, name: t.name, path: tablespaceDirs.get(t.oid)! })),
+    };
+  } catch (e) {
+    for (const d of made.reverse()) {
+      await undoDestination(d).catch((u) => o.warn(`could not remove what the failed restore wrote in ${d.dir}: ${u instanceof Error ? u.message : String(u)}`));
+    }
+    throw e;
   }
-  const { files, bytes } = await materialize({
-    repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal,
-    onProgress: (n) => o.onProgress?.(n, snapshot.stats.bytes),
-  });
+}
 
+/** What makes the restored files a data directory that recovers: manifest, links, map, recovery settings. */
+async function finishDataDirectory(o: RestoreOptions, snapshot: Snapshot, dest: string, tablespaceDirs: Map<number, string>): Promise<void> {
   // PostgreSQL's own manifest, so that pg_verifybackup can check the restored directory.
   const manifest: Uint8Array[] = [];
   for await (const piece of readChunks(o.repo, snapshot.backupManifest.chunks)) manifest.push(piece);
@@ -89,23 +118,35 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   await linkTablespaces(dest, tablespaceDirs);
   if (snapshot.tablespaceMap !== null) await writeTablespaceMap(dest, snapshot, tablespaceDirs);
   await writeRecoveryConfig(dest, snapshot, o);
-  o.log.info("restore.done", { backup: snapshot.id, dest, files, bytes });
-  return {
-    snapshot, dest, files, bytes,
-    tablespaces: snapshot.tablespaces.map((t) => ({ oid: t.oid, name: t.name, path: tablespaceDirs.get(t.oid)! })),
-  };
 }
 
-async function pickSnapshot(o: RestoreOptions): Promise<Snapshot> {
-  if (o.backupId !== undefined && o.backupId !== "latest") return loadSnapshot(o.repo, o.cluster, o.backupId);
-  const { snapshots } = await listSnapshots(o.repo, o.cluster);
-  if (snapshots.length === 0) throw new KlioError("no-backup", `cluster ${o.cluster} has no backup in ${o.repoDir}`);
+/**
+ * The backup asked for, or the newest that can reach the target. A newer backup whose
+ * snapshot cannot be read is passed over — the older one reaches the same target by replaying
+ * more WAL — but never in silence: one warning line names it and why.
+ */
+async function pickSnapshot(o: RestoreOptions): Promise<{ snapshot: Snapshot; skipped: { id: string; error: string }[] }> {
+  if (o.backupId !== undefined && o.backupId !== "latest") return { snapshot: await loadSnapshot(o.repo, o.cluster, o.backupId), skipped: [] };
+  const { snapshots, unreadable } = await listSnapshots(o.repo, o.cluster);
+  if (snapshots.length === 0) {
+    const why = unreadable.length ? `: the snapshot of ${unreadable.map((u) => `backup ${u.id} cannot be read (${u.error})`).join("; ")}` : "";
+    throw new KlioError("no-backup", `cluster ${o.cluster} has no ${unreadable.length ? "readable " : ""}backup in ${o.repoDir}${why}`);
+  }
   const chosen = chooseBackup(snapshots, o.target);
   if (!chosen) {
     const what = o.target.kind === "time" ? `ends before ${o.target.text}` : "ends before the target LSN";
-    throw new KlioError("no-backup", `no backup of cluster ${o.cluster} ${what} (the oldest ends at ${snapshots[0]!.endTime}, LSN ${snapshots[0]!.endLsn})`);
+    throw new KlioError("bad-target", `restore: no backup of cluster ${o.cluster} ${what} (the oldest ends at ${snapshots[0]!.endTime}, LSN ${snapshots[0]!.endLsn})`);
   }
-  return chosen;
+  // A backup that started after a time target could not have been chosen anyway.
+  const skipped = unreadable.filter((u) => u.id > chosen.id && !(o.target.kind === "time" && snapshotIdTime(u.id) > o.target.time.getTime()));
+  for (const u of skipped) o.warn(`backup ${u.id} of ${o.cluster} is newer than backup ${chosen.id} but its snapshot cannot be read (${u.error}): restoring ${chosen.id} instead; run klio repo check, or name a backup with --backup-id`);
+  return { snapshot: chosen, skipped };
+}
+
+/** The start time a snapshot id names (20261124T071500Z). */
+function snapshotIdTime(id: string): number {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id)!;
+  return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
 }
 
 /** oid → directory: mapped ones where the operator said, the others where they were. */
@@ -118,24 +159,15 @@ function mapTablespaces(s: Snapshot, mappings: TablespaceMapping[], dest: string
     out.set(t.oid, path.resolve(m.path));
   }
   for (const t of s.tablespaces) if (!out.has(t.oid)) out.set(t.oid, t.location);
-  for (const [oid, dir] of out) {
-    if (dir === dest || dir.startsWith(dest + path.sep) || dest.startsWith(dir + path.sep))
-      throw new KlioError("usage", `restore: tablespace ${oid}'s directory ${dir} overlaps the destination ${dest}`);
+  const overlap = (a: string, b: string) => a === b || a.startsWith(b + path.sep) || b.startsWith(a + path.sep);
+  const dirs = [...out];
+  for (const [i, [oid, dir]] of dirs.entries()) {
+    if (overlap(dir, dest)) throw new KlioError("bad-destination", `restore: tablespace ${oid}'s directory ${dir} overlaps the destination ${dest}`);
+    for (const [other, otherDir] of dirs.slice(i + 1)) {
+      if (overlap(dir, otherDir)) throw new KlioError("bad-destination", `restore: the directories of tablespaces ${oid} and ${other} overlap (${dir}, ${otherDir}): give each its own with --tablespaces`);
+    }
   }
   return out;
-}
-
-async function mustBeEmpty(dir: string, what: string): Promise<void> {
-  let entries: string[];
-  try {
-    const st = await stat(dir);
-    if (!st.isDirectory()) throw new KlioError("dest-not-empty", `${what} ${dir} exists and is not a directory`);
-    entries = await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw e;
-  }
-  if (entries.length > 0) throw new KlioError("dest-not-empty", `${what} ${dir} is not empty: restore writes only into an empty or new directory`);
 }
 
 /**

@@ -65,6 +65,11 @@ export async function listArchive(dir: string, segSize: SegmentSize): Promise<Ar
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return { segments: [], histories: [], checksums: [], impossible: [] };
     throw e;
   }
+  return archiveListingOf(names, segSize);
+}
+
+/** What the archive's file names (of a directory, or of objects under wal/CLUSTER/) say it holds. */
+export function archiveListingOf(names: Iterable<string>, segSize: SegmentSize): ArchiveListing {
   const segments: ArchivedSegment[] = [];
   const histories: Timeline[] = [];
   const checksums: ArchivedSegment[] = [];

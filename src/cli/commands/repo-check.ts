@@ -40,7 +40,7 @@ export const command: Command = {
       const notes = found.filter((p) => LEFTOVERS.has(p.kind));
       const problems = found.filter((p) => !LEFTOVERS.has(p.kind));
       const backups = await backupsUsing(repo, problems);
-      const report = problems.map((p) => ({ ...p, usedBy: p.chunkId ? (backups.get(p.chunkId) ?? []) : [] }));
+      const report = problems.map((p) => describe(p, backups));
       const unreadable: string[] = [];
       const needs = new Map<string, BackupWalNeed[]>();
       for (const c of await listSnapshotClusters(repo)) {
@@ -53,6 +53,12 @@ export const command: Command = {
         ctx.stdout(JSON.stringify({ ok: report.length === 0 && unreadable.length === 0 && wal.problems.length === 0, problems: report, notes, unreadableBackups: unreadable, wal: wal.problems, walChecked: wal.checked }, null, 2) + "\n");
       } else {
         for (const p of report) {
+          if ("chunks" in p) {
+            // One line for a whole pack, however many chunks it held.
+            const used = p.backups.length === 0 ? "no backup uses them" : `used by ${p.backups.length === 1 ? "backup" : `${p.backups.length} backups:`} ${listed(p.backups.map((b) => `${b.backup} of ${b.cluster} (${b.files} file${b.files === 1 ? "" : "s"})`))}`;
+            ctx.stdout(`PROBLEM ${p.kind} in pack ${p.pack}: ${p.message}; ${used}\n`);
+            continue;
+          }
           ctx.stdout(`PROBLEM ${p.kind}${p.pack ? ` in pack ${p.pack}` : ""}${p.chunkId ? ` chunk ${p.chunkId}` : ""}: ${p.message}\n`);
           for (const u of p.usedBy) ctx.stdout(`  used by backup ${u.backup} of ${u.cluster}: ${u.file}\n`);
         }
@@ -79,10 +85,34 @@ async function checkWal(location: string, needs: Map<string, BackupWalNeed[]>, r
   return { checked: true, problems: await checkRepositoryWal(location, needs, { readData }) };
 }
 
+type Usage = { cluster: string; backup: string; file: string };
+
+/** A problem as reported: a chunk's names every file that uses it; a pack's, the backups (and how many of their files). */
+function describe(p: RepoProblem, usage: Map<string, Usage[]>) {
+  const { chunkIds, ...rest } = p;
+  if (!chunkIds) return { ...rest, usedBy: p.chunkId ? (usage.get(p.chunkId) ?? []) : [] };
+  const files = new Map<string, { cluster: string; backup: string; files: Set<string> }>();
+  for (const id of chunkIds) {
+    for (const u of usage.get(id) ?? []) {
+      const k = `${u.cluster}/${u.backup}`;
+      if (!files.has(k)) files.set(k, { cluster: u.cluster, backup: u.backup, files: new Set() });
+      files.get(k)!.files.add(u.file);
+    }
+  }
+  const backups = [...files.values()].sort((a, b) => (a.cluster === b.cluster ? (a.backup < b.backup ? -1 : 1) : a.cluster < b.cluster ? -1 : 1));
+  return { ...rest, chunks: chunkIds.length, backups: backups.map((b) => ({ cluster: b.cluster, backup: b.backup, files: b.files.size })) };
+}
+
+/** "a, b and c", or the first few and how many more. */
+function listed(items: string[], most = 5): string {
+  if (items.length > most) return `${items.slice(0, most).join(", ")} and ${items.length - most} more`;
+  return items.length <= 1 ? (items[0] ?? "") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
+}
+
 /** Which backups and files use the damaged chunks (one pass over every file list). */
-async function backupsUsing(repo: Repository, problems: RepoProblem[]): Promise<Map<string, { cluster: string; backup: string; file: string }[]>> {
-  const bad = new Set(problems.map((p) => p.chunkId).filter((c): c is string => c !== undefined));
-  const out = new Map<string, { cluster: string; backup: string; file: string }[]>();
+async function backupsUsing(repo: Repository, problems: RepoProblem[]): Promise<Map<string, Usage[]>> {
+  const bad = new Set(problems.flatMap((p) => p.chunkIds ?? (p.chunkId === undefined ? [] : [p.chunkId])));
+  const out = new Map<string, Usage[]>();
   if (bad.size === 0) return out;
   const note = (id: string, s: Snapshot, file: string) => {
     const list = out.get(id) ?? [];
