@@ -209,7 +209,9 @@ describe("the daemon's backups and CLI ones", () => {
     expect([...listed].sort()).toEqual([...all].sort());
 
     // Restorable: the first CLI backup (mark 0 only), and the newest scheduled one. PostgreSQL's
-    // restore_command runs as its user: let it through the daemon's directory to the repository.
+    // restore_command runs as its user: let it through the daemon's directory to the repository,
+    // with the daemon stopped first, so that no file it writes later (0640) is beyond its reach.
+    expect(await d.process.stop()).toBe(0);
     chmodSync(d.dir, 0o755);
     await expectRestoredAt(15, d.repo, cliIds[0]!, 0);
     const restored = await restoreAndStart(cleanups, 15, d.repo, ["--backup-id", daemonIds[0]!, "--target-immediate"]);

@@ -3,7 +3,7 @@
 // we wait), starts its scheduled backups, and runs backups asked for through the API — one
 // at a time. Nothing here reaches another cluster: a failure stays in this supervisor's
 // state, logs and metrics.
-import { KlioError, isKlioError } from "../util/errors.ts";
+import { KlioError, isDiskFull, isKlioError } from "../util/errors.ts";
 import { observedLogger, withFields, type Logger } from "../util/log.ts";
 import { sleep } from "../util/sleep.ts";
 import { describeConnInfo } from "../pg/conninfo.ts";
@@ -102,14 +102,20 @@ export class ClusterSupervisor {
     if (this.stopper.signal.aborted) throw new KlioError("stopping", "the daemon is stopping");
     if (this.running || this.claiming) throw new KlioError("busy", `a backup of ${this.cluster.name} is running already${this.running ? ` (job ${this.running.id})` : ""}`);
     this.claiming = true;
-    let lock: BackupLock;
+    // Another backup holding the lock refuses the request; any other failure to take it (a
+    // full disk, say) is this backup failing, reported by its job like every other failure.
+    let lock: BackupLock | { failed: unknown };
     try {
-      lock = await lockBackup(this.deps.config.repository.path, this.cluster.name, { purpose: `klio server start, ${trigger === "schedule" ? "scheduled" : "API"} backup` });
+      lock = await lockBackup(this.deps.config.repository.path, this.cluster.name, { purpose: `klio server start, ${trigger === "schedule" ? "scheduled" : "API"} backup` })
+        .catch((e) => {
+          if (isKlioError(e) && e.code === "busy") throw e;
+          return { failed: e };
+        });
     } finally {
       this.claiming = false;
     }
     if (this.stopper.signal.aborted) {
-      await lock.release();
+      if (!("failed" in lock)) await lock.release();
       throw new KlioError("stopping", "the daemon is stopping");
     }
     const job = this.deps.jobs.start("backup", this.cluster.name, trigger);
@@ -118,11 +124,12 @@ export class ClusterSupervisor {
     return job;
   }
 
-  private async backupJob(job: Job, name: string | undefined, lock: BackupLock): Promise<void> {
+  private async backupJob(job: Job, name: string | undefined, lock: BackupLock | { failed: unknown }): Promise<void> {
     const stopper = (this.backupStopper = new AbortController());
     const { config } = this.deps;
     const started = job.startedAt;
     try {
+      if ("failed" in lock) throw lock.failed;
       const repo = await openRepository(config.repository.path, { passphrase: config.repository.passphrase, workers: config.repository.workers });
       try {
         const s = await runBackup({
@@ -144,7 +151,7 @@ export class ClusterSupervisor {
       this.state.backupFailures++;
       this.log.error("backup.failed", { job: job.id, code: error.code, error: error.message });
     } finally {
-      await lock.release();
+      if (!("failed" in lock)) await lock.release();
       this.running = null;
       this.backupStopper = null;
       this.backupRun = null;
@@ -244,6 +251,7 @@ export class ClusterSupervisor {
 
 function errorRecord(e: unknown, now: Date): ErrorRecord {
   if (isKlioError(e)) return { at: now.toISOString(), code: e.code, message: e.message };
+  if (isDiskFull(e)) return { at: now.toISOString(), code: "disk-full", message: `the repository's file system is full (${(e as Error).message})` };
   const sqlstate = (e as { sqlstate?: string }).sqlstate;
   return { at: now.toISOString(), code: sqlstate ? `pg-${sqlstate}` : "error", message: e instanceof Error ? e.message : String(e) };
 }

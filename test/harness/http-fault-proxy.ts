@@ -12,6 +12,16 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
+/** Passes the request to the server on `targetPort` and its answer back, byte for byte. */
+export function forward(req: IncomingMessage, res: ServerResponse, targetPort: number): void {
+  const up = request({ host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers: req.headers }, (r) => {
+    res.writeHead(r.statusCode ?? 502, r.headers);
+    r.pipe(res);
+  });
+  up.on("error", () => res.destroy());
+  req.pipe(up);
+}
+
 export async function startFaultProxy(targetPort: number, failShare: number, seed = 42): Promise<FaultProxy> {
   let state = seed;
   const rnd = () => {
@@ -33,12 +43,7 @@ export async function startFaultProxy(targetPort: number, failShare: number, see
       return;
     }
     counts.forwarded++;
-    const up = request({ host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    up.on("error", () => res.destroy());
-    req.pipe(up);
+    forward(req, res, targetPort);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {

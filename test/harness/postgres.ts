@@ -3,7 +3,7 @@
 // root, so when the tests run as root the server runs as the `postgres` user. Every server
 // listens on 127.0.0.1 on a free port, with its socket in its own temporary directory.
 import { spawn, execFileSync, type SpawnOptions } from "node:child_process";
-import { mkdtempSync, mkdirSync, chownSync, writeFileSync, appendFileSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, chownSync, writeFileSync, appendFileSync, readFileSync, readdirSync, rmSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -208,6 +208,22 @@ process.once("exit", () => {
   }
 });
 
+/**
+ * A restored server's get-wal prefetcher (its spool is inside the data directory) outlives the
+ * server by up to its idle time, and would still write there while the directory is removed.
+ */
+function stopPrefetchers(dataDir: string): void {
+  const spool = path.join(dataDir, "pg_wal", "klio-spool");
+  for (const d of existsSync(spool) ? readdirSync(spool) : []) {
+    try {
+      const pid = Number(readFileSync(path.join(spool, d, "prefetch.pid"), "utf8").trim());
+      if (Number.isInteger(pid) && pid > 1) process.kill(pid, "SIGKILL");
+    } catch {
+      // no prefetcher there, or gone already
+    }
+  }
+}
+
 function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir: string; port: number }): PgServer {
   const logFile = path.join(p.baseDir, "server.log");
   const clients: postgres.Sql[] = [];
@@ -274,6 +290,7 @@ function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir
     },
     async destroy() {
       await server.stop("immediate").catch(() => {});
+      stopPrefetchers(p.dataDir);
       running.delete(path.join(p.dataDir, "postmaster.pid"));
       rmSync(p.baseDir, { recursive: true, force: true });
     },

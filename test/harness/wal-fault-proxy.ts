@@ -1,8 +1,9 @@
 // A loopback HTTP proxy in front of the appliance's API that fails the requests for chosen
 // WAL files the way a network or a proxy in between does: a 503 answer, or a connection that
 // drops without one. Everything else is forwarded byte for byte.
-import { createServer, request, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { forward } from "./http-fault-proxy.ts";
 
 export type WalFault = "503" | "drop";
 
@@ -35,12 +36,7 @@ export async function startWalFaultProxy(targetPort: number): Promise<WalFaultPr
       res.end("<html><body>503 Service Unavailable (injected by the test)</body></html>");
       return;
     }
-    const up = request({ host: "127.0.0.1", port: targetPort, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    up.on("error", () => res.destroy());
-    req.pipe(up);
+    forward(req, res, targetPort);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
