@@ -5,11 +5,10 @@
 // `backup list` and restorable. The pairs run the single executable (node scripts/build.mjs
 // --if-stale): it starts in a tenth of the time of the sources, so a pair really starts together.
 import { describe, it, expect, afterEach } from "vitest";
-import { chmodSync, existsSync, readdirSync, readFileSync } from "node:fs";
-import path from "node:path";
+import { chmodSync } from "node:fs";
 import { PG_VERSIONS, startPostgres, type PgServer, type PgVersion } from "./harness/postgres.ts";
 import { runKlioAsync, startKlio, waitFor, type KlioRun } from "./harness/klio.ts";
-import { klio, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { klio, restoreAndStart, streamingServer, type Cleanup } from "./harness/backup.ts";
 import { startTestDaemon } from "./harness/daemon.ts";
 
 const cleanups: Cleanup[] = [];
@@ -32,50 +31,13 @@ async function expectRestoredAt(version: PgVersion, repo: string, id: string, ma
   const restored = await restoreAndStart(cleanups, version, repo, ["--backup-id", id, "--target-immediate"]);
   const [row] = await restored.sql()`select max(mark) as m, count(*)::int as n from marks`;
   expect({ id, mark: row!.m, n: row!.n }).toEqual({ id, mark, n: mark + 1 });
-  await stopRestored(restored);
+  await restored.destroy(); // its get-wal prefetcher too (harness)
 }
 
-/**
- * Stops a restored server and the get-wal prefetcher it started, whose spool (inside the
- * data directory) would otherwise still change while the directory is removed.
- */
-async function stopRestored(pg: PgServer): Promise<void> {
-  await pg.stop("immediate");
-  const spool = path.join(pg.dataDir, "pg_wal", "klio-spool");
-  for (const d of existsSync(spool) ? readdirSync(spool) : []) {
-    let pid = 0;
-    try {
-      pid = Number(readFileSync(path.join(spool, d, "prefetch.pid"), "utf8").trim()) || 0;
-    } catch {
-      // no prefetcher there
-    }
-    if (pid > 0) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone already
-      }
-      await waitFor("the prefetcher to end", () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      });
-    }
-  }
-  await pg.destroy();
-}
 
 describe.each(PG_VERSIONS)("concurrent backups of one cluster on PostgreSQL %i", (version) => {
   it("of two started together one backs up and the other exits 4 at once; with --wait both back up; every id its own", { timeout: 420_000 }, async () => {
-    const pg = await startPostgres({ version });
-    cleanups.push(() => pg.destroy());
-    const repo = tempDir(cleanups, "klio-repo-");
-    await klio(["init", "--repo", repo]);
-    const receiver = streamWal(cleanups, pg, repo);
-    await receiver.waitForLog(/wal.streaming/);
+    const { pg, repo, receiver } = await streamingServer(cleanups, [], version);
     const sql = pg.sql();
     await sql`create table marks (mark int)`;
 
@@ -216,6 +178,6 @@ describe("the daemon's backups and CLI ones", () => {
     await expectRestoredAt(15, d.repo, cliIds[0]!, 0);
     const restored = await restoreAndStart(cleanups, 15, d.repo, ["--backup-id", daemonIds[0]!, "--target-immediate"]);
     expect((await restored.sql()`select count(*)::int as n from marks`)[0]!.n).toBeGreaterThanOrEqual(1);
-    await stopRestored(restored);
+    await restored.destroy(); // its get-wal prefetcher too (harness)
   });
 });

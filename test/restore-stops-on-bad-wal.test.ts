@@ -4,12 +4,12 @@
 // never opens with fewer rows than were committed. A network fault that heals within
 // get-wal's retry window costs only time: the restore completes with every row.
 import { describe, it, expect, afterEach } from "vitest";
-import { chmodSync, existsSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { PG_VERSIONS, pgTempDir, startDataDir, startPostgres, type PgServer, type PgVersion } from "./harness/postgres.ts";
 import { runKlioAsync, waitFor } from "./harness/klio.ts";
-import { klio, restoreAndStart, shareRepo, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { klio, restoreAndStart, shareRepo, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
 import { backupThroughApi, READ_TOKEN, startTestDaemon } from "./harness/daemon.ts";
 import { damageFile } from "./harness/damage.ts";
 import { switchWal } from "./harness/wal.ts";
@@ -67,18 +67,9 @@ async function restoreExpectingStop(version: PgVersion, repo: string, flags: str
   return server;
 }
 
-function serverLog(pg: PgServer, dest?: string): string {
-  return pg.logText() || (dest ? readdirSync(dest).join(" ") : "");
-}
-
 describe.each(PG_VERSIONS)("PostgreSQL %i: a restore never stops short in silence", (version) => {
   it("a damaged segment in the middle: repo check names it, wal status exits 3, recovery stops with klio's error", { timeout: 300_000 }, async () => {
-    const pg = await startPostgres({ version });
-    cleanups.push(() => pg.destroy());
-    const repo = tempDir(cleanups, "klio-repo-");
-    await klio(["init", "--repo", repo]);
-    const receiver = streamWal(cleanups, pg, repo);
-    await receiver.waitForLog(/wal.streaming/);
+    const { pg, repo, receiver } = await streamingServer(cleanups, [], version);
     const sql = pg.sql();
     await sql`create table t (id int)`;
     await sql`insert into t select generate_series(1, 1000)`;
@@ -110,7 +101,7 @@ describe.each(PG_VERSIONS)("PostgreSQL %i: a restore never stops short in silenc
     expect(existsSync(path.join(repo, "x"))).toBe(false);
 
     const restored = await restoreExpectingStop(version, repo, []);
-    const log = serverLog(restored);
+    const log = restored.logText();
     expect(log).toMatch(new RegExp(`klio: get-wal: cannot restore ${victim}: WAL segment ${victim} of cluster db1 is damaged`));
     expect(log).toMatch(/exit code 200/);
   });
@@ -138,7 +129,7 @@ describe.each(PG_VERSIONS)("PostgreSQL %i: a restore never stops short in silenc
 
     // The fault lasts longer than the retry window: recovery stops, it does not promote.
     const stopped = await restoreExpectingStop(version, proxy.url, ["--token-file", tokenFile, "--wal-retry-for", "3"]);
-    const log = serverLog(stopped);
+    const log = stopped.logText();
     expect(log).toMatch(new RegExp(`klio: get-wal: cannot restore ${victim}: `));
     expect(log).toMatch(/exit code 200/);
     expect(proxy.failed.get(victim)).toBeGreaterThanOrEqual(2);

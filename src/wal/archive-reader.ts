@@ -53,18 +53,23 @@ export type WalRequest =
   | { kind: "other"; name: string };
 
 /**
- * Validates a file name PostgreSQL (or an operator) asks for. Anything that is not a WAL
- * file name is refused, so that no name can reach outside the archive directory.
+ * Validates a file name PostgreSQL (or an operator) asks for, by its form alone (get-wal does
+ * so before it looks at anything). Anything that is not a WAL file name is refused, so that no
+ * name can reach outside the archive directory.
  */
-export function parseWalRequest(name: string, segSize: number, allowPartial: boolean): WalRequest {
+export function classifyWalName(name: string, allowPartial: boolean): WalRequest {
   if (/^[0-9A-F]{8}\.history$/.test(name)) return { kind: "history", name };
   if (/^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name)) return { kind: "other", name };
   const base = name.endsWith(PARTIAL_SUFFIX) ? name.slice(0, -PARTIAL_SUFFIX.length) : name;
-  if (isSegmentName(base)) {
-    parseSegmentName(base, segSize);
-    return { kind: "segment", name: base, partial: allowPartial || base !== name };
-  }
+  if (isSegmentName(base)) return { kind: "segment", name: base, partial: allowPartial || base !== name };
   throw new KlioError("bad-wal-name", `"${name}" is not a WAL file name (expected e.g. 000000010000000000000003 or 00000002.history)`);
+}
+
+/** classifyWalName, and a segment's number checked against the archive's segment size. */
+export function parseWalRequest(name: string, segSize: number, allowPartial: boolean): WalRequest {
+  const req = classifyWalName(name, allowPartial);
+  if (req.kind === "segment") parseSegmentName(req.name, segSize);
+  return req;
 }
 
 /**

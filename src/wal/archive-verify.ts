@@ -7,7 +7,7 @@
 import { open, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { isKlioError, KlioError } from "../util/errors.ts";
-import { formatLsn, segmentNumber, walFileName, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
+import { formatLsn, historyFileName, segmentNumber, walFileName, type Lsn, type SegmentSize, type Timeline } from "../pg/lsn.ts";
 import { parseTimelineHistory } from "../pg/timeline-history.ts";
 import { isClusterName, listArchive, walRoot, type ArchivedSegment, type ArchiveListing } from "./archive-layout.ts";
 import { IDENTITY_FILE, readState } from "./archive-meta.ts";
@@ -56,7 +56,7 @@ export async function inspectArchive(archive: ClusterArchive, listing?: ArchiveL
       problems.push({ file: s.file, kind: "foreign", problem: `lies beyond the receiver's flushed position ${formatLsn(state.flushedLsn)}: the receiver did not write it` });
   }
   for (const t of l.histories) {
-    const file = `${t.toString(16).toUpperCase().padStart(8, "0")}.history`;
+    const file = historyFileName(t);
     try {
       checkHistoryFile(await readFile(path.join(archive.dir, file)), file, `history file ${file}`);
     } catch (e) {
@@ -215,7 +215,7 @@ async function timelinePath(archive: ClusterArchive, listing: ArchiveListing, ti
 }
 
 async function historyPath(archive: ClusterArchive, t: Timeline): Promise<PathStep[]> {
-  const file = `${t.toString(16).toUpperCase().padStart(8, "0")}.history`;
+  const file = historyFileName(t);
   const entries = parseTimelineHistory(await readFile(path.join(archive.dir, file), "utf8"));
   const steps: PathStep[] = [];
   let begin = 0n;

@@ -28,9 +28,9 @@ export function streamWal(cleanups: Cleanup[], pg: PgServer, repo: string, clust
   return k;
 }
 
-/** A PostgreSQL 15 server, a new repository, and `klio wal stream` archiving its WAL (cluster db1). */
-export async function streamingServer(cleanups: Cleanup[], initFlags: string[] = []): Promise<{ pg: PgServer; repo: string; receiver: KlioProcess }> {
-  const pg = await startPostgres({ version: 15 });
+/** A PostgreSQL server (15 unless told), a new repository, and `klio wal stream` archiving its WAL (cluster db1). */
+export async function streamingServer(cleanups: Cleanup[], initFlags: string[] = [], version: PgVersion = 15): Promise<{ pg: PgServer; repo: string; receiver: KlioProcess }> {
+  const pg = await startPostgres({ version });
   cleanups.push(() => pg.destroy());
   const repo = tempDir(cleanups, "klio-repo-");
   await klio(["init", "--repo", repo, ...initFlags]);

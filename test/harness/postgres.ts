@@ -210,16 +210,27 @@ process.once("exit", () => {
 
 /**
  * A restored server's get-wal prefetcher (its spool is inside the data directory) outlives the
- * server by up to its idle time, and would still write there while the directory is removed.
+ * server by up to its idle time, and would still write there while the directory is removed:
+ * killed, and waited for.
  */
-function stopPrefetchers(dataDir: string): void {
+async function stopPrefetchers(dataDir: string): Promise<void> {
   const spool = path.join(dataDir, "pg_wal", "klio-spool");
   for (const d of existsSync(spool) ? readdirSync(spool) : []) {
+    let pid = 0;
     try {
-      const pid = Number(readFileSync(path.join(spool, d, "prefetch.pid"), "utf8").trim());
-      if (Number.isInteger(pid) && pid > 1) process.kill(pid, "SIGKILL");
+      pid = Number(readFileSync(path.join(spool, d, "prefetch.pid"), "utf8").trim());
     } catch {
-      // no prefetcher there, or gone already
+      continue; // no prefetcher there
+    }
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    try {
+      process.kill(pid, "SIGKILL");
+      for (let i = 0; i < 100; i++) {
+        process.kill(pid, 0);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } catch {
+      // gone
     }
   }
 }
@@ -290,7 +301,7 @@ function serverAt(p: { version: PgVersion; bin: string; baseDir: string; dataDir
     },
     async destroy() {
       await server.stop("immediate").catch(() => {});
-      stopPrefetchers(p.dataDir);
+      await stopPrefetchers(p.dataDir);
       running.delete(path.join(p.dataDir, "postmaster.pid"));
       rmSync(p.baseDir, { recursive: true, force: true });
     },

@@ -18,7 +18,7 @@ import type { ParsedArgs } from "../args.ts";
 import { isKlioError, KlioError } from "../../util/errors.ts";
 import { sleep } from "../../util/sleep.ts";
 import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
-import { parseWalRequest } from "../../wal/archive-reader.ts";
+import { classifyWalName, parseWalRequest } from "../../wal/archive-reader.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { openWalSource, type WalSource } from "../../wal/wal-source.ts";
 
@@ -69,7 +69,7 @@ export const command: Command = {
   async run(args, ctx) {
     const [walName, target] = args.positionals as [string, string | undefined];
     // A name that is no WAL file name is refused before anything else is looked at.
-    if (!isWalFileName(walName)) throw new KlioError("bad-wal-name", `"${walName}" is not a WAL file name (expected e.g. 000000010000000000000003 or 00000002.history)`);
+    classifyWalName(walName, false);
     const prefetch = intFlag(args, "prefetch", 0, 10_000);
     const idleSeconds = numFlag(args, "prefetch-idle", 0.1, 86_400);
     const retrySeconds = numFlag(args, "retry-for", 0, 86_400);
@@ -203,11 +203,6 @@ async function runPrefetcherProcess(args: ParsedArgs, from: string, spoolDir: st
     log.error("prefetch.failed", { error: e instanceof Error ? e.message : String(e) });
     return 1;
   }
-}
-
-/** A name PostgreSQL may ask for: a segment (or its .partial form), a history or a backup history file. */
-function isWalFileName(name: string): boolean {
-  return /^[0-9A-F]{24}(\.partial)?$/.test(name) || /^[0-9A-F]{8}\.history$/.test(name) || /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name);
 }
 
 function numFlag(args: ParsedArgs, name: string, min: number, max: number): number {
