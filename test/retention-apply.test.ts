@@ -4,7 +4,7 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { readdirSync } from "node:fs";
 import path from "node:path";
-import { runKlioAsync } from "./harness/klio.ts";
+import { runKlioAsync, waitFor } from "./harness/klio.ts";
 import { klio, restoreAndStart, streamingServer, type Cleanup } from "./harness/backup.ts";
 import { startS3 } from "./harness/s3.ts";
 import { parseLsn, segmentNumber } from "../src/pg/lsn.ts";
@@ -28,7 +28,7 @@ const ids = async (repo: string) => JSON.parse(await klio(["backup", "list", "--
 
 describe("retention apply", () => {
   it("deletes what no rule keeps, keeps pinned backups, and leaves every kept backup restorable", { timeout: 600_000 }, async () => {
-    const { pg, repo } = await streamingServer(cleanups);
+    const { pg, repo, receiver } = await streamingServer(cleanups);
     const sql = pg.sql();
     await sql`create table marks (n int, at timestamptz default clock_timestamp())`;
     const backups: { id: string; startLsn: string }[] = [];
@@ -49,6 +49,11 @@ describe("retention apply", () => {
     }
     await sql`insert into marks (n) values (99)`;
     await sql`select pg_switch_wal()`;
+    // Everything written is archived; then the receiver stops, so that the segment listings
+    // compared below are the test's own (a running receiver may complete one more meanwhile).
+    const [{ lsn }] = await sql`select pg_current_wal_lsn()::text as lsn`;
+    await waitFor("the receiver to flush the last row", async () => parseLsn(JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"])).flushedLsn ?? "0/0") >= parseLsn(lsn), 60_000);
+    expect(await receiver.stop()).toBe(0);
 
     expect((await runKlioAsync(["retention", "apply", "--repo", repo])).stdout).toBe("db1: no retention policy here, nothing deleted (set one with klio retention set)\n");
     expect((await runKlioAsync(["retention", "set", "--repo", repo, "--cluster", "db1", "--full", "0"])).code).toBe(2);
