@@ -9,10 +9,10 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { runKlioAsync, waitFor } from "./harness/klio.ts";
 import { klio, pgbench, restoreAndStart, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
+import { waitForFlush } from "./harness/wal.ts";
 import { startFaultProxy } from "./harness/http-fault-proxy.ts";
 import { startS3 } from "./harness/s3.ts";
 import { startSwift } from "./harness/swift.ts";
-import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -49,10 +49,7 @@ describe.each([["s3rver", startS3, false], ["OpenStack Swift (s3api)", startSwif
     await sql`select pg_switch_wal()`;
     await sql`insert into t (id) values (4000)`;
     const [{ lsn }] = await sql`select pg_current_wal_lsn()::text as lsn`;
-    await waitFor("the receiver to flush the newest row", async () => {
-      const s = JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"]));
-      return parseLsn(s.flushedLsn) >= parseLsn(lsn);
-    });
+    await waitForFlush(repo, lsn);
     const pass2 = await sync();
     expect(pass2.code, pass2.stderr).toBe(0);
     const status = JSON.parse((await runKlioAsync(["offsite", "status", "--repo", repo, "--to", to, ...s3.flags, "--json"])).stdout);
