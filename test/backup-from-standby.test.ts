@@ -4,8 +4,8 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { PG_VERSIONS, startPostgres, startStandby } from "./harness/postgres.ts";
 import { waitFor } from "./harness/klio.ts";
-import { parseLsn } from "../src/pg/lsn.ts";
 import { klio, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { waitForFlush } from "./harness/wal.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -40,10 +40,7 @@ describe.each(PG_VERSIONS)("backup from a standby on PostgreSQL %i", (version) =
     expect(backup.fromStandby).toBe(true);
     await sql`insert into t values (6000)`;
     const [{ end }] = await sql`select pg_current_wal_lsn()::text as end`;
-    await waitFor("the receiver to flush the newest row", async () => {
-      const s = JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"]));
-      return parseLsn(s.flushedLsn) >= parseLsn(end);
-    });
+    await waitForFlush(repo, end);
 
     const restored = await restoreAndStart(cleanups, version, repo, []);
     const rows = await restored.sql()`select count(*) filter (where id between 1 and 5000) as old, count(*) filter (where id = 6000) as newest from t`;

@@ -12,6 +12,7 @@ import { runKlioAsync, waitFor } from "./harness/klio.ts";
 import { restoreAndStart, tempDir, type Cleanup } from "./harness/backup.ts";
 import { backupThroughApi, startTestDaemon } from "./harness/daemon.ts";
 import { parsePrometheus } from "./harness/prometheus.ts";
+import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -62,7 +63,7 @@ describe("a full disk", () => {
     const metrics = await waitFor("the metrics to show it", async () => {
       const m = parsePrometheus(await (await d.call("GET", "/metrics")).text());
       return m.get("klio_disk_low")?.[0]?.value === 1 ? m : undefined;
-    }, 30_000);
+    }, 60_000);
     expect(metrics.get("klio_receiver_disk_full")![0]!.value).toBe(1);
     expect(d.process.log()).toMatch(/"disk.low_space"/);
 
@@ -77,11 +78,12 @@ describe("a full disk", () => {
     rmSync(filler);
     await waitFor("streaming again", async () => (await d.get("/v1/clusters/db1")).receiver.state === "streaming", 120_000);
     await sql`select pg_switch_wal()`;
-    const end = (await sql`select pg_current_wal_lsn()::text as l`)[0]!.l;
+    // LSNs compare as numbers ("0/10000000" sorts before "0/9000000" as text).
+    const end = parseLsn((await sql`select pg_current_wal_lsn()::text as l`)[0]!.l);
     await waitFor("the archive to catch up", async () => {
       const w = await d.get("/v1/clusters/db1/wal");
-      return w.receiver.lagBytes === 0 && w.receiver.flushedLsn >= end ? w : undefined;
-    }, 120_000);
+      return w.receiver.flushedLsn && parseLsn(w.receiver.flushedLsn) >= end ? w : undefined;
+    }, 180_000);
     const wal = await d.get("/v1/clusters/db1/wal");
     expect(wal.archive.gaps).toEqual([]);
     // Every segment from the first to the last is there.

@@ -1,21 +1,26 @@
 // get-wal as PostgreSQL's restore_command, on archives built by hand: exact bytes or a clear
 // refusal, and never a damaged or half-written file where PostgreSQL will read it.
-import { describe, it, expect } from "vitest";
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync, readdirSync, statSync, chmodSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, it, expect, afterEach } from "vitest";
+import { mkdirSync, writeFileSync, readFileSync, existsSync, readdirSync, statSync, chmodSync } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { runKlio } from "./harness/klio.ts";
 import { encodeStoredSegment } from "../src/wal/stored-segment.ts";
 import { damaged, damageFile } from "./harness/damage.ts";
 import { checksumFileFor, syntheticSegment } from "./harness/wal.ts";
+import { tempDir, type Cleanup } from "./harness/backup.ts";
+
+const cleanups: Cleanup[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
 
 const SEG = 1024 * 1024;
 const SYSID = "7000000000000000001";
 /** get-wal's status for failures other than "missing": PostgreSQL stops recovery on it. */
 const FATAL = 200;
 
-function archive(cluster: string, repo = mkdtempSync(path.join(tmpdir(), "klio-getwal-"))): { repo: string; dir: string } {
+function archive(cluster: string, repo = tempDir(cleanups, "klio-getwal-")): { repo: string; dir: string } {
   const dir = path.join(repo, "wal", cluster);
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, "cluster.json"), JSON.stringify({ format: 1, cluster, systemIdentifier: SYSID, walSegmentSize: SEG, createdAt: "2026-11-24T00:00:00Z" }));
@@ -44,7 +49,7 @@ describe("get-wal", () => {
     const raw = writeRaw(dir, "000000010000000000000004");
     writeFileSync(path.join(dir, "000000010000000000000005.partial"), partial);
     writeFileSync(path.join(dir, "00000002.history"), "1\t0/5000000\tno recovery target specified\n");
-    const out = mkdtempSync(path.join(tmpdir(), "klio-pgwal-"));
+    const out = tempDir(cleanups, "klio-pgwal-");
     const get = (name: string, ...flags: string[]) => runKlio(["get-wal", name, path.join(out, name), "--repo", repo, ...flags]);
 
     expect(get("000000010000000000000003").code).toBe(0);
@@ -108,7 +113,7 @@ describe("get-wal", () => {
     const legacy = segment("000000010000000000000003");
     writeFileSync(path.join(dir, "000000010000000000000003"), legacy);
     writeFileSync(path.join(dir, "000000010000000000000004.partial"), new Uint8Array(SEG));
-    const out = mkdtempSync(path.join(tmpdir(), "klio-pgwal-"));
+    const out = tempDir(cleanups, "klio-pgwal-");
     expect(runKlio(["get-wal", "000000010000000000000003", path.join(out, "a"), "--repo", repo]).code).toBe(0);
     expect(readFileSync(path.join(out, "a")).equals(legacy)).toBe(true);
     expect(runKlio(["get-wal", "000000010000000000000004", path.join(out, "b"), "--repo", repo, "--partial"]).code).toBe(1);
@@ -122,7 +127,7 @@ describe("get-wal", () => {
     writeFileSync(path.join(dir, "000000010000000000000005.partial"), segment("000000010000000000000005"));
     writeFileSync(path.join(dir, "00000002.history"), "1\t0/5000000\tno recovery target specified\n");
     for (const f of readdirSync(dir)) chmodSync(path.join(dir, f), 0o440);
-    const out = mkdtempSync(path.join(tmpdir(), "klio-pgwal-"));
+    const out = tempDir(cleanups, "klio-pgwal-");
     for (const name of ["000000010000000000000003", "000000010000000000000004", "000000010000000000000005", "00000002.history"]) {
       expect(runKlio(["get-wal", name, path.join(out, name), "--repo", repo, "--partial"]).code).toBe(0);
       expect(statSync(path.join(out, name)).mode & 0o777).toBe(0o600);

@@ -7,8 +7,9 @@ import { rmSync, readdirSync, existsSync } from "node:fs";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { PG_VERSIONS, binDir, pgTempDir, startPostgres } from "./harness/postgres.ts";
-import { runKlioAsync, waitFor } from "./harness/klio.ts";
+import { runKlioAsync } from "./harness/klio.ts";
 import { klio, pgbench, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { waitForFlush } from "./harness/wal.ts";
 import { parseLsn, segmentNumber, walFileName } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
@@ -58,10 +59,7 @@ describe.each(PG_VERSIONS)("point-in-time restore on PostgreSQL %i", (version) =
     await sql`select pg_switch_wal()`;
     await sql`insert into marks values (4, 'newest')`;
     const [{ end }] = await sql`select pg_current_wal_lsn()::text as end`;
-    await waitFor("the receiver to flush the newest row", async () => {
-      const s = JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"]));
-      return parseLsn(s.flushedLsn) >= parseLsn(end);
-    });
+    await waitForFlush(repo, end);
     // Row 4's WAL exists only as a partial segment: restoring it proves get-wal --partial.
     const lastSeg = walFileName(1, segmentNumber(parseLsn(end) - 1n, 16 * 1024 * 1024), 16 * 1024 * 1024);
     const walDir = path.join(repo, "wal", "db1");

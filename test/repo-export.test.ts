@@ -8,7 +8,7 @@ import path from "node:path";
 import { pgTempDir, startDataDir } from "./harness/postgres.ts";
 import { KLIO_BIN, runKlioAsync, waitFor } from "./harness/klio.ts";
 import { klio, shareRepo, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
-import { parseLsn } from "../src/pg/lsn.ts";
+import { waitForFlush } from "./harness/wal.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -42,7 +42,7 @@ describe("klio repo export", () => {
     await sql`select pg_switch_wal()`;
     await sql`insert into t values (6000)`;
     const [{ lsn }] = await sql`select pg_current_wal_lsn()::text as lsn`;
-    await waitFor("the receiver to flush the newest row", async () => parseLsn(JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"])).flushedLsn) >= parseLsn(lsn));
+    await waitForFlush(repo, lsn);
 
     const media = path.join(tempDir(cleanups, "klio-usb-"), "klio");
     const out = JSON.parse(await klio(["repo", "export", media, "--repo", repo, "--cluster", "db1", "--backup-id", second.id, "--json"]));

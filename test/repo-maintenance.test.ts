@@ -13,7 +13,8 @@ import { initRepository, openRepository, type Repository } from "../src/repo/rep
 import type { ReferenceSource } from "../src/repo/maintenance.ts";
 import { acquireMaintenance, releaseMaintenance } from "../src/repo/maintenance-state.ts";
 import type { RepoSession } from "../src/repo/sessions.ts";
-import { createLogger } from "../src/util/log.ts";
+import { createLogger, type Logger } from "../src/util/log.ts";
+import { waitFor } from "./harness/klio.ts";
 
 const dirs: string[] = [];
 const repos: Repository[] = [];
@@ -23,6 +24,13 @@ afterEach(async () => {
 });
 
 const log = createLogger({ write: () => {}, format: "json", level: "error" });
+
+/** A logger that remembers the events maintenance logs, to wait for one (not for a guessed time). */
+function watchedLog(): { log: Logger; logged(event: string): Promise<void> } {
+  const events: string[] = [];
+  const log = createLogger({ write: (line) => void events.push(JSON.parse(line).event), format: "json", level: "info" });
+  return { log, logged: async (event) => void (await waitFor(`maintenance to log ${event}`, () => events.includes(event))) };
+}
 
 async function newRepo(packTargetBytes = 256 * 1024, passphrase?: string): Promise<Repository> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "klio-maint-"));
@@ -178,14 +186,15 @@ describe("repo maintenance", () => {
     expect(await repo.check({ readData: true })).toEqual([]);
   });
 
-  it("waits for a backup that ends while it waits, then keeps what that backup named", { timeout: 60_000 }, async () => {
+  it("waits for a backup that ends while it waits, then keeps what that backup named", { timeout: 120_000 }, async () => {
     const repo = await newRepo();
     await backup(repo, "old", range(0, 50));
     await repo.deleteObject("snapshots/t/old");
     const { session, writer } = await repo.beginWrite("test running");
     expect((await writer.put(chunk(7))).isNew).toBe(false);
-    const running = repo.maintain(refs(repo), { log, pollMs: 50 });
-    await new Promise((r) => setTimeout(r, 500));
+    const watched = watchedLog();
+    const running = repo.maintain(refs(repo), { log: watched.log, pollMs: 50 });
+    await watched.logged("maintenance.waiting");
     await writer.flush();
     await commit(repo, session, "new", [chunkIdHex(idOf(repo, 7))]);
     await readsBack(repo, [7]);
@@ -201,16 +210,17 @@ describe("repo maintenance", () => {
     await later.session.end();
   });
 
-  it("keeps its plan for the next run when it fails after the swap, and removes no pack before then", { timeout: 60_000 }, async () => {
+  it("keeps its plan for the next run when it fails after the swap, and removes no pack before then", { timeout: 120_000 }, async () => {
     const repo = await newRepo();
     await backup(repo, "old", range(0, 50));
     await repo.deleteObject("snapshots/t/old");
     const before = packBytes(repo);
     const { session, writer } = await repo.beginWrite("test running");
     expect((await writer.put(chunk(9))).isNew).toBe(false);
-    const running = repo.maintain(refs(repo), { log, pollMs: 50 });
+    const watched = watchedLog();
+    const running = repo.maintain(refs(repo), { log: watched.log, pollMs: 50 });
     // While it waits for that backup, a snapshot it cannot read appears; the backup ends without one.
-    await new Promise((r) => setTimeout(r, 400));
+    await watched.logged("maintenance.waiting");
     await repo.putObject("snapshots/t/bad", new TextEncoder().encode("not a chunk id"));
     await writer.flush();
     await session.end();

@@ -4,7 +4,7 @@
 // never opens with fewer rows than were committed. A network fault that heals within
 // get-wal's retry window costs only time: the restore completes with every row.
 import { describe, it, expect, afterEach } from "vitest";
-import { chmodSync, existsSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { PG_VERSIONS, pgTempDir, startDataDir, startPostgres, type PgServer, type PgVersion } from "./harness/postgres.ts";
@@ -38,6 +38,8 @@ async function writeRounds(pg: PgServer): Promise<{ segments: string[]; rows: nu
  */
 async function restoreExpectingStop(version: PgVersion, repo: string, flags: string[]): Promise<PgServer> {
   const base = pgTempDir(`klio-restore-${version}-`);
+  // Removed whether or not a server ever started on it (one that failed to start has no destroy()).
+  cleanups.push(() => rmSync(base, { recursive: true, force: true }));
   const dest = path.join(base, "data");
   await klio(["restore", dest, "--repo", repo, "--cluster", "db1", ...flags], true);
   if (!/^https?:\/\//.test(repo)) shareRepo(repo);
@@ -78,7 +80,7 @@ describe.each(PG_VERSIONS)("PostgreSQL %i: a restore never stops short in silenc
     expect(rows).toBe(5000);
     const dir = path.join(repo, "wal", "db1");
     const archived = (name: string) => [name + ".kwal", name].find((f) => existsSync(path.join(dir, f)));
-    await waitFor("the last round's segment in the archive", () => archived(segments[3]!) !== undefined, 60_000);
+    await waitFor("the last round's segment in the archive", () => archived(segments[3]!) !== undefined, 120_000);
     expect(await receiver.stop()).toBe(0);
     expect((await runKlioAsync(["repo", "check", "--repo", repo, "--read-data"])).code).toBe(0);
 
@@ -116,7 +118,7 @@ describe.each(PG_VERSIONS)("PostgreSQL %i: a restore never stops short in silenc
     await sql`insert into t select generate_series(1, 1000)`;
     expect((await backupThroughApi(d, "db1")).state).toBe("succeeded");
     const { segments, rows } = await writeRounds(pg);
-    await waitFor("the last round's segment in the archive", async () => (await d.call("GET", `/v1/clusters/db1/wal/${segments[3]}`)).status === 200, 60_000);
+    await waitFor("the last round's segment in the archive", async () => (await d.call("GET", `/v1/clusters/db1/wal/${segments[3]}`)).status === 200, 120_000);
 
     const host = tempDir(cleanups, "klio-other-host-");
     chmodSync(host, 0o755);

@@ -13,10 +13,10 @@ import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readF
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { PG_VERSIONS, pgTempDir, startPostgres, type PgServer } from "./harness/postgres.ts";
-import { klioArgv, ROOT, runKlioAsync, waitFor, type KlioRun } from "./harness/klio.ts";
+import { klioArgv, ROOT, runKlioAsync, type KlioRun } from "./harness/klio.ts";
 import { klio, restoreAndStart, streamWal, tempDir, type Cleanup } from "./harness/backup.ts";
+import { waitForFlush } from "./harness/wal.ts";
 import { damageFile } from "./harness/damage.ts";
-import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -78,7 +78,7 @@ async function primaryWithBackup(version: (typeof PG_VERSIONS)[number]) {
 
 async function flushedUpTo(repo: string, pg: PgServer): Promise<void> {
   const [{ end }] = await pg.sql()`select pg_current_wal_lsn()::text as end`;
-  await waitFor("the receiver to flush", async () => parseLsn(JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"])).flushedLsn) >= parseLsn(end));
+  await waitForFlush(repo, end);
 }
 
 describe.each(PG_VERSIONS)("restore validation on PostgreSQL %i", (version) => {

@@ -4,8 +4,9 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { readdirSync } from "node:fs";
 import path from "node:path";
-import { runKlioAsync, waitFor } from "./harness/klio.ts";
+import { runKlioAsync } from "./harness/klio.ts";
 import { klio, restoreAndStart, streamingServer, type Cleanup } from "./harness/backup.ts";
+import { waitForFlush } from "./harness/wal.ts";
 import { startS3 } from "./harness/s3.ts";
 import { parseLsn, segmentNumber } from "../src/pg/lsn.ts";
 
@@ -52,7 +53,7 @@ describe("retention apply", () => {
     // Everything written is archived; then the receiver stops, so that the segment listings
     // compared below are the test's own (a running receiver may complete one more meanwhile).
     const [{ lsn }] = await sql`select pg_current_wal_lsn()::text as lsn`;
-    await waitFor("the receiver to flush the last row", async () => parseLsn(JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"])).flushedLsn ?? "0/0") >= parseLsn(lsn), 60_000);
+    await waitForFlush(repo, lsn);
     expect(await receiver.stop()).toBe(0);
 
     expect((await runKlioAsync(["retention", "apply", "--repo", repo])).stdout).toBe("db1: no retention policy here, nothing deleted (set one with klio retention set)\n");
@@ -130,7 +131,9 @@ describe("retention apply", () => {
     expect(r.results[0].waitingForOffsite).toEqual([second]);
     expect(r.results[0].wal.waitingForOffsite).toBeGreaterThan(0);
     expect(await ids(repo)).toEqual([second, third]);
-    expect(from(repo, secondFrom)).toEqual(needed);
+    // The receiver still runs and may have completed a segment since: what was needed is all
+    // still there (inclusion, not equality).
+    expect(from(repo, secondFrom)).toEqual(expect.arrayContaining(needed));
 
     // Once copied, it goes; the deletion reaches the copy with the next pass.
     await klio(["offsite", "sync", "--repo", repo, "--to", to, ...s3.flags, "--once"]);

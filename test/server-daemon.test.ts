@@ -42,7 +42,7 @@ describe("klio server start", () => {
     const scheduled = await waitFor("a scheduled backup of db15", async () => {
       const jobs = (await d.get("/v1/clusters/db15/jobs")).jobs;
       return jobs.find((j: any) => j.trigger === "schedule" && j.state !== "running");
-    }, 90_000);
+    }, 180_000);
     expect(scheduled).toMatchObject({ state: "succeeded", cluster: "db15" });
     expect((await d.get(`/v1/clusters/db15/backups/${scheduled.backupId}`)).pgVersion).toBeLessThan(160000);
 
@@ -53,7 +53,7 @@ describe("klio server start", () => {
       await sql`insert into t select generate_series(1, 1000)`;
       const [{ seg }] = await sql`select pg_walfile_name(pg_current_wal_lsn()) as seg`;
       await sql`select pg_switch_wal()`;
-      await waitFor(`${name} to archive ${seg}`, async () => (await d.call("GET", `/v1/clusters/${name}/wal/${seg}`)).status === 200, 60_000);
+      await waitFor(`${name} to archive ${seg}`, async () => (await d.call("GET", `/v1/clusters/${name}/wal/${seg}`)).status === 200, 120_000);
       const r = await d.call("GET", `/v1/clusters/${name}/wal/${seg}`);
       expect((await r.arrayBuffer()).byteLength).toBe(16 * 1024 * 1024);
       const wal = await d.get(`/v1/clusters/${name}/wal`);
@@ -86,7 +86,7 @@ describe("klio server start", () => {
     await sql18`insert into t values (5003)`;
     const [{ seg }] = await sql18`select pg_walfile_name(pg_current_wal_lsn()) as seg`;
     await sql18`select pg_switch_wal()`;
-    await waitFor(`db18 to archive ${seg} while db15 is down`, async () => (await d.call("GET", `/v1/clusters/db18/wal/${seg}`)).status === 200, 60_000);
+    await waitFor(`db18 to archive ${seg} while db15 is down`, async () => (await d.call("GET", `/v1/clusters/db18/wal/${seg}`)).status === 200, 120_000);
 
     // Another host restores db18 through the API alone, to a time between the two rows.
     const host = tempDir(cleanups, "klio-other-host-");
@@ -97,6 +97,7 @@ describe("klio server start", () => {
     const rows = await restored.sql()`select array_agg(id order by id) filter (where id > 5000) as ids, count(*) as n from t`;
     expect(rows[0]!.ids).toEqual([5002]);
     expect(Number(rows[0]!.n)).toBe(1001);
+    // db15's schedule still fires (and fails): the harness asks again while one runs (409 busy).
     const failed = await backupThroughApi(d, "db15");
     expect(failed.state).toBe("failed");
     expect((await d.get("/v1/clusters/db15")).backupFailures).toBeGreaterThanOrEqual(1);
@@ -125,7 +126,7 @@ describe("klio server start", () => {
     await waitFor("the backup to be copying", async () => {
       const j = (await d.get("/v1/clusters/db1/jobs")).jobs[0];
       return j.state === "running" && (j.progress?.doneBytes ?? 0) > 0;
-    }, 60_000);
+    }, 120_000);
     expect(await d.process.stop()).toBe(0);
     expect(d.process.log()).toMatch(/"server.stopped"/);
     expect(await klio(["backup", "list", "--repo", d.repo, "--json"]).then((o) => JSON.parse(o).backups)).toEqual([]);

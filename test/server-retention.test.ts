@@ -73,12 +73,21 @@ describe("retention and maintenance in the daemon", () => {
     const reader = "0123456789abcdef0123";
     const bad = await d.call("GET", "/v1/repository/objects/klio-repository.json", { headers: { "x-klio-reader": "not hex" } });
     expect(bad.status).toBe(400);
-    expect((await d.call("GET", "/v1/repository/objects/klio-repository.json", { headers: { "x-klio-reader": reader } })).status).toBe(200);
-    const newer = await backupThroughApi(d, "db1");
-    expect(newer.state).toBe("succeeded");
-    await pgbench(pg, ["-t", "300"]);
-    expect((await backupThroughApi(d, "db1")).state).toBe("succeeded"); // keepLatest 1: the one before goes
-    const held = await maintenanceThroughApi(d);
+    const read = () => d.call("GET", "/v1/repository/objects/klio-repository.json", { headers: { "x-klio-reader": reader } });
+    expect((await read()).status).toBe(200);
+    // A restore reads on and on; so does this reader, or its lease (two minutes) could lapse
+    // while the backups below run slowly under load.
+    const reading = setInterval(() => void read().then((r) => r.body?.cancel(), () => {}), 5_000);
+    let held;
+    try {
+      const newer = await backupThroughApi(d, "db1");
+      expect(newer.state).toBe("succeeded");
+      await pgbench(pg, ["-t", "300"]);
+      expect((await backupThroughApi(d, "db1")).state).toBe("succeeded"); // keepLatest 1: the one before goes
+      held = await maintenanceThroughApi(d);
+    } finally {
+      clearInterval(reading);
+    }
     expect(held.state, JSON.stringify(held.error)).toBe("succeeded");
     expect(held.result.deferred.sessions.join()).toMatch(/a reader over the API \(token ops\)/);
     expect(held.result.bytes.freed).toBe(0);

@@ -1,7 +1,7 @@
 // Decoding a stored segment file straight into another file: the original bytes, or a clear
 // "damaged" error for every way the stored file can be wrong.
-import { describe, it, expect } from "vitest";
-import { mkdtempSync, readFileSync, writeFileSync, statSync } from "node:fs";
+import { describe, it, expect, afterAll } from "vitest";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
@@ -10,6 +10,7 @@ import { decodeStoredSegmentFile } from "../src/wal/stored-segment-file.ts";
 import { damaged as withDamage } from "./harness/damage.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "klio-kwal-file-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 function file(bytes: Uint8Array): string {
   const f = path.join(dir, `in-${n++}.kwal`);

@@ -95,24 +95,36 @@ async function launch(cleanups: Cleanup[], dir: string, configFile: string, port
   };
 }
 
-/** Starts a backup through the API and waits for its job to end; returns the job. */
-export async function backupThroughApi(d: TestDaemon, cluster: string, timeoutMs = 120_000): Promise<any> {
-  const r = await d.call("POST", `/v1/clusters/${cluster}/backups`, { body: "{}" });
-  if (r.status !== 202) throw new Error(`POST backup of ${cluster}: ${r.status} ${await r.text()}`);
-  const job = await r.json();
-  return await waitFor(`backup job ${job.id} of ${cluster}`, async () => {
-    const j = await d.get(`/v1/jobs/${job.id}`);
+/**
+ * POSTs to start a job and returns it (202). A 409 "busy" is a job the daemon runs by itself
+ * (a scheduled backup, say) that the test did not ask for: the request is made again once it
+ * ends, until `timeoutMs`.
+ */
+async function startJob(d: TestDaemon, p: string, body: string, timeoutMs: number): Promise<any> {
+  return await waitFor(`POST ${p} accepted`, async () => {
+    const r = await d.call("POST", p, { body });
+    const text = await r.text();
+    if (r.status === 202) return JSON.parse(text);
+    if (r.status === 409 && JSON.parse(text).error === "busy") return undefined;
+    throw new Error(`POST ${p}: ${r.status} ${text}`);
+  }, timeoutMs);
+}
+
+async function jobEnd(d: TestDaemon, what: string, id: string, timeoutMs: number): Promise<any> {
+  return await waitFor(`${what} job ${id}`, async () => {
+    const j = await d.get(`/v1/jobs/${id}`);
     return j.state === "running" ? undefined : j;
   }, timeoutMs);
 }
 
-/** Starts maintenance through the API and waits for its job to end; returns the job. */
-export async function maintenanceThroughApi(d: TestDaemon, body = "{}", timeoutMs = 120_000): Promise<any> {
-  const r = await d.call("POST", "/v1/maintenance", { body });
-  if (r.status !== 202) throw new Error(`POST /v1/maintenance: ${r.status} ${await r.text()}`);
-  const job = await r.json();
-  return await waitFor(`maintenance job ${job.id}`, async () => {
-    const j = await d.get(`/v1/jobs/${job.id}`);
-    return j.state === "running" ? undefined : j;
-  }, timeoutMs);
+/** Starts a backup through the API (once a running one ends) and waits for its job to end; returns the job. */
+export async function backupThroughApi(d: TestDaemon, cluster: string, timeoutMs = 180_000): Promise<any> {
+  const job = await startJob(d, `/v1/clusters/${cluster}/backups`, "{}", timeoutMs);
+  return await jobEnd(d, `backup of ${cluster}`, job.id, timeoutMs);
+}
+
+/** Starts maintenance through the API (once a running one ends) and waits for its job to end; returns the job. */
+export async function maintenanceThroughApi(d: TestDaemon, body = "{}", timeoutMs = 180_000): Promise<any> {
+  const job = await startJob(d, "/v1/maintenance", body, timeoutMs);
+  return await jobEnd(d, "maintenance", job.id, timeoutMs);
 }

@@ -50,7 +50,7 @@ export interface KlioProcess {
   child: ChildProcess;
   /** Everything written to stderr so far (the log). */
   log(): string;
-  /** Resolves when a log line matches. */
+  /** Resolves when a log line matches (within 60 s unless told). */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<void>;
   /** SIGTERM and wait for exit; resolves with the exit code. */
   stop(): Promise<number | null>;
@@ -70,7 +70,7 @@ export function startKlio(args: string[], env: NodeJS.ProcessEnv = {}, opts: { b
     child,
     exited,
     log: () => log,
-    async waitForLog(re, timeoutMs = 30_000) {
+    async waitForLog(re, timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       while (!re.test(log)) {
         if (child.exitCode !== null) throw new Error(`klio exited (${child.exitCode}) before logging ${re}:\n${log}`);
@@ -89,7 +89,8 @@ export function startKlio(args: string[], env: NodeJS.ProcessEnv = {}, opts: { b
   };
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000): Promise<T> {
+/** Polls `probe` until it returns something other than undefined or false (within 60 s unless told). */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();

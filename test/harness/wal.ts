@@ -5,10 +5,12 @@ import type postgres from "postgres";
 import type { PgServer } from "./postgres.ts";
 import { openClusterArchive, readWalFile } from "../../src/wal/archive-reader.ts";
 import { listArchive } from "../../src/wal/archive-layout.ts";
-import { parseLsn, type Lsn } from "../../src/pg/lsn.ts";
+import { formatLsn, parseLsn, type Lsn } from "../../src/pg/lsn.ts";
 import { randomBytes } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { formatSegmentChecksum } from "../../src/wal/segment-checksum.ts";
+import { klio } from "./backup.ts";
+import { waitFor } from "./klio.ts";
 
 export function serverSegment(pg: PgServer, name: string): Buffer | undefined {
   const file = path.join(pg.dataDir, "pg_wal", name);
@@ -25,6 +27,19 @@ export async function generateWal(sql: postgres.Sql, mb: number): Promise<void> 
 export async function currentLsn(sql: postgres.Sql): Promise<Lsn> {
   const [{ lsn }] = await sql`select pg_current_wal_lsn()::text as lsn`;
   return parseLsn(lsn);
+}
+
+/**
+ * Waits until the receiver archiving `cluster` into `repo` reports (in `klio wal status`) that
+ * it has flushed WAL at or past `lsn`. Two minutes unless told: under load the receiver lags.
+ */
+export async function waitForFlush(repo: string, lsn: Lsn | string, cluster = "db1", timeoutMs = 120_000): Promise<Lsn> {
+  const target = typeof lsn === "string" ? parseLsn(lsn) : lsn;
+  return await waitFor(`the receiver to flush ${cluster} up to ${formatLsn(target)}`, async () => {
+    const s = JSON.parse(await klio(["wal", "status", "--repo", repo, "--cluster", cluster, "--json"]));
+    const flushed = s.flushedLsn ? parseLsn(s.flushedLsn) : undefined;
+    return flushed !== undefined && flushed >= target ? flushed : undefined;
+  }, timeoutMs);
 }
 
 /** Switches to a new segment and returns the name of the segment just completed. */
