@@ -4,6 +4,7 @@ import { describePolicy } from "../../backup/retention.ts";
 import { writeStoredPolicy } from "../../backup/retention-store.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { isRepository } from "../../repo/repository.ts";
+import { notARepository } from "../../repo/wal-only.ts";
 import { repoFlag } from "../repo-location.ts";
 import { policyFromFlags, RETENTION_RULE_FLAGS } from "../retention-flags.ts";
 
@@ -27,7 +28,7 @@ export const command: Command = {
     const f = args.flags;
     const repoDir = String(f.repo);
     const cluster = validateClusterName(String(f.cluster));
-    if (!(await isRepository(repoDir))) throw new KlioError("bad-repository", `${repoDir} is not a klio repository`);
+    if (!(await isRepository(repoDir))) throw await notARepository(repoDir);
     const policy = policyFromFlags(f);
     if (f.clear && policy) throw new KlioError("usage", "--clear takes no rules with it");
     if (!f.clear && !policy) throw new KlioError("usage", "give at least one rule (--recovery-window, --full, --keep-…), or --clear");
