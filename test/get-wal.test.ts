@@ -155,3 +155,18 @@ describe("get-wal", () => {
     expect(existsSync(target)).toBe(false);
   });
 });
+
+describe("get-wal with a path for a name", () => {
+  it("`get-wal ../../etc/passwd /tmp/x --repo /tmp` exits 2 on the name, JSON-quoted, and writes nothing", () => {
+    const target = path.join(mkdtempSync(path.join(tmpdir(), "klio-getwal-name-")), "x");
+    // /tmp is a directory but no repository: the name is refused before that is looked at.
+    const r = runKlio(["get-wal", "../../etc/passwd", target, "--repo", "/tmp"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`klio: ${JSON.stringify("../../etc/passwd")} is not a WAL file name (expected e.g. 000000010000000000000003 or 00000002.history)\n`);
+    expect(existsSync(target)).toBe(false);
+    // The exact invocation of the report, TARGET in /tmp.
+    const exact = runKlio(["get-wal", "../../etc/passwd", "/tmp/x", "--repo", "/tmp"]);
+    expect(exact.code).toBe(2);
+    expect(exact.stderr).toMatch(/^klio: "\.\.\/\.\.\/etc\/passwd" is not a WAL file name/);
+  });
+});
