@@ -149,7 +149,7 @@ describe("get-wal", () => {
     expect(ambiguous.stderr).toMatch(/several clusters \(db1, db2\): name one with --cluster/);
     const none = runKlio(["get-wal", "000000010000000000000003", target, "--repo", path.join(repo, "nope")]);
     expect(none.code).toBe(FATAL);
-    expect(none.stderr).toMatch(/holds no WAL archive/);
+    expect(none.stderr).toMatch(/there is no directory ".*nope": give the repository directory with --repo/);
     expect(runKlio(["get-wal", "000000010000000000000003", target, "--repo", repo, "--cluster", "../db1"]).code).toBe(2);
     expect(runKlio(["get-wal", "000000010000000000000003", target, "--repo", repo, "--cluster", "db1"]).code).toBe(1);
     expect(existsSync(target)).toBe(false);

@@ -20,7 +20,7 @@ export async function noArchiveError(repo: string, cluster: string | undefined):
   if (!st) return new KlioError("no-archive", `there is no directory ${where}: give the repository directory with --repo`);
   if (!st.isDirectory()) return new KlioError("no-archive", `${where} is not a directory: give the repository directory with --repo`);
   const top = await entries(repo);
-  const clusterDirs = await entries(walRoot(repo));
+  const clusterDirs = (await readdir(walRoot(repo), { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory()).map((e) => e.name).sort();
   const archived: string[] = [];
   const waiting: string[] = [];
   for (const c of clusterDirs) ((await entries(path.join(walRoot(repo), c))).includes(IDENTITY_FILE) ? archived : waiting).push(c);

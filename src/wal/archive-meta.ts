@@ -24,7 +24,7 @@ export async function readIdentity(dir: string): Promise<ClusterIdentity | undef
   try {
     text = await readFile(path.join(dir, IDENTITY_FILE), "utf8");
   } catch (e) {
-    if (["ENOENT", "ENOTDIR"].includes((e as NodeJS.ErrnoException).code ?? "")) return undefined;
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;
   }
   return parseIdentity(text, path.join(dir, IDENTITY_FILE));

@@ -41,7 +41,11 @@ export async function openClusterArchive(repo: string, cluster: string | undefin
     name = clusters[0]!;
   }
   const dir = clusterWalDir(repo, name);
-  const identity = await readIdentity(dir);
+  const identity = await readIdentity(dir).catch(async (e) => {
+    // --repo itself not a directory: said as such; anything else in the way, as it is.
+    if ((e as NodeJS.ErrnoException).code === "ENOTDIR" && !(await stat(repo).then((s) => s.isDirectory(), () => false))) throw await noArchive(repo, name);
+    throw e;
+  });
   if (!identity) throw await noArchive(repo, name);
   return { cluster: name, dir, identity };
 }
