@@ -154,9 +154,24 @@ describe("get-wal", () => {
     expect(ambiguous.stderr).toMatch(/several clusters \(db1, db2\): name one with --cluster/);
     const none = runKlio(["get-wal", "000000010000000000000003", target, "--repo", path.join(repo, "nope")]);
     expect(none.code).toBe(FATAL);
-    expect(none.stderr).toMatch(/holds no WAL archive/);
+    expect(none.stderr).toMatch(/there is no directory ".*nope": give the repository directory with --repo/);
     expect(runKlio(["get-wal", "000000010000000000000003", target, "--repo", repo, "--cluster", "../db1"]).code).toBe(2);
     expect(runKlio(["get-wal", "000000010000000000000003", target, "--repo", repo, "--cluster", "db1"]).code).toBe(1);
     expect(existsSync(target)).toBe(false);
+  });
+});
+
+describe("get-wal with a path for a name", () => {
+  it("`get-wal ../../etc/passwd /tmp/x --repo /tmp` exits 2 on the name, JSON-quoted, and writes nothing", () => {
+    const target = path.join(mkdtempSync(path.join(tmpdir(), "klio-getwal-name-")), "x");
+    // /tmp is a directory but no repository: the name is refused before that is looked at.
+    const r = runKlio(["get-wal", "../../etc/passwd", target, "--repo", "/tmp"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`klio: ${JSON.stringify("../../etc/passwd")} is not a WAL file name (expected e.g. 000000010000000000000003 or 00000002.history)\n`);
+    expect(existsSync(target)).toBe(false);
+    // The exact invocation of the report, TARGET in /tmp.
+    const exact = runKlio(["get-wal", "../../etc/passwd", "/tmp/x", "--repo", "/tmp"]);
+    expect(exact.code).toBe(2);
+    expect(exact.stderr).toMatch(/^klio: "\.\.\/\.\.\/etc\/passwd" is not a WAL file name/);
   });
 });

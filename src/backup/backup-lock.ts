@@ -14,6 +14,7 @@ import { KlioError } from "../util/errors.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import { describeHolder, tryLock, waitForLock, type LockAttempt, type LockHolder } from "../util/lock-file.ts";
 import { HEADER_KEY } from "../repo/header.ts";
+import { notARepository } from "../repo/wal-only.ts";
 import type { Repository } from "../repo/repository.ts";
 import { isS3Location } from "../repo/s3-storage.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
@@ -48,7 +49,7 @@ export async function lockBackup(repoDir: string, cluster: string, o: BackupLock
     if (["ENOENT", "ENOTDIR"].includes((e as NodeJS.ErrnoException).code ?? "")) return false;
     throw e;
   });
-  if (!isRepo) throw new KlioError("bad-repository", `${repoDir} is not a klio repository (it has no ${HEADER_KEY}): create one with \`klio init --repo ${repoDir}\``);
+  if (!isRepo) throw await notARepository(repoDir);
   const dir = path.join(repoDir, LOCKS_DIR);
   await mkdir(dir, { recursive: true, mode: 0o750 });
   const file = path.join(dir, `backup-${cluster}.lock`);

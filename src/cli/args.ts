@@ -11,7 +11,10 @@ export interface FlagSpec {
   /** Shown in --help as the value's name, e.g. DIR. */
   value?: string;
   required?: boolean;
+  /** The value when the flag is not given (--help shows it, unless it is false or empty). */
   default?: string | boolean | number;
+  /** Refuses a value (KlioError "usage") before the command runs, e.g. a location it cannot use. */
+  check?: (value: string) => void;
 }
 
 export interface CommandSpec {
@@ -78,6 +81,7 @@ export function parseArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
   for (const [name, f] of Object.entries(spec.flags)) {
     if (flags[name] === undefined && f.default !== undefined) flags[name] = f.default;
     if (flags[name] === undefined && f.required) throw new KlioError("usage", `${spec.name}: --${name} is required`);
+    if (f.check && typeof flags[name] === "string") f.check(flags[name]);
   }
   const declared = spec.positionals ?? [];
   const needed = declared.filter((p) => p.required !== false).length;
@@ -86,21 +90,4 @@ export function parseArgs(spec: CommandSpec, argv: string[]): ParsedArgs {
   if (positionals.length > declared.length)
     throw new KlioError("usage", `${spec.name}: unexpected argument "${positionals[declared.length]}" (usage: ${spec.usage})`);
   return { flags, positionals, help };
-}
-
-export function helpText(spec: CommandSpec): string {
-  const lines = [`${spec.summary}`, "", `Usage: ${spec.usage}`];
-  if (spec.positionals?.length) {
-    lines.push("", "Arguments:");
-    for (const p of spec.positionals) lines.push(`  ${p.name.padEnd(24)} ${p.help}`);
-  }
-  lines.push("", "Flags:");
-  for (const [name, f] of Object.entries(spec.flags)) {
-    const left = `--${name}${f.kind === "boolean" ? "" : ` ${f.value ?? "VALUE"}`}`;
-    const extra = f.required ? " (required)" : f.default !== undefined && f.default !== false ? ` (default ${f.default})` : "";
-    lines.push(`  ${left.padEnd(24)} ${f.help}${extra}`);
-  }
-  lines.push(`  ${"--help".padEnd(24)} show this help`);
-  if (spec.details) lines.push("", spec.details);
-  return lines.join("\n") + "\n";
 }

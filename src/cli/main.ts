@@ -1,7 +1,8 @@
 // The klio executable's entry point. Commands are loaded lazily so that a short command
 // such as `get-wal` (run by PostgreSQL once per WAL segment) pays only for what it uses.
 import process from "node:process";
-import { helpText, parseArgs } from "./args.ts";
+import { parseArgs } from "./args.ts";
+import { helpText } from "./help-text.ts";
 import type { CliContext, Command } from "./command.ts";
 import { isKlioError } from "../util/errors.ts";
 import { VERSION } from "../util/version.ts";

@@ -6,21 +6,31 @@ import { KlioError } from "../util/errors.ts";
 import { readPassphrase, TOKEN_FILE_FLAG, tokenFromFlags } from "./secret-files.ts";
 import { S3_FLAGS, s3FlagsToPass, s3OptionsFromFlags } from "./s3-flags.ts";
 import { isS3Location } from "../repo/s3-storage.ts";
+import { repoFlag } from "./repo-location.ts";
 import { createLogger, type Logger } from "../util/log.ts";
 import { openRepository, type Repository } from "../repo/repository.ts";
 
-export const REPO_FLAGS: Record<string, FlagSpec> = {
-  repo: { kind: "string", value: "DIR|URL", help: "repository directory, the appliance's API (https://host:port), or s3://bucket/prefix (both read-only)", required: true },
-  "encryption-passphrase-file": { kind: "string", value: "FILE", help: "file holding the passphrase of an encrypted repository (or KLIO_PASSPHRASE_FILE)" },
-  ...TOKEN_FILE_FLAG,
-  ...S3_FLAGS,
+const PASSPHRASE_FILE_FLAG: FlagSpec = {
+  kind: "string", value: "FILE", help: "file holding the passphrase of an encrypted repository (or KLIO_PASSPHRASE_FILE)",
 };
 
-/** For commands that change a repository, which only a local one allows. */
-export const LOCAL_REPO_FLAGS: Record<string, FlagSpec> = {
-  repo: { kind: "string", value: "DIR", help: "the repository directory", required: true },
-  "encryption-passphrase-file": REPO_FLAGS["encryption-passphrase-file"]!,
-};
+/**
+ * The flags of a command that only reads the repository: --repo takes a directory or the
+ * `remote` locations (all by default), with the flags that reach them.
+ */
+export function readerRepoFlags(command: string, remote: ("api" | "s3")[] = ["api", "s3"], why?: string): Record<string, FlagSpec> {
+  return {
+    repo: repoFlag(command, { remote, why }),
+    "encryption-passphrase-file": PASSPHRASE_FILE_FLAG,
+    ...(remote.includes("api") ? TOKEN_FILE_FLAG : {}),
+    ...(remote.includes("s3") ? S3_FLAGS : {}),
+  };
+}
+
+/** The flags of a command that changes a repository (or reads what only a directory has): --repo takes a directory. */
+export function localRepoFlags(command: string, o: { why?: string } = {}): Record<string, FlagSpec> {
+  return { repo: repoFlag(command, o), "encryption-passphrase-file": PASSPHRASE_FILE_FLAG };
+}
 
 /** For commands that move much data: how many threads hash, compress, decompress and verify. */
 export const WORKERS_FLAG: Record<string, FlagSpec> = {

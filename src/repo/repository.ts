@@ -30,6 +30,7 @@ import { HttpStorage } from "./http-storage.ts";
 import { isS3Location, parseS3Url, S3Storage, type S3Options } from "./s3-storage.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import type { Storage } from "./storage.ts";
+import { holdsOnlyWal, notARepository } from "./wal-only.ts";
 import { guardedMerge, MAINTENANCE_DIR, RepoSession } from "./sessions.ts";
 import { maintainRepository, type MaintenanceContext, type MaintenanceOptions, type MaintenanceReport, type ReferenceSource } from "./maintenance.ts";
 import { commitInSession } from "./maintenance-commit.ts";
@@ -125,8 +126,7 @@ async function readHeaderFile(dir: string): Promise<RepoHeader> {
     bytes = await readFile(path.join(dir, HEADER_KEY));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR")
-      throw new KlioError("bad-repository", `${dir} is not a klio repository (it has no ${HEADER_KEY}): create one with \`klio init --repo ${dir}\``);
+    if (code === "ENOENT" || code === "ENOTDIR") throw await notARepository(dir);
     throw new KlioError("bad-repository", `cannot read ${path.join(dir, HEADER_KEY)}: ${(e as Error).message}`);
   }
   return parseHeader(bytes, dir);
@@ -178,7 +178,15 @@ export async function initRepository(dir: string, opts: InitOptions = {}): Promi
     }
     throw new KlioError("bad-repository", `${dir} is already ${what}; nothing was changed`);
   }
-  if (names !== null && names.length > 0) throw new KlioError("bad-repository", `${dir} is not empty and is not a klio repository: give a new or empty directory`);
+  if (names !== null && names.length > 0) {
+    // What `klio wal stream` left in an empty directory becomes the repository's WAL archive.
+    if (!(await holdsOnlyWal(dir)))
+      throw new KlioError("bad-repository", `${dir} is not empty and is not a klio repository: give a new or empty directory (or one that holds only a WAL archive)`);
+    if (opts.passphrase !== undefined)
+      throw new KlioError("bad-repository",
+        `${dir} holds a WAL archive, in plaintext (klio does not encrypt WAL): refusing to make it an encrypted repository; nothing was changed. ` +
+        "Init it without --encryption-passphrase-file to keep that WAL, or give a new or empty directory");
+  }
 
   const id = hexOf(randomBytes(16));
   const encrypted = opts.passphrase !== undefined;

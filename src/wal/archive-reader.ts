@@ -30,20 +30,30 @@ export async function openClusterArchive(repo: string, cluster: string | undefin
     try {
       entries = await readdir(walRoot(repo));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      if (!["ENOENT", "ENOTDIR"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
     }
     const clusters: string[] = [];
     for (const e of entries.sort()) {
       if ((await readdir(path.join(walRoot(repo), e)).catch(() => [] as string[])).includes(IDENTITY_FILE)) clusters.push(e);
     }
-    if (clusters.length === 0) throw new KlioError("no-archive", `${repo} holds no WAL archive (is it a klio repository?)`);
+    if (clusters.length === 0) throw await noArchive(repo, undefined);
     if (clusters.length > 1) throw new KlioError("usage", `${repo} holds WAL of several clusters (${clusters.join(", ")}): name one with --cluster`);
     name = clusters[0]!;
   }
   const dir = clusterWalDir(repo, name);
-  const identity = await readIdentity(dir);
-  if (!identity) throw new KlioError("no-archive", `${repo} holds no WAL archive for cluster ${name}`);
+  const identity = await readIdentity(dir).catch(async (e) => {
+    // --repo itself not a directory: said as such; anything else in the way, as it is.
+    if ((e as NodeJS.ErrnoException).code === "ENOTDIR" && !(await stat(repo).then((s) => s.isDirectory(), () => false))) throw await noArchive(repo, name);
+    throw e;
+  });
+  if (!identity) throw await noArchive(repo, name);
   return { cluster: name, dir, identity };
+}
+
+/** Why `repo` has no archive (of `cluster`): loaded only then, get-wal pays nothing for it. */
+async function noArchive(repo: string, cluster: string | undefined): Promise<KlioError> {
+  const { noArchiveError } = await import("./archive-absence.ts");
+  return noArchiveError(repo, cluster);
 }
 
 export type WalRequest =

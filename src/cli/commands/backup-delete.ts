@@ -1,7 +1,7 @@
 import type { Command } from "../command.ts";
 import { snapshotKey } from "../../backup/snapshot.ts";
 import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
-import { REPO_FLAGS } from "../repo-flags.ts";
+import { localRepoFlags } from "../repo-flags.ts";
 
 export const command: Command = {
   spec: {
@@ -10,7 +10,7 @@ export const command: Command = {
     usage: "klio backup delete ID --repo DIR [--cluster NAME] [--json]",
     positionals: [BACKUP_ID_POSITIONAL],
     flags: {
-      ...REPO_FLAGS,
+      ...localRepoFlags("backup delete"),
       cluster: CLUSTER_FLAG,
       json: { kind: "boolean", help: "print JSON for scripts" },
     },

@@ -1,7 +1,7 @@
 import type { Command } from "../command.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { listSnapshotClusters, listSnapshots, snapshotSummary, type Snapshot } from "../../backup/snapshot.ts";
-import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { openRepoFromFlags, readerRepoFlags } from "../repo-flags.ts";
 import { bytes } from "../progress.ts";
 import { isRepository } from "../../repo/repository.ts";
 import { readPins } from "../../backup/retention-store.ts";
@@ -12,7 +12,7 @@ export const command: Command = {
     summary: "List the backups in the repository, oldest first.",
     usage: "klio backup list --repo DIR [--cluster NAME] [--json]",
     flags: {
-      ...REPO_FLAGS,
+      ...readerRepoFlags("backup list"),
       cluster: { kind: "string", value: "NAME", help: "only this cluster's backups" },
       json: { kind: "boolean", help: "print JSON for scripts" },
     },

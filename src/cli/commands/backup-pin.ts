@@ -1,7 +1,7 @@
 import type { Command } from "../command.ts";
 import { setPin } from "../../backup/retention-store.ts";
 import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
-import { LOCAL_REPO_FLAGS } from "../repo-flags.ts";
+import { localRepoFlags } from "../repo-flags.ts";
 
 /** `backup pin` and `backup unpin`: the same but for the direction. */
 export function pinCommand(pin: boolean): Command {
@@ -12,7 +12,7 @@ export function pinCommand(pin: boolean): Command {
       summary: pin ? "Keep a backup whatever the retention policy says." : "Let the retention policy decide about a pinned backup again.",
       usage: `klio ${name} ID --repo DIR [--cluster NAME] [--json]`,
       positionals: [BACKUP_ID_POSITIONAL],
-      flags: { ...LOCAL_REPO_FLAGS, cluster: CLUSTER_FLAG, json: { kind: "boolean", help: "print JSON for scripts" } },
+      flags: { ...localRepoFlags(name), cluster: CLUSTER_FLAG, json: { kind: "boolean", help: "print JSON for scripts" } },
     },
     async run(args, ctx) {
       const f = args.flags;

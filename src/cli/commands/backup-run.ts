@@ -1,22 +1,23 @@
 import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
 import { parseConnInfo } from "../../pg/conninfo.ts";
+import { pgFlag } from "../pg-flag.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { runBackup } from "../../backup/backup-run.ts";
 import { lockBackup } from "../../backup/backup-lock.ts";
-import { commandLogger, openRepoFromFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
+import { commandLogger, openRepoFromFlags, localRepoFlags, WORKERS_FLAG } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
 export const command: Command = {
   spec: {
     name: "backup run",
     summary: "Take a hot base backup of a cluster over the replication protocol into the repository.",
-    usage: "klio backup run --repo DIR --cluster NAME --pg CONNSTR [--name N] [--wait [--wait-timeout SECONDS]] [--progress] [--json]",
+    usage: "klio backup run --repo DIR --cluster NAME [--pg CONNSTR] [--name N] [--wait [--wait-timeout SECONDS]] [--progress] [--json]",
     flags: {
-      ...REPO_FLAGS,
+      ...localRepoFlags("backup run", { why: "writes the backup into it, and an S3 copy or the appliance's API can only be read (the offsite copy follows with `klio offsite sync`)" }),
       ...WORKERS_FLAG,
       cluster: { kind: "string", value: "NAME", help: "cluster name (its WAL must be streamed into the same repository)", required: true },
-      pg: { kind: "string", value: "CONNSTR", help: "libpq connection string or URI of the primary or a standby", default: "" },
+      pg: pgFlag("the primary or a standby"),
       name: { kind: "string", value: "N", help: "a label kept with the backup" },
       progress: { kind: "boolean", help: "show progress (a bar on a terminal, a line every 10 s otherwise)" },
       "wal-timeout": { kind: "number", value: "SECONDS", help: "how long to wait for the backup's WAL to reach the archive", default: 300 },
@@ -41,7 +42,7 @@ export const command: Command = {
     const waitTimeout = f["wait-timeout"] === undefined ? undefined : Number(f["wait-timeout"]);
     if (waitTimeout !== undefined && !(f.wait && waitTimeout >= 0 && waitTimeout <= 7 * 86_400))
       throw new KlioError("usage", `backup run: --wait-timeout goes with --wait and must be between 0 and 604800 seconds, got ${waitTimeout}`);
-    const conninfo = parseConnInfo(String(f.pg), ctx.env, { application_name: "klio" });
+    const conninfo = parseConnInfo(String(f.pg ?? ""), ctx.env, { application_name: "klio" });
     const log = commandLogger(ctx, !ctx.isTTY);
     // Before anything is read or connected to: one backup of a cluster at a time.
     const repoDir = String(f.repo);

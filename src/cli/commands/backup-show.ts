@@ -1,7 +1,7 @@
 import type { Command } from "../command.ts";
 import type { Snapshot } from "../../backup/snapshot.ts";
 import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
-import { REPO_FLAGS } from "../repo-flags.ts";
+import { readerRepoFlags } from "../repo-flags.ts";
 import { bytes } from "../progress.ts";
 
 export const command: Command = {
@@ -11,7 +11,7 @@ export const command: Command = {
     usage: "klio backup show ID --repo DIR [--cluster NAME] [--json]",
     positionals: [BACKUP_ID_POSITIONAL],
     flags: {
-      ...REPO_FLAGS,
+      ...readerRepoFlags("backup show"),
       cluster: CLUSTER_FLAG,
       json: { kind: "boolean", help: "print the snapshot manifest as JSON" },
     },

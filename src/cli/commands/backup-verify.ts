@@ -1,7 +1,7 @@
 import type { Command } from "../command.ts";
 import { verifyBackup } from "../../backup/backup-verify.ts";
 import { BACKUP_ID_POSITIONAL, CLUSTER_FLAG, withBackup } from "../backup-cluster.ts";
-import { REPO_FLAGS } from "../repo-flags.ts";
+import { readerRepoFlags } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 import { parseLsn } from "../../pg/lsn.ts";
 import { isS3Location } from "../../repo/s3-storage.ts";
@@ -16,7 +16,7 @@ export const command: Command = {
     usage: "klio backup verify ID --repo DIR [--cluster NAME] [--progress] [--json]",
     positionals: [BACKUP_ID_POSITIONAL],
     flags: {
-      ...REPO_FLAGS,
+      ...readerRepoFlags("backup verify"),
       cluster: CLUSTER_FLAG,
       progress: { kind: "boolean", help: "show progress" },
       json: { kind: "boolean", help: "print JSON for scripts" },

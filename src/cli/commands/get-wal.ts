@@ -20,6 +20,7 @@ import { sleep } from "../../util/sleep.ts";
 import { TEMP_SUFFIX } from "../../util/durable-fs.ts";
 import { classifyWalName, parseWalRequest } from "../../wal/archive-reader.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
+import { repoFlag } from "../repo-location.ts";
 import { openWalSource, type WalSource } from "../../wal/wal-source.ts";
 
 /** get-wal's status for every failure but "missing": above 125, which PostgreSQL treats as fatal. */
@@ -44,7 +45,7 @@ export const command: Command = {
       { name: "TARGET", help: "where to write it (%p)", required: false },
     ],
     flags: {
-      repo: { kind: "string", value: "DIR|URL", help: "repository directory, the appliance's API (https://host:port), or s3://bucket/prefix", required: true },
+      repo: repoFlag("get-wal", { remote: ["api", "s3"] }),
       ...TOKEN_FILE_FLAG,
       ...S3_FLAGS,
       cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },

@@ -1,5 +1,6 @@
 import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
+import { repoFlag } from "../repo-location.ts";
 import { readPassphrase } from "../secret-files.ts";
 import { COMPRESSIONS, isCompression } from "../../repo/codec.ts";
 import { DEFAULT_COMPRESSION, initRepository, openRepository } from "../../repo/repository.ts";
@@ -10,7 +11,7 @@ export const command: Command = {
     summary: "Create a repository.",
     usage: "klio init --repo DIR [--encryption-passphrase-file FILE] [--compression brotli|deflate|lz4|none] [--pack-size 32MiB] [--json]",
     flags: {
-      repo: { kind: "string", value: "DIR", help: "directory of the new repository (created; must be empty if it exists)", required: true },
+      repo: repoFlag("init", { help: "directory of the new repository (created; if it exists, it must be empty or hold only a WAL archive)", why: "creates a repository directory" }),
       "encryption-passphrase-file": { kind: "string", value: "FILE", help: "encrypt the repository with the passphrase in FILE (or KLIO_PASSPHRASE_FILE)" },
       compression: { kind: "string", value: "NAME", help: `compression of new chunks: ${COMPRESSIONS.join(" or ")} (default ${DEFAULT_COMPRESSION})` },
       "pack-size": { kind: "string", value: "SIZE", help: "pack files are sealed at about this size: 64KiB to 1GiB (default 32MiB); smaller packs let maintenance free space in finer steps" },

@@ -1,14 +1,14 @@
 import type { Command } from "../command.ts";
 import { commandLogger } from "../repo-flags.ts";
 import { bytes } from "../progress.ts";
-import { openOffsite, OFFSITE_FLAGS } from "../offsite-target.ts";
+import { openOffsite, offsiteFlags } from "../offsite-target.ts";
 
 export const command: Command = {
   spec: {
     name: "offsite status",
     summary: "What the S3 copy lacks: objects and bytes behind, and the oldest of them.",
     usage: "klio offsite status --repo DIR --to s3://BUCKET[/PREFIX] --s3-endpoint URL [--json]",
-    flags: { ...OFFSITE_FLAGS, json: { kind: "boolean", help: "print JSON for scripts" } },
+    flags: { ...offsiteFlags("offsite status"), json: { kind: "boolean", help: "print JSON for scripts" } },
   },
   async run(args, ctx) {
     const sync = await openOffsite(args.flags, ctx, commandLogger(ctx, false));

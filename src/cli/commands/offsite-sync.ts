@@ -2,7 +2,7 @@ import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
 import { sleep } from "../../util/sleep.ts";
 import { commandLogger } from "../repo-flags.ts";
-import { openOffsite, OFFSITE_FLAGS } from "../offsite-target.ts";
+import { openOffsite, offsiteFlags } from "../offsite-target.ts";
 
 export const command: Command = {
   spec: {
@@ -10,7 +10,7 @@ export const command: Command = {
     summary: "Copy the repository (backups and WAL) to an S3-compatible bucket, once or continuously.",
     usage: "klio offsite sync --repo DIR --to s3://BUCKET[/PREFIX] --s3-endpoint URL [--once] [--interval SECONDS] [--concurrency N] [--json]",
     flags: {
-      ...OFFSITE_FLAGS,
+      ...offsiteFlags("offsite sync"),
       once: { kind: "boolean", help: "one pass, then exit (0 when the remote has everything)" },
       interval: { kind: "number", value: "SECONDS", help: "seconds between passes when continuous (WAL reaches the bucket within about this)", default: 2 },
       json: { kind: "boolean", help: "print each pass as a JSON line on stdout" },

@@ -1,6 +1,6 @@
 import type { Command } from "../command.ts";
 import { bytes } from "../progress.ts";
-import { OFFSITE_FLAGS, openRemote } from "../offsite-target.ts";
+import { offsiteFlags, openRemote } from "../offsite-target.ts";
 import { verifyOffsite } from "../../offsite/verify.ts";
 
 export const command: Command = {
@@ -8,7 +8,7 @@ export const command: Command = {
     name: "offsite verify",
     summary: "Compare the S3 copy with the local repository: every object's size and checksum (ETag).",
     usage: "klio offsite verify --repo DIR --to s3://BUCKET[/PREFIX] --s3-endpoint URL [--json]",
-    flags: { ...OFFSITE_FLAGS, json: { kind: "boolean", help: "print JSON for scripts" } },
+    flags: { ...offsiteFlags("offsite verify"), json: { kind: "boolean", help: "print JSON for scripts" } },
     details: "Exit 0 when every object that goes offsite is in the bucket with the same bytes, 1 otherwise (each problem is listed).",
   },
   async run(args, ctx) {

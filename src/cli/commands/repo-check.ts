@@ -3,7 +3,7 @@ import { chunkIdHex } from "../../repo/chunk-id.ts";
 import { readFileList } from "../../repo/file-list.ts";
 import type { Repository, RepoProblem } from "../../repo/repository.ts";
 import { listSnapshotClusters, listSnapshots, readChunks, type Snapshot } from "../../backup/snapshot.ts";
-import { openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { openRepoFromFlags, readerRepoFlags } from "../repo-flags.ts";
 import { createProgress } from "../progress.ts";
 import { parseLsn } from "../../pg/lsn.ts";
 import { isS3Location } from "../../repo/s3-storage.ts";
@@ -18,7 +18,7 @@ export const command: Command = {
     summary: "Check the repository's structure; with --read-data read back every chunk and compare its hash.",
     usage: "klio repo check --repo DIR [--read-data] [--progress] [--json]",
     flags: {
-      ...REPO_FLAGS,
+      ...readerRepoFlags("repo check"),
       "read-data": { kind: "boolean", help: "read, decrypt and decompress every chunk and compare its hash, and verify every WAL file (slow)" },
       progress: { kind: "boolean", help: "show progress" },
       json: { kind: "boolean", help: "print JSON for scripts" },

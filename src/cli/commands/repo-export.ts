@@ -8,8 +8,7 @@ import { exportRepository } from "../../offsite/export.ts";
 import { FsStorage } from "../../repo/fs-storage.ts";
 import { isS3Location, parseS3Url, S3Storage } from "../../repo/s3-storage.ts";
 import type { Storage } from "../../repo/storage.ts";
-import { isApiLocation } from "../../util/api-client.ts";
-import { commandLogger, openRepoFromFlags, REPO_FLAGS } from "../repo-flags.ts";
+import { commandLogger, openRepoFromFlags, readerRepoFlags } from "../repo-flags.ts";
 import { s3OptionsFromFlags } from "../s3-flags.ts";
 import { readPassphrase } from "../secret-files.ts";
 
@@ -20,7 +19,7 @@ export const command: Command = {
     usage: "klio repo export DEST_DIR --repo SRC [--cluster NAME] [--backup-id ID|latest] [--with-wal-until TIME] [--json]",
     positionals: [{ name: "DEST_DIR", help: "a new or empty directory (e.g. on a USB disk)" }],
     flags: {
-      ...REPO_FLAGS,
+      ...readerRepoFlags("repo export", ["s3"], "reads no repository over the appliance's API (on the appliance, export from its directory)"),
       cluster: { kind: "string", value: "NAME", help: "only this cluster's backups and WAL" },
       "backup-id": { kind: "string", value: "ID", help: "only this backup (or latest)" },
       "with-wal-until": { kind: "string", value: "TIME", help: "only the WAL needed to recover up to this time, e.g. 2026-12-01 09:30:00+00 (default: all of it)" },
@@ -35,7 +34,6 @@ export const command: Command = {
   async run(args, ctx) {
     const f = args.flags;
     const src = String(f.repo);
-    if (isApiLocation(src)) throw new KlioError("usage", "repo export: the source must be a repository directory or s3:// location (on the appliance, export from its directory)");
     const cluster = f.cluster === undefined ? undefined : validateClusterName(String(f.cluster));
     const backupId = f["backup-id"] === undefined || f["backup-id"] === "latest" ? (f["backup-id"] as string | undefined) : validateSnapshotId(String(f["backup-id"]));
     const until = f["with-wal-until"] === undefined ? undefined : parseRecoveryTarget({ time: String(f["with-wal-until"]) });

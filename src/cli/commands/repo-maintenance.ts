@@ -3,7 +3,7 @@ import { KlioError } from "../../util/errors.ts";
 import { parseDuration } from "../../util/duration.ts";
 import { snapshotReferences } from "../../backup/snapshot-references.ts";
 import type { MaintenanceReport } from "../../repo/maintenance.ts";
-import { commandLogger, LOCAL_REPO_FLAGS, openRepoFromFlags } from "../repo-flags.ts";
+import { commandLogger, localRepoFlags, openRepoFromFlags } from "../repo-flags.ts";
 import { bytes as formatBytes } from "../progress.ts";
 
 export const command: Command = {
@@ -12,7 +12,7 @@ export const command: Command = {
     summary: "Free the space of data no backup uses: remove and rewrite packs, merge the index.",
     usage: "klio repo maintenance --repo DIR [--dry-run] [--repack-share 0.5] [--max-wait 1h] [--json]",
     flags: {
-      ...LOCAL_REPO_FLAGS,
+      ...localRepoFlags("repo maintenance"),
       "dry-run": { kind: "boolean", help: "only report what would be freed" },
       "repack-share": { kind: "number", value: "SHARE", help: "rewrite a pack when at least this share of it is garbage (0.05 to 1, default 0.5)" },
       "max-wait": { kind: "string", value: "DURATION", help: "wait this long for backups that started before maintenance (default 1h); past it, the freeing is finished by the next run" },

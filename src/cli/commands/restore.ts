@@ -11,7 +11,7 @@ import { tokenFromFlags } from "../secret-files.ts";
 import { formatLsn } from "../../pg/lsn.ts";
 import { parseRecoveryTarget, parseTargetAction, parseTargetTimeline } from "../../restore/recovery-target.ts";
 import { CLUSTER_FLAG, clusterFromFlags } from "../backup-cluster.ts";
-import { commandLogger, openRepoFromFlags, remoteAccessFlags, REPO_FLAGS, WORKERS_FLAG } from "../repo-flags.ts";
+import { commandLogger, openRepoFromFlags, remoteAccessFlags, readerRepoFlags, WORKERS_FLAG } from "../repo-flags.ts";
 import { bytes, createProgress } from "../progress.ts";
 
 export const command: Command = {
@@ -21,7 +21,7 @@ export const command: Command = {
     usage: "klio restore DEST --repo DIR [--cluster NAME] [--backup-id ID|latest] [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate] [--allow-future-target] [--target-action promote|pause|shutdown] [--target-timeline latest|current|N] [--tablespaces name:path,…]",
     positionals: [{ name: "DEST", help: "the new data directory (must not exist, or be an empty directory; not a symbolic link)" }],
     flags: {
-      ...REPO_FLAGS,
+      ...readerRepoFlags("restore"),
       ...WORKERS_FLAG,
       cluster: CLUSTER_FLAG,
       "backup-id": { kind: "string", value: "ID", help: "the backup to restore (default: the newest that can reach the target)" },

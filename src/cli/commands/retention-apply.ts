@@ -6,7 +6,7 @@ import { readStoredPolicy } from "../../backup/retention-store.ts";
 import { readOffsiteMarker } from "../../offsite/sync.ts";
 import { parseS3Url, S3Storage } from "../../repo/s3-storage.ts";
 import { CLUSTER_FLAG } from "../backup-cluster.ts";
-import { commandLogger, LOCAL_REPO_FLAGS, openRepoFromFlags } from "../repo-flags.ts";
+import { commandLogger, localRepoFlags, openRepoFromFlags } from "../repo-flags.ts";
 import { retentionClusters } from "../retention-flags.ts";
 import { S3_FLAGS, s3OptionsFromFlags } from "../s3-flags.ts";
 import { bytes } from "../progress.ts";
@@ -18,7 +18,7 @@ export const command: Command = {
     summary: "Delete the backups no retention rule keeps, and the WAL no kept backup needs.",
     usage: "klio retention apply --repo DIR [--cluster NAME] [--dry-run] [--offsite s3://BUCKET/PREFIX --s3-… | --ignore-offsite] [--json]",
     flags: {
-      ...LOCAL_REPO_FLAGS,
+      ...localRepoFlags("retention apply"),
       cluster: CLUSTER_FLAG,
       "dry-run": { kind: "boolean", help: "only report what would be deleted, and why each backup stays" },
       offsite: { kind: "string", value: "s3://BUCKET[/PREFIX]", help: "the repository's offsite copy: nothing is deleted before it is there" },

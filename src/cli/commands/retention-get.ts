@@ -1,7 +1,7 @@
 import type { Command } from "../command.ts";
 import { describePolicy } from "../../backup/retention.ts";
 import { readPins, readStoredPolicy } from "../../backup/retention-store.ts";
-import { LOCAL_REPO_FLAGS, openRepoFromFlags } from "../repo-flags.ts";
+import { localRepoFlags, openRepoFromFlags } from "../repo-flags.ts";
 import { retentionClusters } from "../retention-flags.ts";
 import { CLUSTER_FLAG } from "../backup-cluster.ts";
 
@@ -10,7 +10,7 @@ export const command: Command = {
     name: "retention get",
     summary: "Show each cluster's retention policy and pinned backups.",
     usage: "klio retention get --repo DIR [--cluster NAME] [--json]",
-    flags: { ...LOCAL_REPO_FLAGS, cluster: CLUSTER_FLAG, json: { kind: "boolean", help: "print JSON for scripts" } },
+    flags: { ...localRepoFlags("retention get", { why: "reads the policies and pins kept in a repository directory (an S3 copy or the appliance's API has none)" }), cluster: CLUSTER_FLAG, json: { kind: "boolean", help: "print JSON for scripts" } },
     details: "Only the policy set in the repository is shown; the daemon's config may define one for clusters that have none here.",
   },
   async run(args, ctx) {

@@ -4,6 +4,8 @@ import { describePolicy } from "../../backup/retention.ts";
 import { writeStoredPolicy } from "../../backup/retention-store.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
 import { isRepository } from "../../repo/repository.ts";
+import { notARepository } from "../../repo/wal-only.ts";
+import { repoFlag } from "../repo-location.ts";
 import { policyFromFlags, RETENTION_RULE_FLAGS } from "../retention-flags.ts";
 
 export const command: Command = {
@@ -12,7 +14,7 @@ export const command: Command = {
     summary: "Set a cluster's retention policy in the repository (replacing the one there).",
     usage: "klio retention set --repo DIR --cluster NAME [--recovery-window 7d] [--full N] [--keep-latest N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--min-backups N] | --clear",
     flags: {
-      repo: { kind: "string", value: "DIR", help: "the repository directory", required: true },
+      repo: repoFlag("retention set"),
       cluster: { kind: "string", value: "NAME", help: "the cluster", required: true },
       ...RETENTION_RULE_FLAGS,
       clear: { kind: "boolean", help: "remove the policy set here (the daemon's config, if it has one, applies again)" },
@@ -26,7 +28,7 @@ export const command: Command = {
     const f = args.flags;
     const repoDir = String(f.repo);
     const cluster = validateClusterName(String(f.cluster));
-    if (!(await isRepository(repoDir))) throw new KlioError("bad-repository", `${repoDir} is not a klio repository`);
+    if (!(await isRepository(repoDir))) throw await notARepository(repoDir);
     const policy = policyFromFlags(f);
     if (f.clear && policy) throw new KlioError("usage", "--clear takes no rules with it");
     if (!f.clear && !policy) throw new KlioError("usage", "give at least one rule (--recovery-window, --full, --keep-…), or --clear");

@@ -1,5 +1,6 @@
 import type { Command } from "../command.ts";
 import { openClusterArchive } from "../../wal/archive-reader.ts";
+import { repoFlag } from "../repo-location.ts";
 import { walStatus, type WalStatus } from "../../wal/archive-status.ts";
 
 function human(s: WalStatus): string {
@@ -24,7 +25,7 @@ export const command: Command = {
     summary: "Show a cluster's WAL archive: last received and flushed position, timeline, segments and gaps.",
     usage: "klio wal status --repo DIR [--cluster NAME] [--read-data] [--json]",
     flags: {
-      repo: { kind: "string", value: "DIR", help: "repository directory", required: true },
+      repo: repoFlag("wal status", { why: "reads the WAL archive of a repository directory (get-wal reads the others)" }),
       cluster: { kind: "string", value: "NAME", help: "cluster name (needed when the repository holds several)" },
       "read-data": { kind: "boolean", help: "read and verify every segment and history file (by default: sizes, headers, checksum files, and damage readers met)" },
       json: { kind: "boolean", help: "print JSON for scripts" },

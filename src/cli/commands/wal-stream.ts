@@ -2,20 +2,22 @@ import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
 import { createLogger, parseLogLevel } from "../../util/log.ts";
 import { parseConnInfo } from "../../pg/conninfo.ts";
+import { pgFlag } from "../pg-flag.ts";
 import { parseLsn } from "../../pg/lsn.ts";
 import { validateSlotName } from "../../pg/replication-commands.ts";
 import { validateClusterName } from "../../wal/archive-layout.ts";
+import { repoFlag } from "../repo-location.ts";
 import { runReceiver } from "../../wal/receiver.ts";
 
 export const command: Command = {
   spec: {
     name: "wal stream",
     summary: "Stream WAL from a PostgreSQL server into the repository over physical replication, until stopped (SIGINT/SIGTERM).",
-    usage: "klio wal stream --repo DIR --cluster NAME --pg CONNSTR [--slot klio] [--create-slot] [--synchronous]",
+    usage: "klio wal stream --repo DIR --cluster NAME [--pg CONNSTR] [--slot klio] [--create-slot] [--synchronous]",
     flags: {
-      repo: { kind: "string", value: "DIR", help: "repository directory (created if missing)", required: true },
+      repo: repoFlag("wal stream", { help: "the repository directory (its WAL archive is created if missing)", why: "writes WAL into it, and an S3 copy or the appliance's API can only be read" }),
       cluster: { kind: "string", value: "NAME", help: "name of the cluster in the repository", required: true },
-      pg: { kind: "string", value: "CONNSTR", help: "libpq connection string or URI; PG* environment variables fill the rest", default: "" },
+      pg: pgFlag("the primary (or a standby)"),
       slot: { kind: "string", value: "NAME", help: "physical replication slot", default: "klio" },
       "create-slot": { kind: "boolean", help: "create the slot (RESERVE_WAL) if it does not exist" },
       synchronous: { kind: "boolean", help: "fsync and report after every message batch (for synchronous_standby_names)" },
@@ -41,7 +43,7 @@ export const command: Command = {
     if (format !== "text" && format !== "json") throw new KlioError("usage", `wal stream: --log-format must be text or json, got "${format}"`);
     const interval = Number(f["status-interval"]);
     if (!(interval >= 1 && interval <= 3600)) throw new KlioError("usage", `wal stream: --status-interval must be between 1 and 3600 seconds, got ${interval}`);
-    const conninfo = parseConnInfo(String(f.pg), ctx.env, { application_name: "klio" });
+    const conninfo = parseConnInfo(String(f.pg ?? ""), ctx.env, { application_name: "klio" });
     if (f["application-name"] !== undefined) conninfo.application_name = String(f["application-name"]);
     const log = createLogger({ write: ctx.stderr, format, level, base: { cluster } });
     await runReceiver({
