@@ -4,7 +4,7 @@
 // root, the cluster pointed at a real PostgreSQL), here with TLS on.
 import { describe, it, expect, afterEach } from "vitest";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import path from "node:path";
 import { freePort, startPostgres } from "./harness/postgres.ts";
@@ -31,17 +31,40 @@ function httpsGet(url: string, ca: string, token: string | null): Promise<{ stat
 describe("the appliance", () => {
   it("installs into a root and runs the daemon from the example config, over TLS", { timeout: 180_000 }, async () => {
     const stage = tempDir(cleanups, "klio-stage-");
-    const install = () => execFileSync("sh", [path.join(ROOT, "appliance", "install.sh")], { env: { ...process.env, KLIO_ROOT: stage, KLIO_BIN }, encoding: "utf8" });
+    const script = path.join(ROOT, "appliance", "install.sh");
+    const env: NodeJS.ProcessEnv = { ...process.env, KLIO_ROOT: stage };
+    delete env.KLIO_BIN;
+    expect(execFileSync("sh", [script, "--help"], { env, encoding: "utf8" })).toMatch(/usage: sudo sh install\.sh PATH\/TO\/klio/);
+    // A binary that does not run here stops the install before anything is written.
+    const wrong = path.join(tempDir(cleanups, "klio-wrong-"), "klio");
+    writeFileSync(wrong, "#!/bin/sh\necho 'cannot execute binary file: Exec format error' >&2\nexit 126\n", { mode: 0o755 });
+    expect(() => execFileSync("sh", [script, wrong], { env, encoding: "utf8", stdio: "pipe" })).toThrow(/does not run on this machine/);
+    expect(readdirSync(stage)).toEqual([]);
+    const install = () => execFileSync("sh", [script, KLIO_BIN], { env, encoding: "utf8" });
     expect(install()).toMatch(/made the admin token/);
     const mode = (p: string) => (statSync(path.join(stage, p)).mode & 0o777).toString(8);
     expect(mode("usr/local/bin/klio")).toBe("755");
     expect(mode("var/lib/klio")).toBe("750");
     expect(mode("etc/klio")).toBe("750");
-    expect(mode("etc/klio/tokens/admin.token")).toBe("640");
+    expect(mode("etc/klio/tokens/admin.token")).toBe("600");
     expect(mode("etc/klio/klio.json")).toBe("640");
     expect(readFileSync(path.join(stage, "etc/systemd/system/klio.service"), "utf8")).toMatch(/^User=klio$/m);
     const admin = readFileSync(path.join(stage, "etc/klio/tokens/admin.token"), "utf8").trim();
     expect(admin).toMatch(/^[0-9a-f]{64}$/);
+    // The guide and every file its relative links name are installed (and tracked by git).
+    const doc = path.join(stage, "usr/local/share/doc/klio");
+    const installed = readdirSync(doc);
+    expect(installed).toEqual(expect.arrayContaining(["README.md", "AIRGAP.md"]));
+    for (const md of installed.filter((f) => f.endsWith(".md"))) {
+      const text = readFileSync(path.join(doc, md), "utf8");
+      for (const m of text.matchAll(/\]\(([^)\s]+)[^)]*\)|^\s*\[[^\]]+\]:\s*(\S+)/gm)) {
+        const target = (m[1] ?? m[2]!).split("#")[0]!;
+        if (target === "" || /^[a-z][a-z0-9+.-]*:/i.test(target)) continue;
+        expect(existsSync(path.join(doc, target)), `${md} links to ${target}`).toBe(true);
+      }
+    }
+    const tracked = execFileSync("git", ["-C", ROOT, "ls-files", "appliance"], { encoding: "utf8" }).split("\n");
+    for (const f of installed) expect(tracked, `appliance/${f} is not in git`).toContain(`appliance/${f}`);
     install(); // again: an upgrade keeps the tokens and the config
     expect(readFileSync(path.join(stage, "etc/klio/tokens/admin.token"), "utf8").trim()).toBe(admin);
 
@@ -55,7 +78,6 @@ describe("the appliance", () => {
     config.api.port = port;
     config.clusters[0].connection = `host=${pg.host} port=${pg.port} user=postgres dbname=postgres`;
     writeFileSync(path.join(stage, "etc/klio/db1.password"), "unused-with-trust\n");
-    mkdirSync(path.join(stage, "etc/klio/tls"));
     const cert = path.join(stage, "etc/klio/tls/cert.pem");
     const key = path.join(stage, "etc/klio/tls/key.pem");
     execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"], { stdio: "ignore" });

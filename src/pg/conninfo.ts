@@ -412,6 +412,32 @@ export function parseConnInfo(
   return ci;
 }
 
+/** The keywords whose values name files the connection reads, and what each file is (for messages). */
+export const FILE_KEYWORDS = {
+  sslrootcert: "root certificate file (sslrootcert)",
+  sslcert: "client certificate (sslcert)",
+  sslkey: "client key (sslkey)",
+  passfile: "password file (passfile)",
+} as const;
+
+export type FileKeyword = keyof typeof FILE_KEYWORDS;
+
+/**
+ * The files a connection string itself names (not the PG* variables, not libpq's defaults),
+ * e.g. for a config check. `sslrootcert=system` names the system's store, not a file.
+ */
+export function connInfoFiles(text: string): { keyword: FileKeyword; file: string }[] {
+  const trimmed = text.trim();
+  const given = /^postgres(?:ql)?:\/\//.test(trimmed) ? parseUri(trimmed) : parseKeyValue(trimmed);
+  const out: { keyword: FileKeyword; file: string }[] = [];
+  for (const keyword of Object.keys(FILE_KEYWORDS) as FileKeyword[]) {
+    const file = given.get(keyword);
+    if (file === undefined || file === "" || (keyword === "sslrootcert" && file === "system")) continue;
+    out.push({ keyword, file });
+  }
+  return out;
+}
+
 /** "user@host:port" (IPv6 in brackets, a Unix socket as its path) for messages; never the password. */
 export function describeConnInfo(ci: ConnInfo): string {
   if (ci.host.startsWith("/")) return `${ci.user}@${path.posix.join(ci.host, `.s.PGSQL.${ci.port}`)}`;

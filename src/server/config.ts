@@ -210,8 +210,8 @@ async function readSecret(file: string, where: string, what: string, fromFile: s
   return v;
 }
 
-/** Parses and checks the config text; `file` names it in errors and anchors relative paths. */
-export async function parseConfig(text: string, file: string, env: Record<string, string | undefined>): Promise<DaemonConfig> {
+/** The config text as JSON that fits the schema; nothing else is read or checked. */
+export function parseConfigText(text: string, file: string): ConfigFile {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -219,7 +219,12 @@ export async function parseConfig(text: string, file: string, env: Record<string
     throw new KlioError("bad-config", `${file} is not valid JSON: ${(e as Error).message}`);
   }
   if (!checker.Check(raw)) throw new KlioError("bad-config", `${file}: ${schemaErrors(checker.Errors(raw)).join("; ")}`);
-  const c = raw;
+  return raw;
+}
+
+/** Parses and checks the config text; `file` names it in errors and anchors relative paths. */
+export async function parseConfig(text: string, file: string, env: Record<string, string | undefined>): Promise<DaemonConfig> {
+  const c = parseConfigText(text, file);
   const rel = (p: string) => path.resolve(path.dirname(file), p);
 
   const tokens: ApiToken[] = [];
@@ -328,12 +333,14 @@ export async function parseConfig(text: string, file: string, env: Record<string
   };
 }
 
-export async function loadConfig(file: string, env: Record<string, string | undefined>): Promise<DaemonConfig> {
-  let text: string;
+export async function readConfigText(file: string): Promise<string> {
   try {
-    text = await readFile(file, "utf8");
+    return await readFile(file, "utf8");
   } catch (e) {
     throw new KlioError("bad-config", `cannot read the config file ${file}: ${(e as Error).message}`);
   }
-  return parseConfig(text, path.resolve(file), env);
+}
+
+export async function loadConfig(file: string, env: Record<string, string | undefined>): Promise<DaemonConfig> {
+  return parseConfig(await readConfigText(file), path.resolve(file), env);
 }

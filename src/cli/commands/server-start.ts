@@ -1,7 +1,9 @@
 import type { Command } from "../command.ts";
 import { KlioError } from "../../util/errors.ts";
 import { createLogger, parseLogLevel } from "../../util/log.ts";
-import { loadConfig } from "../../server/config.ts";
+import path from "node:path";
+import { parseConfig, parseConfigText, readConfigText } from "../../server/config.ts";
+import { checkConfigFiles } from "../../server/config-files.ts";
 import { startDaemon } from "../../server/daemon.ts";
 import { createApp } from "../../api/app.ts";
 import { listen } from "../../api/listen.ts";
@@ -15,7 +17,7 @@ export const command: Command = {
       config: { kind: "string", value: "FILE", help: "the config file (see appliance/klio.example.json)", default: "/etc/klio/klio.json" },
       "log-level": { kind: "string", value: "LEVEL", help: "debug, info, warn or error (overrides the config's log.level)" },
       "log-format": { kind: "string", value: "text|json", help: "log line format (default: the config's, else text on a terminal and json otherwise)" },
-      check: { kind: "boolean", help: "only check the config (secrets readable, schedules valid) and exit" },
+      check: { kind: "boolean", help: "only check the config (every file it names readable, secrets, schedules) and exit: 0 when good, 2 with one line per problem" },
     },
     details: [
       "The repository is created on first start if it does not exist. Each cluster gets a WAL receiver (restarted",
@@ -26,14 +28,24 @@ export const command: Command = {
   },
   async run(args, ctx) {
     const f = args.flags;
-    const config = await loadConfig(String(f.config), ctx.env);
+    const file = path.resolve(String(f.config));
+    const text = await readConfigText(String(f.config));
+    let files = 0;
+    if (f.check) {
+      // Every missing or unreadable file at once, before the first one stops the full parse.
+      const { problems, checked } = await checkConfigFiles(parseConfigText(text, file), file);
+      for (const p of problems) ctx.stderr(`klio: ${file}: ${p}\n`);
+      if (problems.length > 0) return 2;
+      files = checked;
+    }
+    const config = await parseConfig(text, file, ctx.env);
     const levelText = (f["log-level"] as string | undefined) ?? config.log.level ?? "info";
     const level = parseLogLevel(levelText);
     if (!level) throw new KlioError("usage", `server start: --log-level must be debug, info, warn or error, got "${levelText}"`);
     const format = (f["log-format"] as string | undefined) ?? config.log.format ?? (ctx.isTTY ? "text" : "json");
     if (format !== "text" && format !== "json") throw new KlioError("usage", `server start: --log-format must be text or json, got "${format}"`);
     if (f.check) {
-      ctx.stdout(`${config.file}: ok (${config.clusters.length} cluster${config.clusters.length === 1 ? "" : "s"}, API on ${config.api.host}:${config.api.port}${config.api.tls ? " with TLS" : ""})\n`);
+      ctx.stdout(`${config.file}: ok (${config.clusters.length} cluster${config.clusters.length === 1 ? "" : "s"}, API on ${config.api.host}:${config.api.port}${config.api.tls ? " with TLS" : ""}, ${files} file${files === 1 ? "" : "s"} readable)\n`);
       return 0;
     }
     const log = createLogger({ write: ctx.stderr, format, level });
