@@ -64,7 +64,11 @@ function parseOptions(argv: string[]): Options {
   return opts;
 }
 
-const say = (text: string) => console.log(`[demo] ${text}`);
+/** False once stdout is gone (the terminal closed, `| head` done): the demo then stops quietly. */
+let stdoutOpen = true;
+const say = (text: string) => {
+  if (stdoutOpen) console.log(`[demo] ${text}`);
+};
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A path as the person typed it would: relative to the working directory when inside it. */
@@ -535,7 +539,16 @@ async function main(): Promise<void> {
   const onSignal = () => void stop(demo, 0);
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  try {
+  process.on("SIGHUP", onSignal);
+  process.stdout.on("error", () => {
+    stdoutOpen = false;
+    void stop(demo, 0);
+  });
+  // Whatever goes wrong, what was started is stopped.
+  process.on("uncaughtException", (e) => {
+    say(`failed: ${e.message}`);
+    void stop(demo, 1);
+  });  try {
     await run(demo);
   } catch (e) {
     if (demo.stopping) return; // a step cut short by Ctrl-C
