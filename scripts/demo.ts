@@ -451,7 +451,8 @@ async function run(demo: Demo): Promise<void> {
   const [{ lsn: switchText }] = await sql`select pg_switch_wal()::text as lsn`;
   const switched: Lsn = parseLsn(String(switchText));
   say(`inserted ${ROWS.afterPoint} more rows and switched WAL at ${formatLsn(switched)}`);
-  // Flushed past the switch, and the segment it ended archived whole (its final file written).
+  // Flushed past the switch, the segment it ended complete, and compressed into its final file
+  // (which PostgreSQL's user may read only once shareRepo below has run after it was written).
   const segSize = parseSegmentSize(String((await sql`show wal_segment_size`)[0]!.wal_segment_size));
   const lastNeeded = segmentNumber(switched - 1n, segSize);
   const flushed = await until(`the archive to flush past ${formatLsn(switched)}`, async () => {
@@ -459,7 +460,9 @@ async function run(demo: Demo): Promise<void> {
     const c = await api.get<{ receiver: ReceiverJson }>("/v1/clusters/demo");
     const f = c.receiver.flushedLsn === null ? null : parseLsn(c.receiver.flushedLsn);
     const archived = c.receiver.lastSegment === null ? null : parseSegmentName(c.receiver.lastSegment, segSize).segno;
-    return f !== null && f >= switched && archived !== null && archived >= lastNeeded ? f : undefined;
+    if (f === null || f < switched || archived === null || archived < lastNeeded) return undefined;
+    const wal = await api.get<{ archive: { segments: { uncompressed: number } } | null }>("/v1/clusters/demo/wal");
+    return wal.archive !== null && wal.archive.segments.uncompressed === 0 ? f : undefined;
   }, 60_000);
   say(`the archive has flushed to ${formatLsn(flushed)}: every row is in ${shown(repo)}`);
   await pause();
