@@ -93,7 +93,7 @@ describe("npm start: the demo", () => {
     // then it says so, replaces it, passes, and nothing of either run is left.
     expect(code, second.output()).toBe(0);
     expect(second.output()).toMatch(/^\[demo\] replacing the previous demo in /m);
-    expect(second.output()).toMatch(/stopped what it left running: klio \(pid \d+\); PostgreSQL \(pid \d+, \d+\)/);
+    expect(second.output()).toMatch(/stopped what it left running: klio \(pid \d+(, \d+)*\); PostgreSQL \(pid \d+, \d+\)/);
     expectTheWholeJob(second.output());
     expect(processesIn(base)).toEqual([]);
   }, 240_000);
