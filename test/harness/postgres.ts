@@ -213,7 +213,7 @@ process.once("exit", () => {
  * server by up to its idle time, and would still write there while the directory is removed:
  * killed, and waited for.
  */
-async function stopPrefetchers(dataDir: string): Promise<void> {
+export async function stopPrefetchers(dataDir: string): Promise<void> {
   const spool = path.join(dataDir, "pg_wal", "klio-spool");
   for (const d of existsSync(spool) ? readdirSync(spool) : []) {
     let pid = 0;
