@@ -163,7 +163,7 @@ describe("get-wal", () => {
 
 describe("get-wal with a path for a name", () => {
   it("`get-wal ../../etc/passwd /tmp/x --repo /tmp` exits 2 on the name, JSON-quoted, and writes nothing", () => {
-    const target = path.join(mkdtempSync(path.join(tmpdir(), "klio-getwal-name-")), "x");
+    const target = path.join(tempDir(cleanups, "klio-getwal-name-"), "x");
     // /tmp is a directory but no repository: the name is refused before that is looked at.
     const r = runKlio(["get-wal", "../../etc/passwd", target, "--repo", "/tmp"]);
     expect(r.code).toBe(2);
