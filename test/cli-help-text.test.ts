@@ -81,6 +81,12 @@ describe("--help pages", () => {
       // The offsite commands and retention apply reach the bucket of --to/--offsite, not a repository there.
       expect(/^offsite|^retention apply$/.test(name) || c.spec.flags["s3-endpoint"] === undefined, name).toBe(true);
     }
+    // The usage line names --repo as the flag's own row does.
+    for (const c of commands) {
+      const repo = c.spec.flags.repo;
+      if (repo === undefined || repo.kind !== "string") continue;
+      expect(c.spec.usage, c.spec.name).toContain(`--repo ${repo.value}`);
+    }
     const exportPage = helpText(byName("repo export").spec);
     expect(exportPage).toContain("s3://BUCKET");
     expect(exportPage).not.toContain("https://host");

@@ -10,7 +10,7 @@ export const command: Command = {
   spec: {
     name: "backup list",
     summary: "List the backups in the repository, oldest first.",
-    usage: "klio backup list --repo DIR [--cluster NAME] [--json]",
+    usage: "klio backup list --repo DIR|URL [--cluster NAME] [--json]",
     flags: {
       ...readerRepoFlags("backup list"),
       cluster: { kind: "string", value: "NAME", help: "only this cluster's backups" },

@@ -8,7 +8,7 @@ export const command: Command = {
   spec: {
     name: "backup show",
     summary: "Show one backup: positions, times, sizes, tablespaces, backup_label.",
-    usage: "klio backup show ID --repo DIR [--cluster NAME] [--json]",
+    usage: "klio backup show ID --repo DIR|URL [--cluster NAME] [--json]",
     positionals: [BACKUP_ID_POSITIONAL],
     flags: {
       ...readerRepoFlags("backup show"),

@@ -13,7 +13,7 @@ export const command: Command = {
   spec: {
     name: "backup verify",
     summary: "Re-read every file of a backup and check it against PostgreSQL's backup_manifest checksums.",
-    usage: "klio backup verify ID --repo DIR [--cluster NAME] [--progress] [--json]",
+    usage: "klio backup verify ID --repo DIR|URL [--cluster NAME] [--progress] [--json]",
     positionals: [BACKUP_ID_POSITIONAL],
     flags: {
       ...readerRepoFlags("backup verify"),

@@ -39,7 +39,7 @@ export const command: Command = {
   spec: {
     name: "get-wal",
     summary: "Fetch a WAL segment or timeline history file from the archive (a PostgreSQL restore_command).",
-    usage: "klio get-wal WALNAME TARGET --repo DIR [--cluster NAME] [--partial] [--retry-for SECONDS] [--spool DIR [--prefetch N] [--prefetch-idle SECONDS]]",
+    usage: "klio get-wal WALNAME TARGET --repo DIR|URL [--cluster NAME] [--partial] [--retry-for SECONDS] [--spool DIR [--prefetch N] [--prefetch-idle SECONDS]]",
     positionals: [
       { name: "WALNAME", help: "file PostgreSQL asks for (%f), e.g. 000000010000000000000003 or 00000002.history" },
       { name: "TARGET", help: "where to write it (%p)", required: false },

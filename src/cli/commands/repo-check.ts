@@ -16,7 +16,7 @@ export const command: Command = {
   spec: {
     name: "repo check",
     summary: "Check the repository's structure; with --read-data read back every chunk and compare its hash.",
-    usage: "klio repo check --repo DIR [--read-data] [--progress] [--json]",
+    usage: "klio repo check --repo DIR|URL [--read-data] [--progress] [--json]",
     flags: {
       ...readerRepoFlags("repo check"),
       "read-data": { kind: "boolean", help: "read, decrypt and decompress every chunk and compare its hash, and verify every WAL file (slow)" },

@@ -16,7 +16,7 @@ export const command: Command = {
   spec: {
     name: "repo export",
     summary: "Write a self-contained copy of chosen backups and their WAL (removable media, air-gapped restore).",
-    usage: "klio repo export DEST_DIR --repo SRC [--cluster NAME] [--backup-id ID|latest] [--with-wal-until TIME] [--json]",
+    usage: "klio repo export DEST_DIR --repo DIR|s3://… [--cluster NAME] [--backup-id ID|latest] [--with-wal-until TIME] [--json]",
     positionals: [{ name: "DEST_DIR", help: "a new or empty directory (e.g. on a USB disk)" }],
     flags: {
       ...readerRepoFlags("repo export", ["s3"], "reads no repository over the appliance's API (on the appliance, export from its directory)"),

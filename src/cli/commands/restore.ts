@@ -18,7 +18,7 @@ export const command: Command = {
   spec: {
     name: "restore",
     summary: "Restore a backup into a new data directory, set up to recover to a point in time.",
-    usage: "klio restore DEST --repo DIR [--cluster NAME] [--backup-id ID|latest] [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate] [--allow-future-target] [--target-action promote|pause|shutdown] [--target-timeline latest|current|N] [--tablespaces name:path,…]",
+    usage: "klio restore DEST --repo DIR|URL [--cluster NAME] [--backup-id ID|latest] [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate] [--allow-future-target] [--target-action promote|pause|shutdown] [--target-timeline latest|current|N] [--tablespaces name:path,…]",
     positionals: [{ name: "DEST", help: "the new data directory (must not exist, or be an empty directory; not a symbolic link)" }],
     flags: {
       ...readerRepoFlags("restore"),
