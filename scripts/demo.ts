@@ -33,6 +33,16 @@ interface Options {
 }
 
 const USAGE = "usage: npm start -- [--seconds N] [--dir DIR] [--pause SECONDS]";
+const HELP = `${USAGE}
+
+Runs the appliance on a PostgreSQL 18 of its own: klio server start with a generated config,
+WAL streaming, a backup through the API, rows, a restore point, more rows, and a point-in-time
+restore to that restore point with the row counts side by side; then rows every five seconds.
+
+  --seconds N        stop after N seconds of the last phase (default: until Ctrl-C)
+  --dir DIR          where everything goes (default klio-demo; a previous demo there is replaced,
+                     any other non-empty directory refused)
+  --pause SECONDS    pause between the steps, to read along (default 2; 0: none)`;
 const RESTORE_POINT = "before_the_last_rows";
 const ROWS = { first: 1000, beforePoint: 500, afterPoint: 700, everyTick: 100 } as const;
 const TICK_MS = 5000;
@@ -57,7 +67,7 @@ function parseOptions(argv: string[]): Options {
       if (v === undefined || v === "") throw new Error("--dir needs a directory");
       opts.dir = v;
     } else if (flag === "--help" || flag === "-h") {
-      console.log(USAGE);
+      console.log(HELP);
       process.exit(0);
     } else throw new Error(`unknown flag ${JSON.stringify(a)}`);
   }

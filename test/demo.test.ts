@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { ROOT, waitFor } from "./harness/klio.ts";
+import { ROOT, runKlio, waitFor } from "./harness/klio.ts";
 
 interface DemoRun {
   child: ChildProcess;
@@ -77,6 +77,13 @@ describe("npm start: the demo", () => {
     expectTheWholeJob(demo.output());
     expect(demo.output()).toMatch(/\+100 rows: 2300 on the primary/);
     expect(processesIn(base)).toEqual([]);
+    // The repository it leaves is one the CLI reads: its backup, and WAL with no gap.
+    const list = runKlio(["backup", "list", "--repo", path.join(dir, "repo"), "--json"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(JSON.parse(list.stdout).backups).toHaveLength(1);
+    const wal = runKlio(["wal", "status", "--repo", path.join(dir, "repo")]);
+    expect(wal.code, wal.stderr).toBe(0);
+    expect(wal.stdout).toMatch(/^gaps +none$/m);
   }, 240_000);
 
   it("replaces a run that was killed with kill -9, leaving nothing of either", async () => {
@@ -103,5 +110,13 @@ describe("npm start: the demo", () => {
     expect(await demo.exited).toBe(2);
     expect(demo.output().trim().split("\n")).toHaveLength(1);
     expect(demo.output()).toMatch(/--seconds needs a number of seconds/);
+  });
+
+  it("--help says what it runs and every flag, and starts nothing", async () => {
+    const demo = startDemo(["--help"]);
+    expect(await demo.exited).toBe(0);
+    expect(demo.output()).toMatch(/^usage: npm start -- \[--seconds N\] \[--dir DIR\] \[--pause SECONDS\]\n/);
+    for (const flag of ["--seconds N", "--dir DIR", "--pause SECONDS"]) expect(demo.output()).toMatch(new RegExp(`^  ${flag} +\\S`, "m"));
+    expect(demo.output()).not.toMatch(/^\[demo\]/m);
   });
 });
