@@ -41,6 +41,14 @@ export interface Snapshot {
   walSegmentSize: number;
   /** Taken on a hot standby. */
   fromStandby: boolean;
+  /**
+   * "incremental": PostgreSQL sent only the blocks changed since `parent`, and the file list
+   * is a synthetic full (it restores alone). Absent in snapshots from before incremental
+   * backups: full.
+   */
+  kind?: "full" | "incremental";
+  /** The backup an incremental one was taken against (it may since have been deleted). */
+  parent?: string | null;
   backupLabel: string;
   tablespaceMap: string | null;
   tablespaces: SnapshotTablespace[];
