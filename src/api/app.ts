@@ -140,7 +140,7 @@ export const ROUTES: RouteSpec[] = [
   {
     method: "post", path: "/v1/clusters/:name/backups", summary: "Start a backup now; follow it at /v1/jobs/{id}",
     params: { name: P.name }, body: S.StartBackupBody, response: { status: 202, schema: S.Job },
-    handler: async ({ d, params, body }) => json(await supervisorOf(d, params.name!).startBackup("api", (body as S.StartBackupBody).name), 202),
+    handler: async ({ d, params, body }) => json(await supervisorOf(d, params.name!).startBackup("api", body as S.StartBackupBody), 202),
   },
   {
     method: "get", path: "/v1/clusters/:name/backups/:id", summary: "One backup, whole (its manifest)", params: { name: P.name, id: P.id },

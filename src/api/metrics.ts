@@ -97,6 +97,8 @@ export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()
   const lastAge = f("klio_backup_last_age_seconds", "gauge", "seconds since the newest backup ended");
   const lastSize = f("klio_backup_last_size_bytes", "gauge", "bytes of the files in the newest backup");
   const lastStored = f("klio_backup_last_stored_bytes", "gauge", "bytes the newest backup added to the repository");
+  const lastSent = f("klio_backup_last_sent_bytes", "gauge", "bytes PostgreSQL sent for the newest backup (an incremental one: the changed blocks)");
+  const lastIncremental = f("klio_backup_last_incremental", "gauge", "1 when the newest backup is incremental, 0 when it is full");
   const failures = f("klio_backup_failures_total", "counter", "backups that failed");
   const running = f("klio_backup_running", "gauge", "1 while a backup runs");
   const walProblems = f("klio_wal_damaged_files", "gauge", "WAL files that are damaged or were not written by the receiver (never served; see klio wal status; refreshed each minute)");
@@ -120,6 +122,8 @@ export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()
       lastAge.samples.push({ labels, value: Math.max(0, (now - Date.parse(newest.endTime)) / 1000) });
       lastSize.samples.push({ labels, value: newest.stats.bytes });
       lastStored.samples.push({ labels, value: newest.stats.storedBytes });
+      lastSent.samples.push({ labels, value: newest.stats.sentBytes ?? newest.stats.bytes });
+      lastIncremental.samples.push({ labels, value: newest.kind === "incremental" ? 1 : 0 });
     }
     failures.samples.push({ labels, value: s.state.backupFailures });
     running.samples.push({ labels, value: s.running ? 1 : 0 });

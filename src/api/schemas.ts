@@ -14,6 +14,9 @@ export const WalName = Type.String({ pattern: "^([0-9A-F]{24}(\\.partial)?|[0-9A
 
 export const StartBackupBody = Type.Object({
   name: Type.Optional(Type.String({ maxLength: 200, pattern: "^[^\\x00-\\x1f]*$", description: "a label kept with the backup" })),
+  kind: Type.Optional(Type.Union([Type.Literal("full"), Type.Literal("incremental")], {
+    description: "full: a full backup whatever the defaults; incremental: fail unless one can be taken. Left out: incremental where the server (PostgreSQL 17+, summarize_wal) and the repository allow it, else full",
+  })),
 }, { additionalProperties: false });
 export type StartBackupBody = Static<typeof StartBackupBody>;
 
@@ -37,7 +40,13 @@ export const Job = Type.Object({
 export const Backup = Type.Object({
   id: BackupId, cluster: ClusterName, name: Nullable(Type.String()), startTime: Type.String(), endTime: Type.String(),
   startLsn: Type.String(), endLsn: Type.String(), timeline: Type.Integer(), pgVersion: Type.Integer(), fromStandby: Type.Boolean(),
-  files: Type.Integer(), bytes: Type.Number(), newBytes: Type.Number(), storedBytes: Type.Number(),
+  kind: Type.Union([Type.Literal("full"), Type.Literal("incremental")], { description: "incremental: PostgreSQL sent only the blocks changed since `parent`; the backup restores alone all the same" }),
+  parent: Nullable(BackupId),
+  files: Type.Integer(),
+  bytes: Type.Number({ description: "bytes of all files of the backup (what a restore writes)" }),
+  sentBytes: Type.Number({ description: "bytes PostgreSQL sent for it" }),
+  newBytes: Type.Number({ description: "bytes of data the repository did not hold before" }),
+  storedBytes: Type.Number({ description: "what that new data takes in the repository (compressed, encrypted)" }),
 });
 
 export const Receiver = Type.Object({

@@ -26,6 +26,7 @@ import { chunkingFor } from "./file-kind.ts";
 import { readTar } from "./tar-reader.ts";
 import { saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
 import type { BackupLock } from "./backup-lock.ts";
+import type { BackupMode } from "./backup-kind.ts";
 
 export interface BackupProgress {
   phase: "copying" | "waiting-for-wal" | "done";
@@ -45,6 +46,10 @@ export interface BackupOptions {
   signal: AbortSignal;
   /** How long to wait for the archive to hold the backup's WAL before failing. */
   walTimeoutMs: number;
+  /** Full, incremental, or (auto) incremental where the server and the repository allow it. */
+  mode: BackupMode;
+  /** A full backup at least this often; null: no bound. */
+  fullEveryMs: number | null;
   onProgress?: (p: BackupProgress) => void;
   now?: () => Date;
 }

@@ -60,6 +60,8 @@ export interface Snapshot {
     files: number;
     /** Bytes of all files. */
     bytes: number;
+    /** Bytes of the files PostgreSQL sent (an incremental backup's changed blocks); absent before incremental backups: `bytes`. */
+    sentBytes?: number;
     /** Bytes that were all-zero chunks, not stored. */
     zeroBytes: number;
     chunks: number;
@@ -76,8 +78,8 @@ export interface Snapshot {
 export function snapshotSummary(s: Snapshot) {
   return {
     id: s.id, cluster: s.cluster, name: s.name, startTime: s.startTime, endTime: s.endTime, startLsn: s.startLsn, endLsn: s.endLsn,
-    timeline: s.timeline, pgVersion: s.pgVersion, fromStandby: s.fromStandby, files: s.stats.files, bytes: s.stats.bytes,
-    newBytes: s.stats.newBytes, storedBytes: s.stats.storedBytes,
+    timeline: s.timeline, pgVersion: s.pgVersion, fromStandby: s.fromStandby, kind: s.kind ?? "full", parent: s.parent ?? null,
+    files: s.stats.files, bytes: s.stats.bytes, sentBytes: s.stats.sentBytes ?? s.stats.bytes, newBytes: s.stats.newBytes, storedBytes: s.stats.storedBytes,
   };
 }
 

@@ -16,6 +16,7 @@ import { parseSchedule, type Schedule } from "./schedule.ts";
 import { validatePolicy, type RetentionPolicy } from "../backup/retention.ts";
 import { parseRate } from "../util/rate-limit.ts";
 import { parseS3Url, type S3Location, type S3Options } from "../repo/s3-storage.ts";
+import { DEFAULT_FULL_EVERY_MS, parseFullEvery } from "../backup/backup-kind.ts";
 
 const Name = Type.String({ minLength: 1, maxLength: 63, pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$" });
 const FilePath = Type.String({ minLength: 1, maxLength: 4096 });
@@ -41,6 +42,8 @@ const ClusterSchema = Type.Object({
     /** A cron expression ("0 3 * * *", local time) or an interval ("every 6h"). */
     schedule: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     wal_timeout_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+    /** A full backup at least this often ("7d", "off"); the others are incremental where the server can. */
+    full_every: Type.Optional(Type.String({ minLength: 2, maxLength: 20 })),
   }, { additionalProperties: false })),
   /** Applied after every backup; a policy set in the repository (klio retention set, the API) takes precedence. */
   retention: Type.Optional(Type.Object({
@@ -124,6 +127,8 @@ export interface ClusterConfig {
   /** null: backups only on request. */
   schedule: Schedule | null;
   walTimeoutMs: number;
+  /** A full backup at least this often; null: no bound (backup-kind.ts). */
+  fullEveryMs: number | null;
   /** From the config; a policy stored in the repository takes precedence. */
   retention: RetentionPolicy | null;
 }
@@ -268,13 +273,14 @@ export async function parseConfig(text: string, file: string, env: Record<string
     if (password !== undefined) conninfo.password = password;
     const slot = edge("slot", () => validateSlotName(k.slot ?? `klio_${name.replace(/[^a-z0-9_]/gi, "_").toLowerCase()}`));
     const schedule = k.backup?.schedule === undefined ? null : edge("backup/schedule", () => parseSchedule(k.backup!.schedule!));
+    const fullEveryMs = k.backup?.full_every === undefined ? DEFAULT_FULL_EVERY_MS : edge("backup/full_every", () => parseFullEvery(k.backup!.full_every!, "full_every"));
     const r = k.retention;
     const retention = r === undefined ? null : edge("retention", () => validatePolicy(Object.fromEntries(Object.entries({
       recoveryWindow: r.recovery_window, full: r.full, keepLatest: r.keep_latest, keepDaily: r.keep_daily, keepWeekly: r.keep_weekly, keepMonthly: r.keep_monthly, minBackups: r.min_backups,
     }).filter(([, v]) => v !== undefined)), "the retention"));
     clusters.push({
       name, conninfo, slot, createSlot: k.create_slot ?? true, synchronous: k.synchronous ?? false, schedule,
-      walTimeoutMs: (k.backup?.wal_timeout_seconds ?? 300) * 1000, retention,
+      walTimeoutMs: (k.backup?.wal_timeout_seconds ?? 300) * 1000, fullEveryMs, retention,
     });
   }
 

@@ -98,7 +98,7 @@ export class ClusterSupervisor {
    * Starts a backup now; KlioError "busy" when one of the cluster is running, here or in
    * another process (`klio backup run`): they share the cluster's backup lock.
    */
-  async startBackup(trigger: Job["trigger"], name?: string): Promise<Job> {
+  async startBackup(trigger: Job["trigger"], request: { name?: string; kind?: "full" | "incremental" } = {}): Promise<Job> {
     if (this.stopper.signal.aborted) throw new KlioError("stopping", "the daemon is stopping");
     if (this.running || this.claiming) throw new KlioError("busy", `a backup of ${this.cluster.name} is running already${this.running ? ` (job ${this.running.id})` : ""}`);
     this.claiming = true;
@@ -120,11 +120,11 @@ export class ClusterSupervisor {
     }
     const job = this.deps.jobs.start("backup", this.cluster.name, trigger);
     this.running = job;
-    this.backupRun = this.backupJob(job, name, lock);
+    this.backupRun = this.backupJob(job, request, lock);
     return job;
   }
 
-  private async backupJob(job: Job, name: string | undefined, lock: BackupLock | { failed: unknown }): Promise<void> {
+  private async backupJob(job: Job, request: { name?: string; kind?: "full" | "incremental" }, lock: BackupLock | { failed: unknown }): Promise<void> {
     const stopper = (this.backupStopper = new AbortController());
     const { config } = this.deps;
     const started = job.startedAt;
@@ -133,8 +133,9 @@ export class ClusterSupervisor {
       const repo = await openRepository(config.repository.path, { passphrase: config.repository.passphrase, workers: config.repository.workers });
       try {
         const s = await runBackup({
-          repoDir: config.repository.path, repo, cluster: this.cluster.name, lock, conninfo: this.cluster.conninfo, name,
+          repoDir: config.repository.path, repo, cluster: this.cluster.name, lock, conninfo: this.cluster.conninfo, name: request.name,
           log: withFields(this.log, { job: job.id }), signal: stopper.signal, walTimeoutMs: this.cluster.walTimeoutMs,
+          mode: request.kind ?? "auto", fullEveryMs: this.cluster.fullEveryMs,
           onProgress: (p) => void (job.progress = { phase: p.phase, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
         });
         // The job ends with the retention that follows it: what it deleted is visible when it ends.

@@ -37,10 +37,10 @@ export const command: Command = {
       if (f.json) {
         ctx.stdout(JSON.stringify({ backups: all.map((s) => ({ ...snapshotSummary(s), pinned: pinned(s) })), unreadable }, null, 2) + "\n");
       } else {
-        const rows = [["ID", "CLUSTER", "END TIME", "SIZE", "NEW", "STORED", "START LSN", "END LSN", "FROM", "PINNED", "NAME"]];
+        const rows = [["ID", "CLUSTER", "KIND", "END TIME", "SIZE", "SENT", "NEW", "STORED", "START LSN", "END LSN", "FROM", "PINNED", "NAME"]];
         for (const s of all) {
           const x = snapshotSummary(s);
-          rows.push([x.id, x.cluster, x.endTime.replace("T", " ").replace(/\.\d+Z$/, "Z"), bytes(x.bytes), bytes(x.newBytes), bytes(x.storedBytes), x.startLsn, x.endLsn, x.fromStandby ? "standby" : "primary", pinned(s) ? "yes" : "", x.name ?? ""]);
+          rows.push([x.id, x.cluster, x.kind, x.endTime.replace("T", " ").replace(/\.\d+Z$/, "Z"), bytes(x.bytes), bytes(x.sentBytes), bytes(x.newBytes), bytes(x.storedBytes), x.startLsn, x.endLsn, x.fromStandby ? "standby" : "primary", pinned(s) ? "yes" : "", x.name ?? ""]);
         }
         const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
         ctx.stdout(rows.map((r) => r.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n");
