@@ -2,12 +2,11 @@
 // against PostgreSQL's own backup_manifest (sizes and checksums), the way pg_verifybackup
 // checks a backup directory. Problems are reported as values; nothing here throws on bad data.
 import { createHash } from "node:crypto";
-import { concatBytes } from "../util/bytes.ts";
 import { readFileList } from "../repo/file-list.ts";
 import type { Repository } from "../repo/repository.ts";
 import { chunkIdHex } from "../repo/chunk-id.ts";
 import { crc32cFinal, crc32cInit, crc32cManifestHex, crc32cUpdate } from "./crc32c.ts";
-import { readChunks, type Snapshot } from "./snapshot.ts";
+import { readBackupManifest, readChunks, type Snapshot } from "./snapshot.ts";
 
 export interface VerifyProblem {
   file?: string;
@@ -161,9 +160,7 @@ async function verifyChunkByChunk(repo: Repository, s: Snapshot, check: Checker)
 }
 
 async function readManifest(repo: Repository, s: Snapshot, problems: VerifyProblem[]): Promise<Map<string, ManifestFile>> {
-  const parts: Uint8Array[] = [];
-  for await (const p of readChunks(repo, s.backupManifest.chunks)) parts.push(p);
-  const bytes = concatBytes(parts);
+  const bytes = await readBackupManifest(repo, s);
   const text = new TextDecoder().decode(bytes);
   // The manifest's own checksum covers everything before its "Manifest-Checksum" line.
   const at = text.lastIndexOf('"Manifest-Checksum"');

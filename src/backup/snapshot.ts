@@ -10,6 +10,7 @@ import type { Repository } from "../repo/repository.ts";
 import type { RepoSession } from "../repo/sessions.ts";
 import { readFileList } from "../repo/file-list.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export const SNAPSHOT_FORMAT = "klio-snapshot";
 export const SNAPSHOT_VERSION = 1;
@@ -193,6 +194,13 @@ export function chunkIds(hex: string[]): ChunkId[] {
 }
 
 /** Reads chunks in order, one at a time. */
+/** PostgreSQL's backup_manifest of the backup, as the server sent it. */
+export async function readBackupManifest(repo: Repository, s: Snapshot): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const p of readChunks(repo, s.backupManifest.chunks)) parts.push(p);
+  return concatBytes(parts);
+}
+
 export async function* readChunks(repo: Repository, ids: string[]): AsyncGenerator<Uint8Array> {
   for (const id of chunkIds(ids)) yield await repo.readChunk(id);
 }

@@ -14,6 +14,23 @@ import { readFileList } from "../repo/file-list.ts";
 import type { Repository } from "../repo/repository.ts";
 import { readChunks, type Snapshot } from "../backup/snapshot.ts";
 import { validateEntryPath } from "../backup/tar-reader.ts";
+import { crc32cFinal, crc32cInit, crc32cUpdate } from "../backup/crc32c.ts";
+
+const ZEROS = new Uint8Array(64 * 1024);
+
+/** The running CRC-32C of a restored file, holes included. */
+class RunningCrc {
+  private crc = crc32cInit;
+  update(data: Uint8Array): void {
+    this.crc = crc32cUpdate(this.crc, data);
+  }
+  zeros(n: number): void {
+    for (let left = n; left > 0; left -= ZEROS.length) this.crc = crc32cUpdate(this.crc, ZEROS.subarray(0, Math.min(left, ZEROS.length)));
+  }
+  value(): number {
+    return crc32cFinal(this.crc);
+  }
+}
 
 export interface MaterializeOptions {
   repo: Repository;
@@ -26,6 +43,19 @@ export interface MaterializeOptions {
   concurrency: number;
   signal: AbortSignal;
   onProgress?: (bytes: number) => void;
+  /**
+   * Files (as backup_manifest names them: pg_tblspc/<oid>/… for a tablespace's) whose
+   * CRC-32C of the restored bytes is wanted: an incremental backup's manifest has none of
+   * theirs (restored-manifest.ts).
+   */
+  checksummed?: Set<string>;
+}
+
+export interface Materialized {
+  files: number;
+  bytes: number;
+  /** Size and CRC-32C of each restored file of `checksummed`, by its manifest path. */
+  checksums: Map<string, { size: number; crc32c: number }>;
 }
 
 const TABLESPACE_LINK = /^pg_tblspc\/(\d+)$/;
@@ -80,10 +110,14 @@ class RestoredFile {
   private offset = 0;
   private readonly pending: Promise<void>[] = [];
 
-  constructor(readonly path: string, private readonly handle: FileHandle, private readonly size: number, private readonly mtime: number, private readonly writes: Writes) {}
+  constructor(
+    readonly path: string, private readonly handle: FileHandle, readonly size: number, private readonly mtime: number, private readonly writes: Writes,
+    readonly crc: RunningCrc | null,
+  ) {}
 
   put(data: Uint8Array): void {
     if (this.offset + data.length > this.size) throw new KlioError("bad-snapshot", `${this.path}: its chunks run past its size ${this.size}`);
+    this.crc?.update(data);
     if (data.length > WRITE_BYTES / 2) {
       this.flush();
       this.pending.push(this.writes.write(this.handle, data.slice(), data.length, this.offset));
@@ -99,8 +133,15 @@ class RestoredFile {
     this.offset += data.length;
   }
 
+  /** The CRC-32C of the whole file, once all its chunks are put (what the list leaves out at the end is zeros). */
+  checksum(): number {
+    this.crc!.zeros(this.size - this.offset);
+    return this.crc!.value();
+  }
+
   skip(n: number): void {
     this.flush();
+    this.crc?.zeros(n);
     this.offset += n;
   }
 
@@ -126,9 +167,10 @@ class RestoredFile {
   }
 }
 
-export async function materialize(o: MaterializeOptions): Promise<{ files: number; bytes: number }> {
+export async function materialize(o: MaterializeOptions): Promise<Materialized> {
   let files = 0;
   let bytes = 0;
+  const checksums = new Map<string, { size: number; crc32c: number }>();
   const links = new Set<string>();
 
   const where = (root: number, rel: string): string => {
@@ -187,7 +229,9 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
           const full = where(ev.root, ev.path);
           await mkdir(path.dirname(full), { recursive: true });
           const handle = await open(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, ev.mode & 0o7777);
-          file = new RestoredFile(ev.path, handle, ev.size, ev.mtime, writes);
+          const manifestPath = ev.root === 0 ? ev.path : `pg_tblspc/${ev.root}/${ev.path}`;
+          const crc = o.checksummed?.has(manifestPath) ? new RunningCrc() : null;
+          file = new RestoredFile(manifestPath, handle, ev.size, ev.mtime, writes, crc);
           opened.add(file);
           files++;
           break;
@@ -216,6 +260,7 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
           file = null;
           reader.after(() => {
             opened.delete(f);
+            if (f.crc) checksums.set(f.path, { size: f.size, crc32c: f.checksum() });
             const done = f.finish();
             done.catch(() => {});
             finishing.push(done);
@@ -234,5 +279,5 @@ export async function materialize(o: MaterializeOptions): Promise<{ files: numbe
     throw e;
   }
   await reader.close();
-  return { files, bytes };
+  return { files, bytes, checksums };
 }

@@ -3,12 +3,11 @@
 import { appendFile, mkdir, readFile, readlink, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
-import { concatBytes } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import { writeFileDurable } from "../util/durable-fs.ts";
 import { shellQuote } from "../util/self-command.ts";
 import type { Repository } from "../repo/repository.ts";
-import { listSnapshots, loadSnapshot, readChunks, type Snapshot } from "../backup/snapshot.ts";
+import { listSnapshots, loadSnapshot, readBackupManifest, type Snapshot } from "../backup/snapshot.ts";
 import { clusterWalDir } from "../wal/archive-layout.ts";
 import { isApiLocation } from "../util/api-client.ts";
 import { remoteWalLocation } from "../wal/wal-source.ts";
@@ -16,6 +15,7 @@ import { isS3Location } from "../repo/s3-storage.ts";
 import { restoreCommandWithSpool } from "../wal/wal-prefetch.ts";
 import { spoolId } from "../wal/wal-spool.ts";
 import { materialize } from "./materialize.ts";
+import { incrementalFiles, rewriteIncrementalManifest } from "./restored-manifest.ts";
 import { checkTargetAfterBackup, checkTargetInArchive, chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
 import { checkDestination, prepareDestination, undoDestination, type Destination } from "./destination.ts";
 import type { ArchiveEnd } from "../wal/archive-end.ts";
@@ -86,11 +86,15 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   // From the first directory made on, a failure puts every destination back as it was.
   try {
     for (const d of made) await prepareDestination(d);
-    const { files, bytes } = await materialize({
-      repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal,
+    const serverManifest = await readBackupManifest(o.repo, snapshot);
+    // An incremental backup's manifest describes the blocks PostgreSQL sent, not the files restored.
+    const checksummed = snapshot.kind === "incremental" ? incrementalFiles(serverManifest) : undefined;
+    const { files, bytes, checksums } = await materialize({
+      repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal, checksummed,
       onProgress: (n) => o.onProgress?.(n, snapshot.stats.bytes),
     });
-    await finishDataDirectory(o, snapshot, dest, tablespaceDirs);
+    const manifest = checksummed ? rewriteIncrementalManifest(serverManifest, checksums) : serverManifest;
+    await finishDataDirectory(o, snapshot, dest, tablespaceDirs, manifest);
     o.log.info("restore.done", { backup: snapshot.id, dest, files, bytes });
     return {
       snapshot, dest, files, bytes, skipped,
@@ -105,11 +109,10 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
 }
 
 /** What makes the restored files a data directory that recovers: manifest, links, map, recovery settings. */
-async function finishDataDirectory(o: RestoreOptions, snapshot: Snapshot, dest: string, tablespaceDirs: Map<number, string>): Promise<void> {
-  // PostgreSQL's own manifest, so that pg_verifybackup can check the restored directory.
-  const manifest: Uint8Array[] = [];
-  for await (const piece of readChunks(o.repo, snapshot.backupManifest.chunks)) manifest.push(piece);
-  await writeFile(path.join(dest, "backup_manifest"), concatBytes(manifest), { mode: 0o600 });
+async function finishDataDirectory(o: RestoreOptions, snapshot: Snapshot, dest: string, tablespaceDirs: Map<number, string>, manifest: Uint8Array): Promise<void> {
+  // PostgreSQL's own manifest (an incremental backup's rewritten for the whole files), so
+  // that pg_verifybackup can check the restored directory.
+  await writeFile(path.join(dest, "backup_manifest"), manifest, { mode: 0o600 });
   // A backup of a standby carries its standby.signal: the restored cluster is to recover to
   // the target and open, not to follow a primary (as pgBackRest's default restore type).
   await unlink(path.join(dest, "standby.signal")).catch((e) => {
