@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { chunkIdHex, type ChunkId } from "../src/repo/chunk-id.ts";
+import { chunkIdHex } from "../src/repo/chunk-id.ts";
 import { createChunker } from "../src/repo/chunker.ts";
 import { readFileList, type FileListEvent } from "../src/repo/file-list.ts";
 import { initRepository, openRepository, type Repository } from "../src/repo/repository.ts";
