@@ -211,7 +211,7 @@ describe("synthetic full", () => {
         })(), parent: await parent.layoutOf(0, p), parentId: "20260101T000000Z",
       }).then(() => null, (e: unknown) => e);
     const refusals: [Promise<unknown>, string, RegExp][] = [
-      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [2, 1] }), "bad-incremental", /INCREMENTAL\.base\/5\/1: its block numbers do not ascend \(1 after 2\)/],
+      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [2, 1] }), "bad-incremental", /base\/5\/INCREMENTAL\.1: its block numbers do not ascend \(1 after 2\)/],
       [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [1, 1] }), "bad-incremental", /do not ascend/],
       [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [4] }), "bad-incremental", /reach 4, not below the truncation length 4/],
       [attempt("base/5/1", { truncationBlockLength: -1, blockNumbers: [] }), "bad-incremental", /truncation block length -1 is not a block count/],
@@ -240,7 +240,7 @@ describe("synthetic full", () => {
     const parent = await ParentFileList.index(chunkIds(parentPieces), (id) => repo.readChunk(id));
     const cases: [number[], Uint8Array[], RegExp][] = [
       [[1], [new Uint8Array(100)], /the page of block 1 has 100 bytes, not 8192/],
-      [[1, 2], [page("p")], /ends after 1 of the 2 pages its header lists/],
+      [[1, 2], [page("p")], /base\/5\/INCREMENTAL\.1 ends after 1 of the 2 pages its header lists/],
       [[1], [page("p"), page("q")], /holds more pages than the 1 its header lists/],
     ];
     for (const [blockNumbers, pages, message] of cases) {

@@ -35,15 +35,20 @@ export class ParentFileLayout {
     this.blocks = stored.length;
   }
 
-  /** The chunk id of block `b` (a view, valid as long as the layout), or "zero" for a page of zeros. */
+  /** The chunk id of block `b`, or "zero" for a page of zeros. */
   pageAt(b: number): ChunkId | "zero" {
-    return this.isZeroPage(b) ? "zero" : this.ids.subarray(b * CHUNK_ID_BYTES, (b + 1) * CHUNK_ID_BYTES);
+    return this.isZeroPage(b) ? "zero" : this.chunkIdAt(b);
   }
 
-  /** Whether block `b` is a page of zeros (pageAt without making a view of its id). */
   isZeroPage(b: number): boolean {
     if (!(b >= 0 && b < this.blocks)) throw new RangeError(`block ${b} of a file of ${this.blocks}`);
     return this.stored[b] === 0;
+  }
+
+  /** The chunk id of block `b`, a page that is not zeros (a view, valid as long as the layout). */
+  chunkIdAt(b: number): ChunkId {
+    if (this.isZeroPage(b)) throw new RangeError(`block ${b} is a page of zeros`);
+    return this.ids.subarray(b * CHUNK_ID_BYTES, (b + 1) * CHUNK_ID_BYTES);
   }
 }
 

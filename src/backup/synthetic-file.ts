@@ -54,11 +54,12 @@ const MAX_BLOCKS = 0xffffffff;
  */
 export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFile): Promise<SyntheticFileStats> {
   const name = displayName(f.head);
+  const sentAs = name.replace(/[^/]*$/, (base) => `INCREMENTAL.${base}`);
   const { truncationBlockLength: length } = f.header;
   if (!Number.isInteger(length) || length < 0 || length > MAX_BLOCKS)
-    throw new KlioError("bad-incremental", `INCREMENTAL.${name}: truncation block length ${length} is not a block count`);
+    throw new KlioError("bad-incremental", `${sentAs}: truncation block length ${length} is not a block count`);
   const problem = blockNumbersProblem(length, f.header.blockNumbers);
-  if (problem !== null) throw new KlioError("bad-incremental", `INCREMENTAL.${name}: its block numbers ${problem}`);
+  if (problem !== null) throw new KlioError("bad-incremental", `${sentAs}: its block numbers ${problem}`);
   const parent = f.parent;
   if (parent === undefined)
     throw new KlioError("incremental-parent", `the server sent ${name} as an incremental file, but the parent backup ${f.parentId} has no ${name}: it cannot be rebuilt (take a full backup)`);
@@ -84,7 +85,7 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
       else {
         const start = b;
         list.record((l) => {
-          for (let p = start; p < end; p++) l.chunk(PAGE_CHUNK, parent.pageAt(p) as Uint8Array);
+          for (let p = start; p < end; p++) l.chunk(PAGE_CHUNK, parent.chunkIdAt(p));
         });
       }
       stats.fromParent += end - b;
@@ -104,9 +105,9 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
     for (const b of sent) {
       unsent(next, b);
       const page = await pages.next();
-      if (page.done) throw new KlioError("bad-incremental", `INCREMENTAL.${name} ends after ${stats.sent} of the ${sent.length} pages its header lists`);
+      if (page.done) throw new KlioError("bad-incremental", `${sentAs} ends after ${stats.sent} of the ${sent.length} pages its header lists`);
       if (page.value.length !== PAGE_CHUNK)
-        throw new KlioError("bad-incremental", `INCREMENTAL.${name}: the page of block ${b} has ${page.value.length} bytes, not ${PAGE_CHUNK}`);
+        throw new KlioError("bad-incremental", `${sentAs}: the page of block ${b} has ${page.value.length} bytes, not ${PAGE_CHUNK}`);
       list.storePage(page.value);
       stats.sent++;
       await list.ready();
@@ -115,7 +116,7 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
     unsent(next, length);
     const more = await pages.next();
     finished = more.done === true;
-    if (!finished) throw new KlioError("bad-incremental", `INCREMENTAL.${name} holds more pages than the ${sent.length} its header lists`);
+    if (!finished) throw new KlioError("bad-incremental", `${sentAs} holds more pages than the ${sent.length} its header lists`);
   } finally {
     if (!finished) await pages.return?.();
   }
