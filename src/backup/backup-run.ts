@@ -16,13 +16,13 @@ import { connect, type ReplicationConnection } from "../pg/replication-connectio
 import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { formatLsn } from "../pg/lsn.ts";
 import { runBaseBackup, type BaseBackupEvent } from "../pg/base-backup.ts";
-import { chunkIdHex, type ChunkId } from "../repo/chunk-id.ts";
-import { createChunker, type Chunk } from "../repo/chunker.ts";
-import { FileListWriter } from "../repo/file-list.ts";
+import { chunkIdHex } from "../repo/chunk-id.ts";
+import { createChunker } from "../repo/chunker.ts";
 import type { ChunkWriter, Repository } from "../repo/repository.ts";
 import { openClusterArchive } from "../wal/archive-reader.ts";
 import { waitForWalCoverage } from "../wal/archive-coverage.ts";
 import { chunkingFor } from "./file-kind.ts";
+import { FileListRecorder } from "./file-list-recorder.ts";
 import { readTar } from "./tar-reader.ts";
 import { saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
 import type { BackupLock } from "./backup-lock.ts";
@@ -158,13 +158,9 @@ interface Copied {
 /** Runs BASE_BACKUP and stores every file into `writer`, durably (flushed) once this resolves. */
 async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, started: Date, now: () => Date): Promise<Copied> {
   const where = describeConnInfo(o.conninfo);
-  const pieces: string[] = [];
-  // The file list is written as the chunks' ids come back from the writer, in order: every
-  // record goes through writer.after() or a chunk's callback.
-  const fileList = new FileListWriter((piece) => writer.add(piece, (id) => void pieces.push(chunkIdHex(id))));
-  const listed = (f: () => void) => writer.after(f);
-  const chunkListed = (id: ChunkId, length: number) => fileList.chunk(length, id);
-  const stats = { files: 0, bytes: 0, zeroBytes: 0 };
+  // The file list is written as the chunks' ids come back from the writer, in order.
+  const fileList = new FileListRecorder(writer);
+  const stats = { files: 0, bytes: 0 };
   const labels = new Map<string, string>();
   const manifestChunks: string[] = [];
   let manifestBytes = 0;
@@ -172,12 +168,6 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   let end: Extract<BaseBackupEvent, { kind: "end" }> | undefined;
   // When the server wrote the backup's end: a recovery target time must not be earlier.
   let copiedAt = started;
-  const storeChunk = (c: Chunk): void => {
-    if (c.data === null) {
-      stats.zeroBytes += c.length;
-      listed(() => fileList.zeros(c.length));
-    } else writer.add(c.data, chunkListed);
-  };
 
   // The backup reads as fast as it stores: a megabyte of socket buffering keeps the pipe full
   // (the receiver's default 8 MB would only cost memory here).
@@ -205,16 +195,16 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
             if (o.signal.aborted) throw new KlioError("aborted", "backup interrupted");
             const head = { root, path: entry.path, mode: entry.mode, mtime: entry.mtime };
             if (entry.type === "directory") {
-              listed(() => fileList.dir(head));
+              fileList.record((l) => l.dir(head));
               continue;
             }
             if (entry.type === "symlink") {
-              listed(() => fileList.symlink({ ...head, target: entry.linkTarget ?? "" }));
+              fileList.record((l) => l.symlink({ ...head, target: entry.linkTarget ?? "" }));
               continue;
             }
             stats.files++;
             stats.bytes += entry.size;
-            listed(() => fileList.beginFile({ ...head, size: entry.size }));
+            fileList.record((l) => l.beginFile({ ...head, size: entry.size }));
             const keepText = root === 0 && LABEL_FILES.has(entry.path) && entry.size <= LABEL_FILE_MAX;
             const text: Uint8Array[] = [];
             const chunker = createChunker(chunkingFor(entry.path, entry.size));
@@ -222,11 +212,11 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
             // paces the reading once per buffer: nothing per chunk waits.
             for await (const bytes of content) {
               if (keepText) text.push(bytes.slice());
-              for (const c of chunker.push(bytes)) storeChunk(c);
+              for (const c of chunker.push(bytes)) fileList.store(c);
               await writer.ready();
             }
-            for (const c of chunker.end()) storeChunk(c);
-            listed(() => fileList.endFile());
+            for (const c of chunker.end()) fileList.store(c);
+            fileList.record((l) => l.endFile());
             if (keepText) labels.set(entry.path, new TextDecoder().decode(concatBytes(text)));
           }
           // The tar reader stops at the end-of-archive blocks; what may follow is padding.
@@ -255,10 +245,9 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   if (manifestChunks.length === 0) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_manifest`);
   const backupLabel = labels.get("backup_label");
   if (backupLabel === undefined) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_label`);
-  await writer.drain();
-  const entries = fileList.finish();
+  const entries = await fileList.finish();
   await writer.flush();
-  return { start, end, stats, labels, backupLabel, pieces, entries, manifestChunks, manifestBytes, copiedAt };
+  return { start, end, stats: { ...stats, zeroBytes: fileList.zeroBytes }, labels, backupLabel, pieces: fileList.pieces, entries, manifestChunks, manifestBytes, copiedAt };
 }
 
 /** What BASE_BACKUP does not say: version, standby or not, system identifier, tablespace names. */

@@ -1,0 +1,174 @@
+// The file list of an incremental backup's parent, indexed so that a synthetic full can
+// name the parent's pages (synthetic-file.ts) without reading or storing them again.
+//
+// The parent's list may name a hundred million pages: it is never loaded. One streaming pass
+// notes, for each paged file (file-kind.ts), where its records lie in the list — piece,
+// offset, length: memory grows with the number of files, not of pages. A file's layout is
+// read again on demand from those pieces. The server sends files in nearly the same order
+// each time, so those reads are nearly sequential: the last two pieces read are kept.
+import { KlioError } from "../util/errors.ts";
+import { CHUNK_ID_BYTES, type ChunkId } from "../repo/chunk-id.ts";
+import { readFileList, readFileRecords, type FileListEvent, type FileListPosition, type FileListVersion } from "../repo/file-list.ts";
+import { isPagedFile, PAGE_CHUNK } from "./file-kind.ts";
+
+/** Pieces of the list kept decoded for layoutOf(). */
+const PIECES_KEPT = 2;
+
+/** A paged file of the parent, page by page. */
+export class ParentFileLayout {
+  /** Its pages: size / 8192 (0 when unaligned). */
+  readonly blocks: number;
+
+  /**
+   * @param ids the chunk id of each stored page, 32 bytes per block
+   * @param stored 1 for a page that is a chunk, 0 for a page of zeros
+   * @param unaligned why the file is not one page per chunk, or null
+   * @param crc32c the whole file's CRC-32C as the parent's list gave it, or null
+   */
+  constructor(
+    readonly size: number,
+    private readonly ids: Uint8Array,
+    private readonly stored: Uint8Array,
+    readonly unaligned: string | null,
+    readonly crc32c: number | null,
+  ) {
+    this.blocks = stored.length;
+  }
+
+  /** The chunk id of block `b`, or "zero" for a page of zeros. */
+  pageAt(b: number): ChunkId | "zero" {
+    return this.isZeroPage(b) ? "zero" : this.chunkIdAt(b);
+  }
+
+  isZeroPage(b: number): boolean {
+    if (!(b >= 0 && b < this.blocks)) throw new RangeError(`block ${b} of a file of ${this.blocks}`);
+    return this.stored[b] === 0;
+  }
+
+  /** The chunk id of block `b`, a page that is not zeros (a view, valid as long as the layout). */
+  chunkIdAt(b: number): ChunkId {
+    if (this.isZeroPage(b)) throw new RangeError(`block ${b} is a page of zeros`);
+    return this.ids.subarray(b * CHUNK_ID_BYTES, (b + 1) * CHUNK_ID_BYTES);
+  }
+}
+
+export class ParentFileList {
+  /** Decoded pieces, most recently used last. */
+  private readonly kept: { index: number; bytes: Uint8Array }[] = [];
+
+  private constructor(
+    private readonly pieces: readonly ChunkId[],
+    private readonly readPiece: (id: ChunkId) => Promise<Uint8Array>,
+    private readonly version: FileListVersion,
+    /** "root:path" → the file's slot in `spans`. */
+    private readonly slots: Map<string, number>,
+    /** Per slot: the piece its records begin in, the offset there, their length in bytes. */
+    private readonly spans: number[],
+  ) {}
+
+  /**
+   * Reads the list once (`pieces` in order, each through `readPiece`, in real use the
+   * repository's readChunk) and notes where each paged file's records are.
+   */
+  static async index(pieces: readonly ChunkId[], readPiece: (id: ChunkId) => Promise<Uint8Array>): Promise<ParentFileList> {
+    const at: FileListPosition = { version: 1, piece: 0, offset: 0, listOffset: 0 };
+    const slots = new Map<string, number>();
+    const spans: number[] = [];
+    let open: { key: string; piece: number; offset: number; listOffset: number } | null = null;
+    async function* read() {
+      for (const id of pieces) yield await readPiece(id);
+    }
+    for await (const ev of readFileList(read(), at)) {
+      if (ev.kind === "file") {
+        open = isPagedFile(ev.path) ? { key: keyOf(ev.root, ev.path), piece: at.piece, offset: at.offset, listOffset: at.listOffset } : null;
+      } else if (ev.kind === "end-file" && open) {
+        if (slots.has(open.key)) throw new KlioError("corrupt-file-list", `snapshot file list is damaged: it lists ${open.key.replace(/^0:/, "")} twice`);
+        slots.set(open.key, spans.length / 3);
+        // The end record is one byte: the file's records end right after it.
+        spans.push(open.piece, open.offset, at.listOffset + 1 - open.listOffset);
+        open = null;
+      }
+    }
+    return new ParentFileList(pieces, readPiece, at.version, slots, spans);
+  }
+
+  /** Paged files the parent holds. */
+  get files(): number {
+    return this.slots.size;
+  }
+
+  /** The parent's layout of the paged file `path` of `root`; undefined when the parent has no such file. */
+  async layoutOf(root: number, path: string): Promise<ParentFileLayout | undefined> {
+    const slot = this.slots.get(keyOf(root, path));
+    if (slot === undefined) return undefined;
+    const span = await this.gather(this.spans[3 * slot]!, this.spans[3 * slot + 1]!, this.spans[3 * slot + 2]!);
+    return layoutFromRecords(readFileRecords(span, this.version));
+  }
+
+  /** `length` bytes of the list from `offset` of piece `index` on. */
+  private async gather(index: number, offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    let filled = 0;
+    for (let i = index, from = offset; filled < length; i++, from = 0) {
+      if (i >= this.pieces.length) throw new KlioError("corrupt-file-list", "snapshot file list is damaged: a file's records run past its last piece");
+      const piece = await this.piece(i);
+      const take = Math.min(length - filled, piece.length - from);
+      out.set(piece.subarray(from, from + take), filled);
+      filled += take;
+    }
+    return out;
+  }
+
+  private async piece(index: number): Promise<Uint8Array> {
+    const k = this.kept.findIndex((p) => p.index === index);
+    const hit = k >= 0 ? this.kept.splice(k, 1)[0]! : { index, bytes: await this.readPiece(this.pieces[index]!) };
+    this.kept.push(hit);
+    if (this.kept.length > PIECES_KEPT) this.kept.shift();
+    return hit.bytes;
+  }
+}
+
+function keyOf(root: number, path: string): string {
+  return `${root}:${path}`;
+}
+
+/**
+ * A file's layout from its records. A page is a chunk when one chunk of exactly 8192 bytes
+ * starts on it, and zeros otherwise: chunks cover whole pages or the file is unaligned, so a
+ * page no chunk covers lies wholly in zero runs (which may span pages or start mid-page).
+ */
+function layoutFromRecords(events: Iterable<FileListEvent>): ParentFileLayout {
+  let size = 0;
+  let ids = new Uint8Array(0);
+  let stored = new Uint8Array(0);
+  let crc32c: number | null = null;
+  let offset = 0;
+  const unaligned = (why: string) => new ParentFileLayout(size, new Uint8Array(0), new Uint8Array(0), why, null);
+  for (const ev of events) {
+    switch (ev.kind) {
+      case "file":
+        size = ev.size;
+        if (size % PAGE_CHUNK !== 0) return unaligned(`its size ${size} is not a whole number of ${PAGE_CHUNK}-byte pages`);
+        ids = new Uint8Array((size / PAGE_CHUNK) * CHUNK_ID_BYTES);
+        stored = new Uint8Array(size / PAGE_CHUNK);
+        break;
+      case "chunk": {
+        if (offset % PAGE_CHUNK !== 0 || ev.length !== PAGE_CHUNK)
+          return unaligned(`a chunk of ${ev.length} bytes at offset ${offset} is not one ${PAGE_CHUNK}-byte page`);
+        const b = offset / PAGE_CHUNK;
+        ids.set(ev.id, b * CHUNK_ID_BYTES);
+        stored[b] = 1;
+        offset += ev.length;
+        break;
+      }
+      case "zeros":
+        offset += ev.length;
+        break;
+      case "file-checksum":
+        crc32c = ev.crc32c;
+        break;
+      // The parent's own "incremental" record says how it was made, not what it holds.
+    }
+  }
+  return new ParentFileLayout(size, ids, stored, null, crc32c);
+}
