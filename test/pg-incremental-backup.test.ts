@@ -279,3 +279,14 @@ describe("incremental BASE_BACKUP on PostgreSQL 18", () => {
     }
   });
 });
+
+describe("uploadManifest before PostgreSQL 17", () => {
+  it("says the server is too old instead of sending a command it cannot parse", async () => {
+    // Only the version is read; nothing is sent.
+    const old = { serverVersionNum: 150018, parameters: new Map([["server_version", "15.18"]]) } as unknown as ReplicationConnection;
+    await expect(uploadManifest(old, new Uint8Array(1))).rejects.toMatchObject({
+      code: "pg-version",
+      message: "incremental backups need PostgreSQL 17 or later; the server runs 15.18",
+    });
+  });
+});
