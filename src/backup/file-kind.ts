@@ -21,10 +21,18 @@ export const CDC = { min: 32 * 1024, avg: 128 * 1024, max: 512 * 1024 } as const
 // suffix, a segment number. In the data directory under global/, base/<db>/ or
 // pg_tblspc/<spc>/PG_<ver>_<catver>/<db>/; in a tablespace's own archive (its paths are
 // relative to the tablespace directory) under PG_<ver>_<catver>/<db>/.
-const RELATION =
-  /^(?:global|base\/\d+|(?:pg_tblspc\/\d+\/)?PG_[0-9]+_[0-9]+\/\d+)\/(?:t\d+_)?\d+(?:_(?:fsm|vm|init))?(?:\.\d+)?$/;
+const RELATION_DIR = String.raw`(?:global|base/\d+|(?:pg_tblspc/\d+/)?PG_[0-9]+_[0-9]+/\d+)`;
+const RELATION_FILE = String.raw`\d+(?:_(?:fsm|vm|init))?(?:\.\d+)?`;
+const RELATION = new RegExp(String.raw`^${RELATION_DIR}/(?:t\d+_)?${RELATION_FILE}$`);
+// What PostgreSQL's parse_filename_for_nontemp_relation() accepts: no temporary relations.
+const NONTEMP_RELATION = new RegExp(String.raw`^${RELATION_DIR}/${RELATION_FILE}$`);
 // SLRU segments: pages of transaction status and the like, also rewritten in place.
 const SLRU = /^(?:pg_xact|pg_multixact\/(?:offsets|members)|pg_commit_ts|pg_subtrans|pg_serial|pg_notify)\/[0-9A-F]{4,15}$/;
+
+/** A relation file of a relation that is not temporary (the only kind BASE_BACKUP can send incrementally). */
+export function isNonTempRelationFile(relativePath: string): boolean {
+  return NONTEMP_RELATION.test(relativePath);
+}
 
 export function isPagedFile(relativePath: string): boolean {
   return RELATION.test(relativePath) || SLRU.test(relativePath);

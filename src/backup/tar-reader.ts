@@ -10,6 +10,7 @@
 // empty names, entries beneath a symbolic link of the same archive, hard links, devices,
 // FIFOs, sparse files, bad checksums, numbers that do not parse, a stream cut short.
 import { KlioError } from "../util/errors.ts";
+import { ByteSource } from "./byte-source.ts";
 
 export interface TarEntry {
   /** Normalised relative path (validateEntryPath): no leading "./", no trailing "/". */
@@ -62,103 +63,12 @@ export function validateEntryPath(p: string): string {
   return clean;
 }
 
-// ---------------------------------------------------------------- bytes from the source
-
-/**
- * Pulls the source's buffers one at a time. What it returns is a view of the current buffer
- * (valid until the next pull) except for blocks that straddle two buffers, which are
- * gathered into a buffer of its own.
- */
-class Source {
-  private cur: Uint8Array = new Uint8Array(0);
-  private pos = 0;
-  /** Bytes of the stream consumed so far (for messages). */
-  offset = 0;
-  private ended = false;
-  private readonly block = new Uint8Array(BLOCK);
-
-  constructor(private readonly it: AsyncIterator<Uint8Array>) {}
-
-  /** False at the end of the source. */
-  private async fill(): Promise<boolean> {
-    while (this.pos >= this.cur.length) {
-      if (this.ended) return false;
-      const r = await this.it.next();
-      if (r.done) {
-        this.ended = true;
-        return false;
-      }
-      const v = r.value;
-      // A plain view: on a Node Buffer subarray() and slice() mean other things.
-      this.cur = v instanceof Uint8Array && v.constructor === Uint8Array ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-      this.pos = 0;
-    }
-    return true;
-  }
-
-  /** The next `n` bytes, or null if the source ends first (`got` says how many there were). */
-  async exact(n: number, into: Uint8Array): Promise<{ bytes: Uint8Array | null; got: number }> {
-    if (!(await this.fill())) return { bytes: null, got: 0 };
-    if (this.cur.length - this.pos >= n) {
-      const v = this.cur.subarray(this.pos, this.pos + n);
-      this.pos += n;
-      this.offset += n;
-      return { bytes: v, got: n };
-    }
-    let got = 0;
-    while (got < n) {
-      if (!(await this.fill())) return { bytes: null, got };
-      const take = Math.min(n - got, this.cur.length - this.pos);
-      into.set(this.cur.subarray(this.pos, this.pos + take), got);
-      this.pos += take;
-      this.offset += take;
-      got += take;
-    }
-    return { bytes: into.subarray(0, n), got };
-  }
-
-  /** One 512-byte block; null at the end of the source (a partial block throws). */
-  async readBlock(): Promise<Uint8Array | null> {
-    const at = this.offset;
-    const { bytes, got } = await this.exact(BLOCK, this.block);
-    if (bytes === null && got > 0) throw badTar(`the stream ends inside a header block at byte ${at}`);
-    return bytes;
-  }
-
-  /** Up to `max` bytes (at least one), a view; null at the end of the source. */
-  async some(max: number): Promise<Uint8Array | null> {
-    if (!(await this.fill())) return null;
-    const take = Math.min(max, this.cur.length - this.pos);
-    const v = this.cur.subarray(this.pos, this.pos + take);
-    this.pos += take;
-    this.offset += take;
-    return v;
-  }
-
-  /** Discards `n` bytes; false if the source ends first. */
-  async skip(n: number): Promise<boolean> {
-    while (n > 0) {
-      const v = await this.some(n);
-      if (v === null) return false;
-      n -= v.length;
-    }
-    return true;
-  }
-
-  /** Reads whatever is left (what follows the end-of-archive marker is not part of the archive). */
-  async drain(): Promise<void> {
-    while (await this.fill()) {
-      this.offset += this.cur.length - this.pos;
-      this.pos = this.cur.length;
-    }
-  }
-
-  async close(): Promise<void> {
-    if (!this.ended) {
-      this.ended = true;
-      await this.it.return?.();
-    }
-  }
+/** One 512-byte block; null at the end of the source (a partial block throws). */
+async function readBlock(src: ByteSource, into: Uint8Array): Promise<Uint8Array | null> {
+  const at = src.offset;
+  const { bytes, got } = await src.exact(BLOCK, into);
+  if (bytes === null && got > 0) throw badTar(`the stream ends inside a header block at byte ${at}`);
+  return bytes;
 }
 
 // ---------------------------------------------------------------- header fields
@@ -277,7 +187,8 @@ interface Pending {
  * (what follows the end-of-archive marker is ignored), or closed if reading stops early.
  */
 export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<{ entry: TarEntry; content: AsyncIterable<Uint8Array> }> {
-  const src = new Source(source[Symbol.asyncIterator]());
+  const src = new ByteSource(source[Symbol.asyncIterator]());
+  const block = new Uint8Array(BLOCK); // header blocks that straddle two buffers
   const global = new Map<string, string>();
   let pending: Pending = { pax: new Map() };
   const links = new Set<string>();
@@ -325,10 +236,10 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
         if (!(await src.skip(o.remaining + o.padding))) throw badTar(`the stream ends inside the content of ${show(o.path)}`);
       }
       const at = src.offset;
-      const h = await src.readBlock();
+      const h = await readBlock(src, block);
       if (h === null) throw badTar(`the stream ends at byte ${at} without the end-of-archive marker (truncated?)`);
       if (isZeroBlock(h)) {
-        const second = await src.readBlock();
+        const second = await readBlock(src, block);
         if (second === null) throw badTar(`the stream ends at byte ${at + BLOCK} after one zero block (truncated?)`);
         if (!isZeroBlock(second)) throw badTar(`a zero block in the middle of the stream at byte ${at}`);
         if (pending.pax.size > 0 || pending.longName !== undefined || pending.longLink !== undefined)

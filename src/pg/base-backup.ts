@@ -11,6 +11,12 @@
 //
 // Archive data is handed on as views of the connection's buffers, without copying: the
 // backup's bytes go straight to the tar reader.
+//
+// An incremental backup (PostgreSQL 17+, summarize_wal = on) is two commands on one
+// connection: UPLOAD_MANIFEST hands the server the backup_manifest of the backup it is
+// relative to, then BASE_BACKUP with INCREMENTAL streams as above, with `INCREMENTAL.<file>`
+// entries (backup/incremental-file.ts) for relation files that changed little. The server
+// keeps the uploaded manifest for the rest of the session.
 import { KlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { parseLsn, type Lsn, type Timeline } from "./lsn.ts";
@@ -25,6 +31,8 @@ export interface BaseBackupOptions {
   manifestChecksums?: "CRC32C" | "SHA256" | "NONE";
   /** MAX_RATE in kB/s; PostgreSQL accepts 32 to 1048576. */
   maxRateKbps?: number;
+  /** INCREMENTAL: relative to the manifest uploadManifest() sent on this connection. */
+  incremental?: boolean;
 }
 
 export type BaseBackupEvent =
@@ -55,6 +63,7 @@ export function baseBackupCommand(opts: BaseBackupOptions): string {
     if (!Number.isSafeInteger(opts.maxRateKbps)) throw new KlioError("bad-max-rate", `maximum rate ${opts.maxRateKbps} kB/s is not a whole number`);
     parts.push(`MAX_RATE ${opts.maxRateKbps}`);
   }
+  if (opts.incremental) parts.push("INCREMENTAL");
   return `BASE_BACKUP (${parts.join(", ")})`;
 }
 
@@ -176,4 +185,33 @@ export async function* runBaseBackup(conn: ReplicationConnection, opts: BaseBack
   } finally {
     if (!over && !conn.closed) conn.destroy();
   }
+}
+
+/**
+ * CopyData messages of UPLOAD_MANIFEST carry this much of the manifest each: large enough that
+ * a big manifest is few messages, small enough that write() keeps the socket's backpressure.
+ */
+const MANIFEST_CHUNK = 256 * 1024;
+
+/**
+ * UPLOAD_MANIFEST: sends `manifest` (a prior backup's backup_manifest, as the server sent it)
+ * over COPY IN, for a BASE_BACKUP with `incremental` on the same connection. The server parses
+ * it once the copy ends; what it refuses (a manifest of another system, version 1, a damaged
+ * one) rejects as PgServerError and leaves the connection usable.
+ */
+export async function uploadManifest(conn: ReplicationConnection, manifest: Uint8Array): Promise<void> {
+  // Older servers answer "cannot execute SQL commands in WAL sender for physical replication".
+  if (conn.serverVersionNum < 170000) {
+    throw new KlioError("pg-version", `incremental backups need PostgreSQL 17 or later; the server runs ${conn.parameters.get("server_version") ?? "an older version"}`);
+  }
+  const stream = await conn.copy("UPLOAD_MANIFEST");
+  try {
+    if (stream.mode !== "in") throw new KlioError("pg-protocol", `UPLOAD_MANIFEST: expected COPY IN, the server started COPY ${stream.mode.toUpperCase()}`);
+    for (let at = 0; at < manifest.length; at += MANIFEST_CHUNK) await stream.write(manifest.subarray(at, at + MANIFEST_CHUNK));
+  } catch (e) {
+    // An error the server sent is also what finish() rejects with; ours ends the copy.
+    await stream.finish().catch(() => {});
+    throw e;
+  }
+  await stream.finish();
 }
