@@ -5,6 +5,7 @@ import { describe, it, expect } from "vitest";
 import { Buffer } from "node:buffer";
 import { KlioError } from "../src/util/errors.ts";
 import {
+  encodeIncrementalHeader,
   incrementalRelationPath,
   readIncrementalFile,
   INCREMENTAL_MAGIC,
@@ -157,6 +158,17 @@ describe("readIncrementalFile", () => {
   it("reads a file from a big-endian server (the magic says the byte order)", async () => {
     const big: Spec = { ...spec, bigEndian: true };
     expectValid(await readAll(chunksOf(incrementalFile(big), 777)), big);
+  });
+
+  it("says the byte order, and encodeIncrementalHeader writes the header back as the server did", async () => {
+    for (const s of [spec, { ...spec, bigEndian: true }, { blocks: [], truncationBlockLength: 3 }]) {
+      const file = incrementalFile(s);
+      const seen = await readAll(chunksOf(file, 4096));
+      expect(seen.header.littleEndian).toBe(!s.bigEndian);
+      const header = encodeIncrementalHeader(seen.header.blockNumbers, seen.header.truncationBlockLength, seen.header.littleEndian);
+      expect(Buffer.from(header).equals(Buffer.from(file.subarray(0, header.length)))).toBe(true);
+      expect(header.length + s.blocks.length * BLCKSZ).toBe(file.length);
+    }
   });
 
   it("names the relation in tablespace archives, global/, forks and segments", async () => {

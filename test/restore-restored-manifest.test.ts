@@ -3,7 +3,7 @@
 // the manifest's own checksum is right again.
 import { describe, it, expect } from "vitest";
 import { createHash } from "node:crypto";
-import { incrementalFiles, rewriteIncrementalManifest, wholeFileOf } from "../src/restore/restored-manifest.ts";
+import { fullBackupLabel, incrementalFiles, rewriteIncrementalManifest, wholeFileOf } from "../src/restore/restored-manifest.ts";
 
 /** A manifest as PostgreSQL 17+ writes one (backup_manifest.c), with its checksum. */
 function manifest(files: string[]): Uint8Array {
@@ -48,6 +48,17 @@ describe("the restored backup_manifest", () => {
     const strip = (t: string) => t.split("\n").filter((l) => !/"Path": "(base\/5|pg_tblspc)|Manifest-Checksum/.test(l)).join("\n");
     expect(strip(text)).toBe(strip(new TextDecoder().decode(before)));
     expect(JSON.parse(text).Files).toHaveLength(3);
+  });
+
+  it("drops the INCREMENTAL FROM lines of backup_label, and describes the label written", () => {
+    const label = "START WAL LOCATION: 0/4000028 (file 000000010000000000000004)\nCHECKPOINT LOCATION: 0/4000080\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n" +
+      "START TIME: 2026-12-06 02:00:00 UTC\nLABEL: klio x\nSTART TIMELINE: 1\nINCREMENTAL FROM LSN: 0/2000028\nINCREMENTAL FROM TLI: 1\n";
+    expect(fullBackupLabel(label)).toBe(label.replace("INCREMENTAL FROM LSN: 0/2000028\nINCREMENTAL FROM TLI: 1\n", ""));
+    const after = new TextDecoder().decode(rewriteIncrementalManifest(manifest([LABEL, INCR]), new Map([
+      ["backup_label", { size: 200, crc32c: 1 }], ["base/5/16384", { size: 8192, crc32c: 2 }],
+    ])));
+    expect(after).toContain(`{ "Path": "backup_label", "Size": 200, "Last-Modified": "2026-12-06 02:00:00 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "01000000" },\n`);
+    expect(checksumHolds(new TextEncoder().encode(after))).toBe(true);
   });
 
   it("refuses an INCREMENTAL. entry the restore did not write, and a manifest without its checksum", () => {

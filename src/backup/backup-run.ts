@@ -5,6 +5,13 @@
 // records which chunks make each file. Memory stays flat whatever the database size: a few
 // frames compressing, the packs not yet indexed, and one piece of the file list.
 //
+// Incremental backups (PostgreSQL 17+): when backup-kind.ts finds a parent, the parent's
+// backup_manifest goes to the server (UPLOAD_MANIFEST) and BASE_BACKUP sends the changed
+// blocks of relation files as INCREMENTAL.<file> entries, each stored as the whole file
+// (synthetic-file.ts: the parent's chunks for the pages not sent). The snapshot is then a
+// full one in all but name: it restores alone. When the server refuses (its WAL summaries do
+// not reach back to the parent, another timeline), the backup is a full one, and says why.
+//
 // The order is the correctness argument: chunks durable (writer.flush), then the WAL from
 // the backup's start to its end in the archive, then — and only then — the snapshot object
 // that makes the backup visible. A backup interrupted at any step leaves no snapshot; the
@@ -15,7 +22,8 @@ import type { Logger } from "../util/log.ts";
 import { connect, type ReplicationConnection } from "../pg/replication-connection.ts";
 import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
 import { formatLsn } from "../pg/lsn.ts";
-import { runBaseBackup, type BaseBackupEvent } from "../pg/base-backup.ts";
+import { runBaseBackup, uploadManifest, type BaseBackupEvent, type BaseBackupOptions } from "../pg/base-backup.ts";
+import { PgServerError } from "../pg/server-error.ts";
 import { chunkIdHex } from "../repo/chunk-id.ts";
 import { createChunker } from "../repo/chunker.ts";
 import type { ChunkWriter, Repository } from "../repo/repository.ts";
@@ -23,10 +31,15 @@ import { openClusterArchive } from "../wal/archive-reader.ts";
 import { waitForWalCoverage } from "../wal/archive-coverage.ts";
 import { chunkingFor } from "./file-kind.ts";
 import { FileListRecorder } from "./file-list-recorder.ts";
+import type { EntryHead } from "../repo/file-list.ts";
 import { readTar } from "./tar-reader.ts";
-import { saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
+import { chunkIds, listSnapshots, readBackupManifest, saveSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type Snapshot, type SnapshotTablespace } from "./snapshot.ts";
 import type { BackupLock } from "./backup-lock.ts";
-import type { BackupMode } from "./backup-kind.ts";
+import { decideBackupKind, type BackupMode } from "./backup-kind.ts";
+import { manifestCrc32cs, parseBackupManifest } from "./backup-manifest.ts";
+import { incrementalRelationPath, readIncrementalFile } from "./incremental-file.ts";
+import { ParentFileList } from "./parent-file-list.ts";
+import { recordSyntheticFile } from "./synthetic-file.ts";
 
 export interface BackupProgress {
   phase: "copying" | "waiting-for-wal" | "done";
@@ -61,6 +74,8 @@ const MANIFEST_PIECE = 1024 * 1024;
 
 interface SourceFacts {
   pgVersion: number;
+  /** summarize_wal (PostgreSQL 17+; false on older servers). */
+  summarizeWal: boolean;
   inRecovery: boolean;
   systemIdentifier: string;
   tablespaceNames: Map<number, string>;
@@ -95,11 +110,13 @@ async function takeBackup(o: BackupOptions): Promise<Snapshot> {
   // The session spans the copy and the snapshot: maintenance frees nothing this backup may name.
   const { session, writer } = await o.repo.beginWrite(`backup ${o.cluster} ${id}`);
   try {
-    const copy = await copyFiles(o, id, writer, started, now).catch(async (e) => {
-      await writer.abandon();
-      throw e;
-    });
-    const { start, end, stats, labels, pieces, entries, manifestChunks, manifestBytes, copiedAt, backupLabel } = copy;
+    const copy = await planIncremental(o, id, facts, started)
+      .then((plan) => copyFiles(o, id, writer, started, now, plan))
+      .catch(async (e) => {
+        await writer.abandon();
+        throw e;
+      });
+    const { start, end, stats, labels, pieces, entries, manifestChunks, manifestBytes, copiedAt, backupLabel, incremental } = copy;
     o.log.info("backup.copied", { id, files: stats.files, bytes: stats.bytes, end_lsn: formatLsn(end.endLsn) });
 
     // The backup is only restorable with the WAL from its start to its end.
@@ -122,6 +139,8 @@ async function takeBackup(o: BackupOptions): Promise<Snapshot> {
       startLsn: formatLsn(start.startLsn), endLsn: formatLsn(end.endLsn), timeline: start.timeline, endTimeline: end.timeline,
       systemIdentifier: facts.systemIdentifier, pgVersion: facts.pgVersion, walSegmentSize: archive.identity.walSegmentSize,
       fromStandby: facts.inRecovery,
+      kind: incremental ? "incremental" : "full", parent: incremental?.parent.id ?? null,
+      ...(incremental ? { incrementalByteOrder: incremental.byteOrder ?? "little" } : {}),
       backupLabel, tablespaceMap: labels.get("tablespace_map") ?? null,
       tablespaces: start.tablespaces.map((t): SnapshotTablespace => ({ oid: t.oid, name: facts.tablespaceNames.get(t.oid) ?? null, location: t.location })),
       fileList: { pieces, entries },
@@ -142,10 +161,64 @@ async function takeBackup(o: BackupOptions): Promise<Snapshot> {
   }
 }
 
+/** What an incremental backup is taken against: the parent, its manifest for the server, its file list indexed. */
+interface IncrementalPlan {
+  parent: Snapshot;
+  manifest: Uint8Array;
+  files: ParentFileList;
+  /** The server's byte order, as its first INCREMENTAL. header shows it. */
+  byteOrder?: "little" | "big";
+}
+
+/** The parent of an incremental backup, or null for a full one (logged with the reason). */
+async function planIncremental(o: BackupOptions, id: string, facts: SourceFacts, started: Date): Promise<IncrementalPlan | null> {
+  const { snapshots } = await listSnapshots(o.repo, o.cluster);
+  const d = decideBackupKind({
+    mode: o.mode, pgVersion: facts.pgVersion, summarizeWal: facts.summarizeWal, systemIdentifier: facts.systemIdentifier,
+    backups: snapshots, fullEveryMs: o.fullEveryMs, now: started,
+  });
+  if (d.kind === "full") {
+    o.log.info("backup.full", { id, reason: d.reason });
+    return null;
+  }
+  const manifest = await readBackupManifest(o.repo, d.parent);
+  // A full parent's per-file checksums are in its manifest: an unchanged file keeps its own.
+  const checksums = manifestCrc32cs(parseBackupManifest(manifest));
+  const files = await ParentFileList.index(chunkIds(d.parent.fileList.pieces), (chunk) => o.repo.readChunk(chunk), checksums);
+  return { parent: d.parent, manifest, files };
+}
+
+/**
+ * BASE_BACKUP begun on `conn`: incremental against `plan`'s parent when the server takes it,
+ * else full. The server refuses before it sends anything (its WAL summaries do not reach back
+ * to the parent, the parent's timeline is not in its history, …): with --incremental that
+ * fails the backup, otherwise it is a full one, and the log says why.
+ */
+async function beginBaseBackup(conn: ReplicationConnection, o: BackupOptions, id: string, plan: IncrementalPlan | null): Promise<{ events: EventReader; incremental: IncrementalPlan | null }> {
+  const options: BaseBackupOptions = { label: `klio ${id}`, fastCheckpoint: true, manifestChecksums: "CRC32C" };
+  if (plan) {
+    try {
+      await uploadManifest(conn, plan.manifest);
+      const events = new EventReader(runBaseBackup(conn, { ...options, incremental: true })[Symbol.asyncIterator]());
+      await events.peek();
+      o.log.info("backup.incremental", { id, parent: plan.parent.id });
+      return { events, incremental: plan };
+    } catch (e) {
+      if (!(e instanceof PgServerError)) throw e;
+      const reason = `the server refused an incremental backup against ${plan.parent.id}: ${e.message}${e.detail ? ` (${e.detail})` : ""}`;
+      if (o.mode === "incremental") throw new KlioError("incremental-impossible", `an incremental backup cannot be taken: ${reason}`);
+      o.log.info("backup.full", { id, reason });
+    }
+  }
+  return { events: new EventReader(runBaseBackup(conn, options)[Symbol.asyncIterator]()), incremental: null };
+}
+
 interface Copied {
+  /** The parent, when the backup is incremental. */
+  incremental: IncrementalPlan | null;
   start: Extract<BaseBackupEvent, { kind: "start" }>;
   end: Extract<BaseBackupEvent, { kind: "end" }>;
-  stats: { files: number; bytes: number; zeroBytes: number };
+  stats: { files: number; bytes: number; sentBytes: number; zeroBytes: number };
   labels: Map<string, string>;
   backupLabel: string;
   pieces: string[];
@@ -156,11 +229,11 @@ interface Copied {
 }
 
 /** Runs BASE_BACKUP and stores every file into `writer`, durably (flushed) once this resolves. */
-async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, started: Date, now: () => Date): Promise<Copied> {
+async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, started: Date, now: () => Date, plan: IncrementalPlan | null): Promise<Copied> {
   const where = describeConnInfo(o.conninfo);
   // The file list is written as the chunks' ids come back from the writer, in order.
   const fileList = new FileListRecorder(writer);
-  const stats = { files: 0, bytes: 0 };
+  const stats = { files: 0, bytes: 0, sentBytes: 0 };
   const labels = new Map<string, string>();
   const manifestChunks: string[] = [];
   let manifestBytes = 0;
@@ -172,8 +245,11 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   // The backup reads as fast as it stores: a megabyte of socket buffering keeps the pipe full
   // (the receiver's default 8 MB would only cost memory here).
   const conn = await connect(o.conninfo, { replication: "true", signal: o.signal, copyHighWater: 1024 * 1024 });
+  let incremental: IncrementalPlan | null = null;
   try {
-    const events = new EventReader(runBaseBackup(conn, { label: `klio ${id}`, fastCheckpoint: true, manifestChecksums: "CRC32C" })[Symbol.asyncIterator]());
+    const begun = await beginBaseBackup(conn, o, id, plan);
+    const events = begun.events;
+    incremental = begun.incremental;
     let done = 0;
     const progress = (phase: BackupProgress["phase"]) => o.onProgress?.({ phase, doneBytes: done, totalBytes: start?.totalBytes ?? null });
     for (;;) {
@@ -203,6 +279,12 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
               continue;
             }
             stats.files++;
+            stats.sentBytes += entry.size;
+            const relationPath = incremental ? incrementalRelationPath(entry.path) : null;
+            if (incremental && relationPath !== null) {
+              stats.bytes += await recordIncrementalFile(fileList, incremental, { ...head, path: relationPath }, entry.path, content);
+              continue;
+            }
             stats.bytes += entry.size;
             fileList.record((l) => l.beginFile({ ...head, size: entry.size }));
             const keepText = root === 0 && LABEL_FILES.has(entry.path) && entry.size <= LABEL_FILE_MAX;
@@ -247,7 +329,23 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
   if (backupLabel === undefined) throw new KlioError("pg-protocol", `BASE_BACKUP on ${where} sent no backup_label`);
   const entries = await fileList.finish();
   await writer.flush();
-  return { start, end, stats: { ...stats, zeroBytes: fileList.zeroBytes }, labels, backupLabel, pieces: fileList.pieces, entries, manifestChunks, manifestBytes, copiedAt };
+  return { incremental, start, end, stats: { ...stats, zeroBytes: fileList.zeroBytes }, labels, backupLabel, pieces: fileList.pieces, entries, manifestChunks, manifestBytes, copiedAt };
+}
+
+/** Records an INCREMENTAL.<file> entry as the whole file (a synthetic full); returns the file's size. */
+async function recordIncrementalFile(fileList: FileListRecorder, plan: IncrementalPlan, head: EntryHead, entryPath: string, content: AsyncIterable<Uint8Array>): Promise<number> {
+  const events = readIncrementalFile(entryPath, content);
+  const first = await events.next();
+  if (first.done || first.value.kind !== "header") throw new KlioError("bad-incremental-file", `incremental file ${JSON.stringify(entryPath)} has no header`);
+  const header = first.value;
+  const byteOrder = header.littleEndian ? "little" : "big";
+  if ((plan.byteOrder ??= byteOrder) !== byteOrder) throw new KlioError("bad-incremental-file", `incremental file ${JSON.stringify(entryPath)} is in ${byteOrder}-endian order, the ones before it were not`);
+  async function* pages(): AsyncGenerator<Uint8Array> {
+    for await (const ev of events) if (ev.kind === "block") yield ev.page;
+  }
+  const parent = await plan.files.layoutOf(head.root, head.path);
+  const made = await recordSyntheticFile(fileList, { head, header, pages: pages(), parent, parentId: plan.parent.id });
+  return made.size;
 }
 
 /** What BASE_BACKUP does not say: version, standby or not, system identifier, tablespace names. */
@@ -255,12 +353,13 @@ async function readSourceFacts(ci: ConnInfo, signal: AbortSignal): Promise<Sourc
   const conn: ReplicationConnection = await connect(ci, { replication: false, signal });
   try {
     const [facts] = await conn.query(
-      "select current_setting('server_version_num'), pg_is_in_recovery(), (select system_identifier from pg_control_system())",
+      "select current_setting('server_version_num'), pg_is_in_recovery(), (select system_identifier from pg_control_system()), current_setting('summarize_wal', true)",
     );
     const [spaces] = await conn.query("select oid, spcname from pg_tablespace");
     const row = facts!.rows[0]!;
     return {
       pgVersion: Number(row[0]),
+      summarizeWal: row[3] === "on",
       inRecovery: row[1] === "t",
       systemIdentifier: String(row[2]),
       tablespaceNames: new Map(spaces!.rows.map((r) => [Number(r[0]), String(r[1])])),
@@ -278,6 +377,12 @@ async function readSourceFacts(ci: ConnInfo, signal: AbortSignal): Promise<Sourc
 class EventReader {
   private ahead: BaseBackupEvent | undefined;
   constructor(private readonly it: AsyncIterator<BaseBackupEvent>) {}
+
+  /** Reads the next event ahead (a server error before the backup's first event surfaces here). */
+  async peek(): Promise<BaseBackupEvent | undefined> {
+    this.ahead ??= await this.next();
+    return this.ahead;
+  }
 
   async next(): Promise<BaseBackupEvent | undefined> {
     if (this.ahead) {

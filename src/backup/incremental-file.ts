@@ -39,6 +39,8 @@ export type IncrementalFileEvent =
       blockNumbers: Uint32Array;
       /** Length of the segment in blocks; what is not listed comes from the prior backup. */
       truncationBlockLength: number;
+      /** The server's byte order, in which the header is written. */
+      littleEndian: boolean;
     }
   /** One block image (BLCKSZ bytes); valid until the next event is requested. */
   | { kind: "block"; blockNumber: number; page: Uint8Array };
@@ -66,6 +68,20 @@ function headerBytes(blockCount: number): number {
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
+}
+
+/**
+ * The bytes before the block images, as the server writes them: what `backup verify` puts
+ * before the stored pages to rebuild the file the server sent and check its manifest checksum.
+ */
+export function encodeIncrementalHeader(blockNumbers: ArrayLike<number>, truncationBlockLength: number, littleEndian: boolean): Uint8Array {
+  const out = new Uint8Array(headerBytes(blockNumbers.length));
+  const view = new DataView(out.buffer);
+  view.setUint32(0, INCREMENTAL_MAGIC, littleEndian);
+  view.setUint32(4, blockNumbers.length, littleEndian);
+  view.setUint32(8, truncationBlockLength, littleEndian);
+  for (let i = 0; i < blockNumbers.length; i++) view.setUint32(FIXED_HEADER + 4 * i, blockNumbers[i]!, littleEndian);
+  return out;
 }
 
 /**
@@ -117,7 +133,7 @@ export async function* readIncrementalFile(entryPath: string, content: AsyncIter
     const padding = await read(pad, new Uint8Array(pad), "the padding");
     if (padding.some((x) => x !== 0)) throw damaged(`the padding after the block numbers is not zeros`);
 
-    yield { kind: "header", relationPath, blockNumbers, truncationBlockLength };
+    yield { kind: "header", relationPath, blockNumbers, truncationBlockLength, littleEndian: little };
 
     const gathered = new Uint8Array(BLCKSZ); // a page that straddles two buffers
     for (const blockNumber of blockNumbers) {

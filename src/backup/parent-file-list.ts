@@ -64,13 +64,16 @@ export class ParentFileList {
     private readonly slots: Map<string, number>,
     /** Per slot: the piece its records begin in, the offset there, their length in bytes. */
     private readonly spans: number[],
+    private readonly checksums: ReadonlyMap<string, number>,
   ) {}
 
   /**
    * Reads the list once (`pieces` in order, each through `readPiece`, in real use the
-   * repository's readChunk) and notes where each paged file's records are.
+   * repository's readChunk) and notes where each paged file's records are. `checksums` (by
+   * backup_manifest path) give a file's CRC-32C where its records carry none: a full
+   * parent's files, whose checksums are in its manifest.
    */
-  static async index(pieces: readonly ChunkId[], readPiece: (id: ChunkId) => Promise<Uint8Array>): Promise<ParentFileList> {
+  static async index(pieces: readonly ChunkId[], readPiece: (id: ChunkId) => Promise<Uint8Array>, checksums: ReadonlyMap<string, number> = new Map()): Promise<ParentFileList> {
     const at: FileListPosition = { version: 1, piece: 0, offset: 0, listOffset: 0 };
     const slots = new Map<string, number>();
     const spans: number[] = [];
@@ -89,7 +92,7 @@ export class ParentFileList {
         open = null;
       }
     }
-    return new ParentFileList(pieces, readPiece, at.version, slots, spans);
+    return new ParentFileList(pieces, readPiece, at.version, slots, spans, checksums);
   }
 
   /** Paged files the parent holds. */
@@ -102,7 +105,7 @@ export class ParentFileList {
     const slot = this.slots.get(keyOf(root, path));
     if (slot === undefined) return undefined;
     const span = await this.gather(this.spans[3 * slot]!, this.spans[3 * slot + 1]!, this.spans[3 * slot + 2]!);
-    return layoutFromRecords(readFileRecords(span, this.version));
+    return layoutFromRecords(readFileRecords(span, this.version), this.checksums.get(root === 0 ? path : `pg_tblspc/${root}/${path}`) ?? null);
   }
 
   /** `length` bytes of the list from `offset` of piece `index` on. */
@@ -137,11 +140,11 @@ function keyOf(root: number, path: string): string {
  * starts on it, and zeros otherwise: chunks cover whole pages or the file is unaligned, so a
  * page no chunk covers lies wholly in zero runs (which may span pages or start mid-page).
  */
-function layoutFromRecords(events: Iterable<FileListEvent>): ParentFileLayout {
+function layoutFromRecords(events: Iterable<FileListEvent>, knownCrc32c: number | null): ParentFileLayout {
   let size = 0;
   let ids = new Uint8Array(0);
   let stored = new Uint8Array(0);
-  let crc32c: number | null = null;
+  let crc32c = knownCrc32c;
   let offset = 0;
   const unaligned = (why: string) => new ParentFileLayout(size, new Uint8Array(0), new Uint8Array(0), why, null);
   for (const ev of events) {

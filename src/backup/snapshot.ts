@@ -13,7 +13,9 @@ import { validateClusterName } from "../wal/archive-layout.ts";
 import { concatBytes } from "../util/bytes.ts";
 
 export const SNAPSHOT_FORMAT = "klio-snapshot";
-export const SNAPSHOT_VERSION = 1;
+/** Version 2 adds kind, parent, incrementalByteOrder and stats.sentBytes; version 1 is still read (a full backup). */
+export const SNAPSHOT_VERSION = 2;
+const READABLE_VERSIONS: readonly number[] = [1, 2];
 
 export interface SnapshotTablespace {
   oid: number;
@@ -25,7 +27,7 @@ export interface SnapshotTablespace {
 
 export interface Snapshot {
   format: typeof SNAPSHOT_FORMAT;
-  version: typeof SNAPSHOT_VERSION;
+  version: 1 | typeof SNAPSHOT_VERSION;
   id: string;
   cluster: string;
   /** --name given to backup run, if any. */
@@ -50,6 +52,8 @@ export interface Snapshot {
   kind?: "full" | "incremental";
   /** The backup an incremental one was taken against (it may since have been deleted). */
   parent?: string | null;
+  /** The byte order of the server's INCREMENTAL. headers, which `backup verify` rebuilds. */
+  incrementalByteOrder?: "little" | "big";
   backupLabel: string;
   tablespaceMap: string | null;
   tablespaces: SnapshotTablespace[];
@@ -159,7 +163,10 @@ export function parseSnapshot(bytes: Uint8Array, where: string): Snapshot {
     throw new KlioError("bad-snapshot", `${where} is not valid JSON`);
   }
   if (s.format !== SNAPSHOT_FORMAT) throw new KlioError("bad-snapshot", `${where} is not a klio snapshot`);
-  if (s.version !== SNAPSHOT_VERSION) throw new KlioError("bad-snapshot", `${where} has snapshot format version ${s.version}; this klio reads version ${SNAPSHOT_VERSION}`);
+  if (!READABLE_VERSIONS.includes(s.version as number)) throw new KlioError("bad-snapshot", `${where} has snapshot format version ${s.version}; this klio reads versions ${READABLE_VERSIONS.join(" and ")}`);
+  if (s.kind !== undefined && s.kind !== "full" && s.kind !== "incremental") throw new KlioError("bad-snapshot", `${where} has kind ${JSON.stringify(s.kind)}, neither full nor incremental`);
+  if (s.kind === "incremental" && (typeof s.parent !== "string" || (s.incrementalByteOrder !== "little" && s.incrementalByteOrder !== "big")))
+    throw new KlioError("bad-snapshot", `${where} is an incremental backup without its parent or byte order`);
   const ok = typeof s.id === "string" && isSnapshotId(s.id) && typeof s.cluster === "string" &&
     typeof s.startLsn === "string" && typeof s.endLsn === "string" && typeof s.endTime === "string" &&
     Number.isInteger(s.timeline) && Array.isArray(s.fileList?.pieces) && Array.isArray(s.backupManifest?.chunks) &&

@@ -15,7 +15,8 @@ import { isS3Location } from "../repo/s3-storage.ts";
 import { restoreCommandWithSpool } from "../wal/wal-prefetch.ts";
 import { spoolId } from "../wal/wal-spool.ts";
 import { materialize } from "./materialize.ts";
-import { incrementalFiles, rewriteIncrementalManifest } from "./restored-manifest.ts";
+import { fullBackupLabel, incrementalFiles, rewriteIncrementalManifest } from "./restored-manifest.ts";
+import { crc32c } from "../backup/crc32c.ts";
 import { checkTargetAfterBackup, checkTargetInArchive, chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
 import { checkDestination, prepareDestination, undoDestination, type Destination } from "./destination.ts";
 import type { ArchiveEnd } from "../wal/archive-end.ts";
@@ -93,6 +94,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
       repo: o.repo, snapshot, dest, tablespaceDirs, concurrency: o.concurrency, signal: o.signal, checksummed,
       onProgress: (n) => o.onProgress?.(n, snapshot.stats.bytes),
     });
+    if (checksummed) checksums.set("backup_label", await writeFullBackupLabel(dest));
     const manifest = checksummed ? rewriteIncrementalManifest(serverManifest, checksums) : serverManifest;
     await finishDataDirectory(o, snapshot, dest, tablespaceDirs, manifest);
     o.log.info("restore.done", { backup: snapshot.id, dest, files, bytes });
@@ -106,6 +108,14 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
     }
     throw e;
   }
+}
+
+/** An incremental backup's backup_label, rewritten as a full backup's; its size and CRC-32C. */
+async function writeFullBackupLabel(dest: string): Promise<{ size: number; crc32c: number }> {
+  const file = path.join(dest, "backup_label");
+  const label = new TextEncoder().encode(fullBackupLabel(await readFile(file, "utf8")));
+  await writeFile(file, label);
+  return { size: label.length, crc32c: crc32c(label) };
 }
 
 /** What makes the restored files a data directory that recovers: manifest, links, map, recovery settings. */

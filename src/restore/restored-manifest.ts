@@ -6,6 +6,10 @@
 // the whole file's: its own path, its size and the CRC-32C of the bytes the restore wrote, and
 // the manifest's own checksum is computed anew. Every other byte stays as PostgreSQL wrote
 // it, so pg_verifybackup checks the restored directory as it would a full backup's.
+//
+// Its backup_label too says "INCREMENTAL FROM LSN/TLI", and PostgreSQL refuses to recover
+// from such a label ("this is an incremental backup, not a data directory"): the restore
+// drops those lines, as pg_combinebackup does, and the manifest describes the label written.
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
@@ -39,9 +43,15 @@ export function incrementalFiles(manifest: Uint8Array): Set<string> {
   return out;
 }
 
+/** backup_label without the lines that mark an incremental backup. */
+export function fullBackupLabel(label: string): string {
+  return label.split("\n").filter((l) => !/^INCREMENTAL FROM (LSN|TLI): /.test(l)).join("\n");
+}
+
 /**
- * The manifest with every `INCREMENTAL.` entry replaced by the restored file's `restored`
- * size and CRC-32C (keyed by the manifest path of the whole file), and a new Manifest-Checksum.
+ * The manifest with every `INCREMENTAL.` entry, and every other entry `restored` names,
+ * replaced by the restored file's size and CRC-32C (keyed by the manifest path of the whole
+ * file), and a new Manifest-Checksum.
  */
 export function rewriteIncrementalManifest(manifest: Uint8Array, restored: Map<string, { size: number; crc32c: number }>): Uint8Array {
   const all = lines(manifest);
@@ -54,7 +64,8 @@ export function rewriteIncrementalManifest(manifest: Uint8Array, restored: Map<s
       break;
     }
     const m = FILE_LINE.exec(line);
-    const whole = m ? wholeFileOf(JSON.parse(m[1]!) as string) : null;
+    const listed = m ? (JSON.parse(m[1]!) as string) : null;
+    const whole = listed === null ? null : wholeFileOf(listed) ?? (restored.has(listed) ? listed : null);
     if (whole === null) {
       out.push(line);
       continue;
