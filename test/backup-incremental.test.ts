@@ -192,6 +192,47 @@ describe("incremental backups on PostgreSQL 18", () => {
   }, 600_000);
 });
 
+describe("when an incremental backup cannot be taken", () => {
+  /** `klio backup run` and what it printed; the backup's kind and the log's reason for a full. */
+  async function backupRun(pg: PgServer, repo: string, flags: string[] = []) {
+    const r = await runKlioAsync(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--json", ...flags]);
+    const full = /"event":"backup.full".*"reason":"([^"]*)"/.exec(r.stderr);
+    return { code: r.code, stderr: r.stderr, kind: r.code === 0 ? (JSON.parse(r.stdout) as BackupJson).kind : null, reason: full?.[1] ?? null };
+  }
+  const snapshotsOf = (repo: string) => readdirSync(path.join(repo, "snapshots", "db1")).length;
+
+  it("PostgreSQL 15 takes full backups, says why, and --incremental fails naming the reason", async () => {
+    const { pg, repo } = await streamingServer(cleanups, [], 15);
+    for (let i = 0; i < 2; i++) expect(await backupRun(pg, repo)).toMatchObject({ code: 0, kind: "full", reason: expect.stringMatching(/^PostgreSQL 15 has no incremental backups/) });
+    const refused = await backupRun(pg, repo, ["--incremental"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^klio: an incremental backup cannot be taken: PostgreSQL 15 has no incremental backups/m);
+    expect(snapshotsOf(repo)).toBe(2);
+  }, 300_000);
+
+  it("PostgreSQL 18 takes a full when summarize_wal is off, and when its summaries do not reach back to the parent", async () => {
+    const { pg, repo } = await streamingServer(cleanups, [], 18);
+    expect(await backupRun(pg, repo)).toMatchObject({ code: 0, kind: "full" });
+    expect(await backupRun(pg, repo)).toMatchObject({ code: 0, kind: "full", reason: expect.stringMatching(/^summarize_wal is off/) });
+    // Summaries start now: they do not cover the WAL since the last backup began.
+    await pg.sql()`checkpoint`;
+    pg.appendConf({ summarize_wal: "on" });
+    await pg.reload();
+    await pg.sql()`create table t as select generate_series(1, 10000) g`;
+    const refused = await backupRun(pg, repo, ["--incremental"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^klio: an incremental backup cannot be taken: the server refused an incremental backup against \S+: WAL summaries are required on timeline 1 from/m);
+    const fallback = await backupRun(pg, repo);
+    expect(fallback).toMatchObject({ code: 0, kind: "full", reason: expect.stringMatching(/^the server refused an incremental backup against \S+: WAL summaries are required/) });
+    // From that full on, the summaries cover: the next one is incremental; --full forces a full.
+    expect(await backupRun(pg, repo)).toMatchObject({ code: 0, kind: "incremental" });
+    expect(await backupRun(pg, repo, ["--full"])).toMatchObject({ code: 0, kind: "full", reason: "--full was given" });
+    expect((await backupRun(pg, repo, ["--full", "--incremental"])).code).toBe(2);
+    expect((await backupRun(pg, repo, ["--full-every", "soon"])).stderr).toMatch(/^klio: backup run: --full-every must be a duration such as 7d/m);
+    expect(snapshotsOf(repo)).toBe(5);
+  }, 300_000);
+});
+
 /** The relation files (paths relative to the data directory) below `dir`, sorted. */
 function relationFiles(dir: string): string[] {
   const out: string[] = [];
