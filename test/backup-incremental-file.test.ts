@@ -179,7 +179,7 @@ describe("readIncrementalFile", () => {
   it("refuses a bad magic number", async () => {
     const { error, events } = await failure(incrementalFile({ ...spec, magic: 0xd3ae1f0e }));
     expect(events).toBe(0);
-    expect(error.code).toBe("bad-incremental-file");
+    expect(error.code).toBe("damaged-incremental-file");
     expect(error.message).toBe(`incremental file "${NAME}" is damaged: bad magic number 0xd3ae1f0e (expected 0xd3ae1f0d)`);
   });
 

@@ -11,6 +11,9 @@ import path from "node:path";
 import { klio, pgbench, restoreAndStart, streamingServer, tempDir, type Cleanup } from "./harness/backup.ts";
 import { pgTempDir, type PgServer } from "./harness/postgres.ts";
 import { runKlioAsync } from "./harness/klio.ts";
+import { startTcpProxy } from "./harness/tcp-proxy.ts";
+import { Transform } from "node:stream";
+import { Buffer } from "node:buffer";
 import { waitForFlush } from "./harness/wal.ts";
 import { isPagedFile } from "../src/backup/file-kind.ts";
 
@@ -197,7 +200,8 @@ describe("when an incremental backup cannot be taken", () => {
   async function backupRun(pg: PgServer, repo: string, flags: string[] = []) {
     const r = await runKlioAsync(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString(), "--json", ...flags]);
     const full = /"event":"backup.full".*"reason":"([^"]*)"/.exec(r.stderr);
-    return { code: r.code, stderr: r.stderr, kind: r.code === 0 ? (JSON.parse(r.stdout) as BackupJson).kind : null, reason: full?.[1] ?? null };
+    const backup = r.code === 0 ? (JSON.parse(r.stdout) as BackupJson) : null;
+    return { code: r.code, stderr: r.stderr, id: backup?.id ?? null, kind: backup?.kind ?? null, reason: full?.[1] ?? null };
   }
   const snapshotsOf = (repo: string) => readdirSync(path.join(repo, "snapshots", "db1")).length;
 
@@ -231,7 +235,49 @@ describe("when an incremental backup cannot be taken", () => {
     expect((await backupRun(pg, repo, ["--full-every", "soon"])).stderr).toMatch(/^klio: backup run: --full-every must be a duration such as 7d/m);
     expect(snapshotsOf(repo)).toBe(5);
   }, 300_000);
+
+  it("an INCREMENTAL. entry damaged in flight fails the backup cleanly, and the next one is right", async () => {
+    const { pg, repo } = await streamingServer(cleanups, [], 18);
+    pg.appendConf({ summarize_wal: "on" });
+    await pg.reload();
+    await pg.sql()`create table t as select generate_series(1, 50000) g`;
+    expect(await backupRun(pg, repo)).toMatchObject({ code: 0, kind: "full" });
+    await pg.sql()`update t set g = g + 1 where g % 50 = 0`;
+    // The first INCREMENTAL. file's magic number gets one byte flipped on its way.
+    const magic = Buffer.alloc(4);
+    magic.writeUInt32LE(0xd3ae1f0d);
+    const proxy = await startTcpProxy(pg.port, { fromServer: () => flipFirst(magic) });
+    cleanups.push(() => proxy.close());
+    const damaged = await runKlioAsync(["backup", "run", "--repo", repo, "--cluster", "db1", "--pg", pg.connString({ port: String(proxy.port) })]);
+    expect(damaged.code).toBe(1);
+    expect(damaged.stderr).toMatch(/^klio: incremental file "[^"]*INCREMENTAL\.[^"]*" is damaged: bad magic number 0x[0-9a-f]+ \(expected 0xd3ae1f0d\)$/m);
+    expect(snapshotsOf(repo)).toBe(1);
+    const next = await backupRun(pg, repo);
+    expect(next).toMatchObject({ code: 0, kind: "incremental" });
+    const verified = JSON.parse(await klio(["backup", "verify", next.id!, "--repo", repo, "--cluster", "db1", "--json"]));
+    expect(verified).toMatchObject({ ok: true, problems: [] });
+  }, 300_000);
 });
+
+/**
+ * A stream that passes bytes on, with one byte of the first occurrence of `needle` flipped.
+ * Nothing is held back (the protocol waits for the server's last bytes): a needle that
+ * straddles two chunks goes through, and the next one is flipped — an incremental backup has
+ * hundreds of INCREMENTAL. files.
+ */
+function flipFirst(needle: Buffer): Transform {
+  let done = false;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      const at = done ? -1 : chunk.indexOf(needle);
+      if (at >= 0) {
+        chunk[at] = chunk[at]! ^ 0xff;
+        done = true;
+      }
+      cb(null, chunk);
+    },
+  });
+}
 
 /** The relation files (paths relative to the data directory) below `dir`, sorted. */
 function relationFiles(dir: string): string[] {

@@ -211,11 +211,11 @@ describe("synthetic full", () => {
         })(), parent: await parent.layoutOf(0, p), parentId: "20260101T000000Z",
       }).then(() => null, (e: unknown) => e);
     const refusals: [Promise<unknown>, string, RegExp][] = [
-      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [2, 1] }), "bad-incremental", /base\/5\/INCREMENTAL\.1: its block numbers do not ascend \(1 after 2\)/],
-      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [1, 1] }), "bad-incremental", /do not ascend/],
-      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [4] }), "bad-incremental", /reach 4, not below the truncation length 4/],
-      [attempt("base/5/1", { truncationBlockLength: -1, blockNumbers: [] }), "bad-incremental", /truncation block length -1 is not a block count/],
-      [attempt("base/5/1", { truncationBlockLength: 2.5, blockNumbers: [] }), "bad-incremental", /not a block count/],
+      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [2, 1] }), "damaged-incremental", /base\/5\/INCREMENTAL\.1: its block numbers do not ascend \(1 after 2\)/],
+      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [1, 1] }), "damaged-incremental", /do not ascend/],
+      [attempt("base/5/1", { truncationBlockLength: 4, blockNumbers: [4] }), "damaged-incremental", /reach 4, not below the truncation length 4/],
+      [attempt("base/5/1", { truncationBlockLength: -1, blockNumbers: [] }), "damaged-incremental", /truncation block length -1 is not a block count/],
+      [attempt("base/5/1", { truncationBlockLength: 2.5, blockNumbers: [] }), "damaged-incremental", /not a block count/],
       [attempt("base/5/9", { truncationBlockLength: 1, blockNumbers: [] }), "incremental-parent", /the parent backup 20260101T000000Z has no base\/5\/9/],
       [attempt("base/5/2", { truncationBlockLength: 1, blockNumbers: [] }), "incremental-parent", /does not hold it one page per chunk \(its size 8292/],
     ];
@@ -257,7 +257,7 @@ describe("synthetic full", () => {
         head: { root: 0, path: "base/5/1", mode: 0o600, mtime: 0 }, header: { truncationBlockLength: 4, blockNumbers },
         pages: stream, parent: await parent.layoutOf(0, "base/5/1"), parentId: "p",
       }).then(() => null, (x: unknown) => x);
-      expect((e as KlioError).code).toBe("bad-incremental");
+      expect((e as KlioError).code).toBe("damaged-incremental");
       expect((e as KlioError).message).toMatch(message);
       expect(closed).toBe(true);
       await writer.abandon();

@@ -336,10 +336,10 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
 async function recordIncrementalFile(fileList: FileListRecorder, plan: IncrementalPlan, head: EntryHead, entryPath: string, content: AsyncIterable<Uint8Array>): Promise<number> {
   const events = readIncrementalFile(entryPath, content);
   const first = await events.next();
-  if (first.done || first.value.kind !== "header") throw new KlioError("bad-incremental-file", `incremental file ${JSON.stringify(entryPath)} has no header`);
+  if (first.done || first.value.kind !== "header") throw new KlioError("damaged-incremental-file", `incremental file ${JSON.stringify(entryPath)} has no header`);
   const header = first.value;
   const byteOrder = header.littleEndian ? "little" : "big";
-  if ((plan.byteOrder ??= byteOrder) !== byteOrder) throw new KlioError("bad-incremental-file", `incremental file ${JSON.stringify(entryPath)} is in ${byteOrder}-endian order, the ones before it were not`);
+  if ((plan.byteOrder ??= byteOrder) !== byteOrder) throw new KlioError("damaged-incremental-file", `incremental file ${JSON.stringify(entryPath)} is in ${byteOrder}-endian order, the ones before it were not`);
   async function* pages(): AsyncGenerator<Uint8Array> {
     for await (const ev of events) if (ev.kind === "block") yield ev.page;
   }

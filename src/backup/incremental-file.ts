@@ -87,13 +87,13 @@ export function encodeIncrementalHeader(blockNumbers: ArrayLike<number>, truncat
 /**
  * Reads the content of the tar entry `entryPath` (an `INCREMENTAL.` name, see
  * incrementalRelationPath) from `content`, split anyhow: yields the header, then each block.
- * A damaged file throws KlioError("bad-incremental-file") before the event it would spoil;
+ * A damaged file throws KlioError("damaged-incremental-file") before the event it would spoil;
  * nothing is yielded from a header that does not check out.
  */
 export async function* readIncrementalFile(entryPath: string, content: AsyncIterable<Uint8Array>): AsyncGenerator<IncrementalFileEvent> {
   const relationPath = incrementalRelationPath(entryPath);
   if (relationPath === null) throw new KlioError("usage", `${JSON.stringify(entryPath)} is not the name of an INCREMENTAL file`);
-  const damaged = (what: string) => new KlioError("bad-incremental-file", `incremental file ${JSON.stringify(entryPath)} is damaged: ${what}`);
+  const damaged = (what: string) => new KlioError("damaged-incremental-file", `incremental file ${JSON.stringify(entryPath)} is damaged: ${what}`);
   const src = new ByteSource(content[Symbol.asyncIterator]());
   /** Bytes the file must have; known once the block count is. */
   let expected = FIXED_HEADER;

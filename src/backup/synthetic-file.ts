@@ -57,9 +57,9 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
   const sentAs = name.replace(/[^/]*$/, (base) => `INCREMENTAL.${base}`);
   const { truncationBlockLength: length } = f.header;
   if (!Number.isInteger(length) || length < 0 || length > MAX_BLOCKS)
-    throw new KlioError("bad-incremental", `${sentAs}: truncation block length ${length} is not a block count`);
+    throw new KlioError("damaged-incremental", `${sentAs}: truncation block length ${length} is not a block count`);
   const problem = blockNumbersProblem(length, f.header.blockNumbers);
-  if (problem !== null) throw new KlioError("bad-incremental", `${sentAs}: its block numbers ${problem}`);
+  if (problem !== null) throw new KlioError("damaged-incremental", `${sentAs}: its block numbers ${problem}`);
   const parent = f.parent;
   if (parent === undefined)
     throw new KlioError("incremental-parent", `the server sent ${name} as an incremental file, but the parent backup ${f.parentId} has no ${name}: it cannot be rebuilt (take a full backup)`);
@@ -105,9 +105,9 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
     for (const b of sent) {
       unsent(next, b);
       const page = await pages.next();
-      if (page.done) throw new KlioError("bad-incremental", `${sentAs} ends after ${stats.sent} of the ${sent.length} pages its header lists`);
+      if (page.done) throw new KlioError("damaged-incremental", `${sentAs} ends after ${stats.sent} of the ${sent.length} pages its header lists`);
       if (page.value.length !== PAGE_CHUNK)
-        throw new KlioError("bad-incremental", `${sentAs}: the page of block ${b} has ${page.value.length} bytes, not ${PAGE_CHUNK}`);
+        throw new KlioError("damaged-incremental", `${sentAs}: the page of block ${b} has ${page.value.length} bytes, not ${PAGE_CHUNK}`);
       list.storePage(page.value);
       stats.sent++;
       await list.ready();
@@ -116,7 +116,7 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
     unsent(next, length);
     const more = await pages.next();
     finished = more.done === true;
-    if (!finished) throw new KlioError("bad-incremental", `${sentAs} holds more pages than the ${sent.length} its header lists`);
+    if (!finished) throw new KlioError("damaged-incremental", `${sentAs} holds more pages than the ${sent.length} its header lists`);
   } finally {
     if (!finished) await pages.return?.();
   }

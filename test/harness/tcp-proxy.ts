@@ -1,6 +1,8 @@
 // A loopback TCP proxy that can fail the way networks do: connections silently stop
-// carrying bytes (a frozen path, no FIN, no RST), or are cut.
+// carrying bytes (a frozen path, no FIN, no RST), or are cut; or whose bytes from the server
+// pass through a transform (damage in flight).
 import { createServer, connect, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
 
 export interface TcpProxy {
   port: number;
@@ -11,13 +13,15 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+/** `fromServer` makes, per connection, the stream the server's bytes pass through to the client. */
+export async function startTcpProxy(targetPort: number, opts: { fromServer?: () => Duplex } = {}): Promise<TcpProxy> {
   const pairs: { a: Socket; b: Socket }[] = [];
   const all = new Set<Socket>();
   const server = createServer((a) => {
     const b = connect(targetPort, "127.0.0.1");
     a.pipe(b);
-    b.pipe(a);
+    if (opts.fromServer) b.pipe(opts.fromServer()).pipe(a);
+    else b.pipe(a);
     a.on("error", () => b.destroy());
     b.on("error", () => a.destroy());
     a.on("close", () => b.destroy());
