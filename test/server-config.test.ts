@@ -41,7 +41,10 @@ describe("the daemon's config", () => {
     expect(c.stateDir).toBe(path.join(dir, "state"));
     expect(c.api).toMatchObject({ host: "127.0.0.1", port: 8432, tls: null, maxBodyBytes: 65536 });
     expect(c.api.tokens).toEqual([{ name: "ops", scope: "admin", token: "admin-token-0123456789abcdef" }, { name: "ro", scope: "read", token: "read-token-0123456789abcdef" }]);
-    expect(c.clusters[0]).toMatchObject({ name: "db1", slot: "klio_db1", createSlot: true, synchronous: false, walTimeoutMs: 300_000 });
+    expect(c.clusters[0]).toMatchObject({ name: "db1", slot: "klio_db1", createSlot: true, synchronous: false, walTimeoutMs: 300_000, fullEveryMs: 7 * 86_400_000 });
+    const every = (full_every: string) => parse(file, { ...good, clusters: [{ ...good.clusters[0], backup: { full_every } }] }).then((x) => x.clusters[0]!.fullEveryMs);
+    expect(await every("36h")).toBe(36 * 3_600_000);
+    expect(await every("off")).toBeNull();
     expect(c.clusters[0]!.conninfo).toMatchObject({ host: "10.0.0.5", user: "klio", password: "s3cret" });
     expect(c.clusters[0]!.schedule).toMatchObject({ kind: "cron", text: "0 3 * * *" });
     expect(c.clusters[1]).toMatchObject({ name: "db2", slot: "backup_slot", synchronous: true, schedule: null });
@@ -69,6 +72,7 @@ describe("the daemon's config", () => {
     ["a password inline", (g) => ({ ...g, clusters: [{ ...g.clusters[0], connection: "host=x password=p" }] }), /at \/clusters\/0\/connection: the connection string holds a password/],
     ["a bad connection string", (g) => ({ ...g, clusters: [{ ...g.clusters[0], connection: "host=x sslmode=sometimes" }] }), /at \/clusters\/0\/connection: /],
     ["a bad schedule", (g) => ({ ...g, clusters: [{ ...g.clusters[0], backup: { schedule: "0 25 * * *" } }] }), /at \/clusters\/0\/backup\/schedule: .*hour field must be within 0-23, found 25/],
+    ["a bad full_every", (g) => ({ ...g, clusters: [{ ...g.clusters[0], backup: { full_every: "weekly" } }] }), /at \/clusters\/0\/backup\/full_every: full_every must be a duration such as 7d, 36h or 2w, or off; got "weekly"/],
     ["two clusters of one name", (g) => ({ ...g, clusters: [g.clusters[0], g.clusters[0]] }), /at \/clusters\/1\/name: expected a name no other cluster has, found "db1" again/],
     ["a cluster name that leaves its directory", (g) => ({ ...g, clusters: [{ ...g.clusters[0], name: "../etc" }] }), /at \/clusters\/0\/name: /],
     ["a bad slot name", (g) => ({ ...g, clusters: [{ ...g.clusters[0], slot: "Bad-Slot" }] }), /at \/clusters\/0\/slot: /],

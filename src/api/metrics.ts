@@ -168,7 +168,7 @@ export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()
   const up = f("klio_up", "gauge", "1 while the daemon answers");
   up.samples.push({ value: 1 });
   return renderMetrics([
-    up, lagBytes, lagSecs, streaming, diskFull, restarts, archived, lastSegment, walProblems, backups, lastAge, lastSize, lastStored, failures, running,
+    up, lagBytes, lagSecs, streaming, diskFull, restarts, archived, lastSegment, walProblems, backups, lastAge, lastSize, lastStored, lastSent, lastIncremental, failures, running,
     retentionDeleted, retentionWaiting, retentionFailing, size, ...keeper, ...offsite,
   ]);
 }

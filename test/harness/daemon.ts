@@ -118,8 +118,8 @@ async function jobEnd(d: TestDaemon, what: string, id: string, timeoutMs: number
 }
 
 /** Starts a backup through the API (once a running one ends) and waits for its job to end; returns the job. */
-export async function backupThroughApi(d: TestDaemon, cluster: string, timeoutMs = 180_000): Promise<any> {
-  const job = await startJob(d, `/v1/clusters/${cluster}/backups`, "{}", timeoutMs);
+export async function backupThroughApi(d: TestDaemon, cluster: string, timeoutMs = 180_000, body = "{}"): Promise<any> {
+  const job = await startJob(d, `/v1/clusters/${cluster}/backups`, body, timeoutMs);
   return await jobEnd(d, `backup of ${cluster}`, job.id, timeoutMs);
 }
 
