@@ -39,6 +39,22 @@ describe("retention rules", () => {
     it(name, () => expect(kept(policy)).toEqual(expected));
   }
 
+  it("full N counts full backups as pgBackRest does: the newest N and every backup after the oldest of them", () => {
+    // Sunday fulls, incremental backups the other days.
+    const week = NIGHTLY.map((x) => ({ ...x, kind: new Date(x.startTime).getUTCDay() === 0 ? "full" as const : "incremental" as const }));
+    const fulls = week.filter((x) => x.kind === "full").map((x) => x.id).sort();
+    const expected = week.filter((x) => x.startTime >= week.find((y) => y.id === fulls.at(-2))!.startTime).map((x) => x.id.slice(0, 13)).sort();
+    expect(kept({ full: 2 }, week)).toEqual(expected);
+    expect(expected.length).toBeGreaterThan(2);
+    const d = evaluateRetention(week, { full: 2 }, new Set(), NOW);
+    expect(d.find((x) => x.id === week.find((y) => y.kind === "incremental" && y.startTime > week.find((z) => z.id === fulls.at(-1))!.startTime)!.id)!.reasons)
+      .toEqual([`taken after ${fulls.at(-2)}, the oldest of the newest 2 full backups`]);
+    // Fewer full backups than asked for: nothing goes.
+    expect(kept({ full: 50 }, week)).toHaveLength(week.length);
+    // Only incremental backups left (their fulls deleted by hand): the rule keeps them all.
+    expect(kept({ full: 1 }, week.filter((x) => x.kind === "incremental"))).toHaveLength(week.filter((x) => x.kind === "incremental").length);
+  });
+
   it("keeps pinned backups whatever the rules say, and says why each stays or goes", () => {
     const pinned = NIGHTLY[30]!.id;
     const d = evaluateRetention(NIGHTLY, { full: 1 }, new Set([pinned]), NOW);

@@ -8,9 +8,13 @@ import { formatDuration, parseDuration } from "../util/duration.ts";
 export interface RetentionPolicy {
   /** Keep what a recovery to any moment of this window needs ("7d"): every backup that ended in it, and the newest before it. */
   recoveryWindow?: string;
-  /** Redundancy: the newest N full backups (pgBackRest's repo-retention-full). */
+  /**
+   * Redundancy: the newest N full backups and every backup taken after the oldest of them
+   * (pgBackRest's repo-retention-full, which keeps the incremental backups of the full ones
+   * it keeps). Incremental backups restore alone here; the rule only counts as pgBackRest does.
+   */
   full?: number;
-  /** The newest N backups of any kind (the same as `full` while klio takes only full backups). */
+  /** The newest N backups, full or incremental. */
   keepLatest?: number;
   /** The newest backup of each of the N most recent days (weeks, months) that have one. */
   keepDaily?: number;
@@ -28,6 +32,8 @@ export interface RetainedBackup {
   id: string;
   startTime: string;
   endTime: string;
+  /** Absent: full (backups from before incremental ones). */
+  kind?: "full" | "incremental";
 }
 
 export interface RetentionDecision {
@@ -95,7 +101,15 @@ export function evaluateRetention(backups: readonly RetainedBackup[], policy: Re
     for (const b of newest) keep(b, "no retention rule");
   } else {
     for (const b of newest) if (pinned.has(b.id)) keep(b, "pinned");
-    if (policy.full) newest.slice(0, policy.full).forEach((b) => keep(b, `one of the newest ${policy.full} full backups`));
+    if (policy.full) {
+      const fulls = newest.filter((b) => (b.kind ?? "full") === "full").slice(0, policy.full);
+      const oldest = fulls.length === policy.full ? fulls[fulls.length - 1]! : null;
+      for (const b of newest) {
+        if (fulls.includes(b)) keep(b, `one of the newest ${policy.full} full backups`);
+        else if (oldest === null) keep(b, `fewer than ${policy.full} full backups exist`);
+        else if (b.startTime > oldest.startTime) keep(b, `taken after ${oldest.id}, the oldest of the newest ${policy.full} full backups`);
+      }
+    }
     if (policy.keepLatest) newest.slice(0, policy.keepLatest).forEach((b) => keep(b, `one of the latest ${policy.keepLatest}`));
     const periods: [number | undefined, string, (t: Date) => string][] = [[policy.keepDaily, "day", day], [policy.keepWeekly, "week", week], [policy.keepMonthly, "month", month]];
     for (const [n, name, periodOf] of periods) {

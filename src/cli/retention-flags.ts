@@ -11,7 +11,7 @@ import { isClusterName, validateClusterName } from "../wal/archive-layout.ts";
 /** Flag name → policy field. */
 const RULE_FLAGS: [flag: string, field: keyof RetentionPolicy, spec: FlagSpec][] = [
   ["recovery-window", "recoveryWindow", { kind: "string", value: "DURATION", help: "keep what recovery to any moment of this window needs, e.g. 7d" }],
-  ["full", "full", { kind: "number", value: "N", help: "keep the newest N full backups (redundancy)" }],
+  ["full", "full", { kind: "number", value: "N", help: "keep the newest N full backups and every backup taken after the oldest of them (redundancy, as pgBackRest's repo-retention-full)" }],
   ["keep-latest", "keepLatest", { kind: "number", value: "N", help: "keep the newest N backups" }],
   ["keep-daily", "keepDaily", { kind: "number", value: "N", help: "keep the newest backup of each of the last N days that have one (UTC)" }],
   ["keep-weekly", "keepWeekly", { kind: "number", value: "N", help: "the same per ISO week" }],
