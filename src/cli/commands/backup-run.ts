@@ -75,7 +75,7 @@ export const command: Command = {
       });
       progress.end();
       if (f.json) ctx.stdout(JSON.stringify(s, null, 2) + "\n");
-      else ctx.stdout(`backup ${s.id} of ${cluster}: ${s.stats.files} files, ${bytes(s.stats.bytes)}, ${bytes(s.stats.newBytes)} new, ${bytes(s.stats.storedBytes)} stored, ${s.startLsn} … ${s.endLsn} in ${(s.stats.durationMs / 1000).toFixed(1)} s\n`);
+      else ctx.stdout(`${s.kind === "incremental" ? `incremental backup ${s.id} of ${cluster} (against ${s.parent}, ${bytes(s.stats.sentBytes ?? 0)} sent)` : `backup ${s.id} of ${cluster}`}: ${s.stats.files} files, ${bytes(s.stats.bytes)}, ${bytes(s.stats.newBytes)} new, ${bytes(s.stats.storedBytes)} stored, ${s.startLsn} … ${s.endLsn} in ${(s.stats.durationMs / 1000).toFixed(1)} s\n`);
       return 0;
     } finally {
       progress.end();
