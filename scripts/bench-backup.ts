@@ -936,7 +936,7 @@ async function restorePairs(klio: KlioCommand, rounds: IncrementalRound[], work:
 /** Whether two restores of the same data hold the same relation files, page for page. */
 interface RestoreCheck {
   same: boolean;
-  /** The only difference is visibility-map pages (PostgreSQL's WAL summaries miss some of their changes). */
+  /** The only difference is visibility-map pages: the incremental's map pages the server did not send are zeros (backup-run.ts). */
   onlyVisibilityMap: boolean;
   text: string;
 }
@@ -953,7 +953,7 @@ function sameRelationPages(full: string, incremental: string): RestoreCheck {
   return {
     same: false, onlyVisibilityMap,
     text: onlyVisibilityMap
-      ? `the two restores differ only in visibility-map pages, ${where}: the incremental backup holds its parent's, because PostgreSQL's WAL summaries do not record the visibility-map bits an UPDATE clears`
+      ? `the two restores differ only in visibility-map pages, ${where}: klio restores the map pages the server did not send as zeros (no page all-visible), because PostgreSQL's WAL summaries miss the map bits an UPDATE clears`
       : `the restores differ: the incremental's ${i.files} relation files (${mb(i.bytes)}), the full's ${f.files} (${mb(f.bytes)}); ${where}, ${diff.newPages} only in the incremental's`,
   };
 }

@@ -29,7 +29,7 @@ import { createChunker } from "../repo/chunker.ts";
 import type { ChunkWriter, Repository } from "../repo/repository.ts";
 import { openClusterArchive } from "../wal/archive-reader.ts";
 import { waitForWalCoverage } from "../wal/archive-coverage.ts";
-import { chunkingFor } from "./file-kind.ts";
+import { chunkingFor, isVisibilityMapFile } from "./file-kind.ts";
 import { FileListRecorder } from "./file-list-recorder.ts";
 import type { EntryHead } from "../repo/file-list.ts";
 import { readTar } from "./tar-reader.ts";
@@ -38,7 +38,7 @@ import type { BackupLock } from "./backup-lock.ts";
 import { decideBackupKind, type BackupMode } from "./backup-kind.ts";
 import { manifestCrc32cs, parseBackupManifest } from "./backup-manifest.ts";
 import { incrementalRelationPath, readIncrementalFile } from "./incremental-file.ts";
-import { ParentFileList } from "./parent-file-list.ts";
+import { ParentFileLayout, ParentFileList } from "./parent-file-list.ts";
 import { recordSyntheticFile } from "./synthetic-file.ts";
 
 export interface BackupProgress {
@@ -343,7 +343,12 @@ async function recordIncrementalFile(fileList: FileListRecorder, plan: Increment
   async function* pages(): AsyncGenerator<Uint8Array> {
     for await (const ev of events) if (ev.kind === "block") yield ev.page;
   }
-  const parent = await plan.files.layoutOf(head.root, head.path);
+  // PostgreSQL 17 and 18 clear visibility map bits on a heap change without registering the
+  // map's page in the WAL record, so WAL summaries miss the change and the server does not
+  // send that page: the parent's copy may say "all visible" of pages changed since (as
+  // pg_combinebackup restores it). A map page the server did not send is zeros here — no
+  // page all-visible or all-frozen, which is always safe; VACUUM sets the bits again.
+  const parent = isVisibilityMapFile(head.path) ? ParentFileLayout.none() : await plan.files.layoutOf(head.root, head.path);
   const made = await recordSyntheticFile(fileList, { head, header, pages: pages(), parent, parentId: plan.parent.id });
   return made.size;
 }

@@ -34,6 +34,11 @@ export function isNonTempRelationFile(relativePath: string): boolean {
   return NONTEMP_RELATION.test(relativePath);
 }
 
+/** A visibility map fork (<relfilenode>_vm, and its segments). */
+export function isVisibilityMapFile(relativePath: string): boolean {
+  return NONTEMP_RELATION.test(relativePath) && /_vm(?:\.\d+)?$/.test(relativePath);
+}
+
 export function isPagedFile(relativePath: string): boolean {
   return RELATION.test(relativePath) || SLRU.test(relativePath);
 }

@@ -35,6 +35,11 @@ export class ParentFileLayout {
     this.blocks = stored.length;
   }
 
+  /** A file of no pages: what a synthetic file built on it does not take from the parent it takes as zeros. */
+  static none(): ParentFileLayout {
+    return new ParentFileLayout(0, new Uint8Array(0), new Uint8Array(0), null, null);
+  }
+
   /** The chunk id of block `b`, or "zero" for a page of zeros. */
   pageAt(b: number): ChunkId | "zero" {
     return this.isZeroPage(b) ? "zero" : this.chunkIdAt(b);
