@@ -16,6 +16,8 @@ import { Transform } from "node:stream";
 import { Buffer } from "node:buffer";
 import { waitForFlush } from "./harness/wal.ts";
 import { isPagedFile, isVisibilityMapFile } from "../src/backup/file-kind.ts";
+import { parseBackupManifest } from "../src/backup/backup-manifest.ts";
+import { crc32c, crc32cManifestHex } from "../src/backup/crc32c.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -201,6 +203,16 @@ describe("incremental backups on PostgreSQL 18", () => {
     // The incremental's manifest describes the whole files, and its label is a full backup's.
     expect(readFileSync(path.join(base, "incremental", "backup_label"), "utf8")).not.toMatch(/INCREMENTAL/);
     expect(readFileSync(path.join(base, "incremental", "backup_manifest"), "utf8")).not.toMatch(/INCREMENTAL\./);
+    // Every file's size and CRC-32C in it are those of the restored file (a carried checksum, or one computed as written).
+    const manifest = parseBackupManifest(readFileSync(path.join(base, "incremental", "backup_manifest")));
+    expect(manifest.checksumProblem).toBeNull();
+    expect(manifest.files.size).toBeGreaterThan(500);
+    for (const [name, f] of manifest.files) {
+      // As pg_verifybackup, which ignores it: restore appends the recovery settings to it.
+      if (name === "postgresql.auto.conf") continue;
+      const bytes = readFileSync(path.join(base, "incremental", name));
+      expect({ name, size: bytes.length, crc: crc32cManifestHex(crc32c(bytes)) }).toEqual({ name, size: f.size, crc: f.checksum });
+    }
   }, 600_000);
 });
 

@@ -6,6 +6,7 @@
 // the only symlinks made are pg_tblspc/<oid>, to the directory chosen for that tablespace.
 import { constants } from "node:fs";
 import { chmod, mkdir, open, symlink, type FileHandle } from "node:fs/promises";
+import { createReadStream } from "node:fs";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import { Waiters } from "../util/waiters.ts";
@@ -17,6 +18,13 @@ import { validateEntryPath } from "../backup/tar-reader.ts";
 import { crc32cFinal, crc32cInit, crc32cUpdate } from "../backup/crc32c.ts";
 
 const ZEROS = new Uint8Array(64 * 1024);
+
+/** The CRC-32C of a file on disk (a restored file whose checksum its list does not carry). */
+async function fileCrc32c(file: string): Promise<number> {
+  const crc = new RunningCrc();
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) crc.update(chunk as Uint8Array);
+  return crc.value();
+}
 
 /** The running CRC-32C of a restored file, holes included. */
 class RunningCrc {
@@ -110,9 +118,17 @@ class RestoredFile {
   private offset = 0;
   private readonly pending: Promise<void>[] = [];
 
+  /**
+   * The whole file's CRC-32C as its list records it ('K'), which spares computing it; for a
+   * file of an incremental backup the server sent no block of, the list's 'K' is expected
+   * instead of a running checksum (`crc` is dropped), and the file is read back if none comes.
+   */
+  recordedCrc: number | null = null;
+  readBackForCrc = false;
+
   constructor(
-    readonly path: string, private readonly handle: FileHandle, readonly size: number, private readonly mtime: number, private readonly writes: Writes,
-    readonly crc: RunningCrc | null,
+    readonly path: string, readonly fullPath: string, private readonly handle: FileHandle, readonly size: number, private readonly mtime: number,
+    private readonly writes: Writes, public crc: RunningCrc | null,
   ) {}
 
   put(data: Uint8Array): void {
@@ -231,7 +247,7 @@ export async function materialize(o: MaterializeOptions): Promise<Materialized> 
           const handle = await open(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, ev.mode & 0o7777);
           const manifestPath = ev.root === 0 ? ev.path : `pg_tblspc/${ev.root}/${ev.path}`;
           const crc = o.checksummed?.has(manifestPath) ? new RunningCrc() : null;
-          file = new RestoredFile(manifestPath, handle, ev.size, ev.mtime, writes, crc);
+          file = new RestoredFile(manifestPath, full, handle, ev.size, ev.mtime, writes, crc);
           opened.add(file);
           files++;
           break;
@@ -255,13 +271,26 @@ export async function materialize(o: MaterializeOptions): Promise<Materialized> 
           await writes.ready();
           break;
         }
+        case "incremental":
+          // Nothing of it changed since the parent: its checksum comes with the list (below).
+          if (file!.crc && ev.blockNumbers.length === 0) {
+            file!.crc = null;
+            file!.readBackForCrc = true;
+          }
+          break;
+        case "file-checksum":
+          file!.recordedCrc = ev.crc32c;
+          break;
         case "end-file": {
           const f = file!;
           file = null;
           reader.after(() => {
             opened.delete(f);
             if (f.crc) checksums.set(f.path, { size: f.size, crc32c: f.checksum() });
-            const done = f.finish();
+            else if (f.readBackForCrc && f.recordedCrc !== null) checksums.set(f.path, { size: f.size, crc32c: f.recordedCrc });
+            const done = f.readBackForCrc && f.recordedCrc === null
+              ? f.finish().then(async () => void checksums.set(f.path, { size: f.size, crc32c: await fileCrc32c(f.fullPath) }))
+              : f.finish();
             done.catch(() => {});
             finishing.push(done);
           });
