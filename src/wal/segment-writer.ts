@@ -15,6 +15,8 @@ import { PARTIAL_SUFFIX } from "./archive-layout.ts";
 import { CHECKSUM_SUFFIX, crc32Update, formatSegmentChecksum } from "./segment-checksum.ts";
 
 const ZEROS = new Uint8Array(1024 * 1024);
+/** A new partial segment's name while it is being zero-filled. */
+const NEW_PARTIAL_SUFFIX = ".new";
 
 interface OpenSegment {
   timeline: Timeline;
@@ -55,8 +57,9 @@ export function createSegmentWriter(dir: string, segSize: SegmentSize, onComplet
       fd = openSync(file, "r+");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-      fd = openSync(file, "w+", 0o640);
+      fd = newPartial(file);
     }
+    // A partial left short (by a klio that made it in place) is filled up now.
     const have = fstatSync(fd).size;
     if (have < segSize) {
       for (let off = have; off < segSize; off += ZEROS.length) writeSync(fd, ZEROS, 0, Math.min(ZEROS.length, segSize - off), off);
@@ -64,6 +67,21 @@ export function createSegmentWriter(dir: string, segSize: SegmentSize, onComplet
       fsyncDirSync(dir);
     }
     return { timeline, segno, name, fd, dirty: false, crc: 0, crcEnd: 0 };
+  }
+
+  /**
+   * A new partial segment, already zero-filled to its full size when it gets its name: made
+   * under a temporary name (which archive listings skip) and renamed, so that no reader
+   * (get-wal --partial, the prefetcher, wal status) ever sees it short and calls it damaged.
+   */
+  function newPartial(file: string): number {
+    const temporary = `${file}${NEW_PARTIAL_SUFFIX}`;
+    const fd = openSync(temporary, "w+", 0o640);
+    for (let off = 0; off < segSize; off += ZEROS.length) writeSync(fd, ZEROS, 0, Math.min(ZEROS.length, segSize - off), off);
+    fsyncSync(fd);
+    renameSync(temporary, file);
+    fsyncDirSync(dir);
+    return fd;
   }
 
   function close(seg: OpenSegment): void {

@@ -87,6 +87,8 @@ export function checkDurabilityOrder(log: string, dir: string, start: Lsn, segSi
       }
     } else if ((ev.name === "rename" || ev.name === "renameat2" || ev.name === "renameat") && ev.phase === "end" && ev.ret === 0) {
       const [from, to] = strings(ev.args).map((b) => b.toString());
+      // A new partial segment is zero-filled (and fsync'd) under a temporary name, then renamed.
+      if (from?.endsWith(".partial.new") && path.dirname(from) === dir) zeroFilled.add(to!);
       if (from?.endsWith(".partial") && path.dirname(from) === dir) {
         if ((durableEnd.get(from) ?? 0) !== segSize) report.violations.push(`${path.basename(from)} renamed complete with only ${durableEnd.get(from) ?? 0} bytes fdatasync'd`);
         completed.add(path.basename(to!));
