@@ -181,11 +181,19 @@ async function planIncremental(o: BackupOptions, id: string, facts: SourceFacts,
     o.log.info("backup.full", { id, reason: d.reason });
     return null;
   }
-  const manifest = await readBackupManifest(o.repo, d.parent);
-  // A full parent's per-file checksums are in its manifest: an unchanged file keeps its own.
-  const checksums = manifestCrc32cs(parseBackupManifest(manifest));
-  const files = await ParentFileList.index(chunkIds(d.parent.fileList.pieces), (chunk) => o.repo.readChunk(chunk), checksums);
-  return { parent: d.parent, manifest, files };
+  try {
+    const manifest = await readBackupManifest(o.repo, d.parent);
+    // A full parent's per-file checksums are in its manifest: an unchanged file keeps its own.
+    const checksums = manifestCrc32cs(parseBackupManifest(manifest));
+    const files = await ParentFileList.index(chunkIds(d.parent.fileList.pieces), (chunk) => o.repo.readChunk(chunk), checksums);
+    return { parent: d.parent, manifest, files };
+  } catch (e) {
+    // A parent that cannot be read (damaged, say) must not stop every later backup: a full one needs nothing of it.
+    const reason = `the backup to take it against, ${d.parent.id}, cannot be read: ${e instanceof Error ? e.message : String(e)}`;
+    if (o.mode === "incremental") throw new KlioError("incremental-impossible", `an incremental backup cannot be taken: ${reason}`);
+    o.log.warn("backup.full", { id, reason });
+    return null;
+  }
 }
 
 /**
