@@ -7,11 +7,10 @@
 //   index/<32 hex>.idx            where each chunk is (index-file.ts)
 //   snapshots/…                   objects (objects.ts)
 //   wal/<cluster>/                the WAL archive (src/wal)
-import { link, mkdir, readdir, readFile, stat, unlink } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import process from "node:process";
 import { randomBytes } from "node:crypto";
-import { fsyncDir, TEMP_SUFFIX, writeFileDurable } from "../util/durable-fs.ts";
+import { fsyncDir, writeDurableWith, writeFileDurable } from "../util/durable-fs.ts";
 import { KlioError, isKlioError } from "../util/errors.ts";
 import { chunkIdFunction, type ChunkId } from "./chunk-id.ts";
 import { ChunkIndex } from "./chunk-index.ts";
@@ -203,19 +202,14 @@ export async function initRepository(dir: string, opts: InitOptions = {}): Promi
 
   await mkdir(dir, { recursive: true });
   await fsyncDir(path.dirname(path.resolve(dir)));
-  // The header is linked into place, not renamed: of two concurrent inits, one fails.
-  const file = path.join(dir, HEADER_KEY);
-  const tmp = `${file}.${process.pid}${TEMP_SUFFIX}`;
-  await writeFileDurable(tmp, bytes);
+  // The header is linked into place from a temporary file of this call's own, not renamed:
+  // of two concurrent inits (two processes, or two calls in one), one fails.
   try {
-    await link(tmp, file);
+    await writeDurableWith(path.join(dir, HEADER_KEY), (fh) => fh.writeFile(bytes), { noReplace: true });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new KlioError("bad-repository", `${dir} became a klio repository meanwhile; nothing was changed`);
     throw e;
-  } finally {
-    await unlink(tmp).catch(() => {});
   }
-  await fsyncDir(dir);
 }
 
 /** Rewraps the master key under a new passphrase; the data is not touched. */
