@@ -15,6 +15,11 @@ export interface BackupManifest {
   checksumProblem: string | null;
 }
 
+/** How backup_manifest names a file of the backup: tablespace files (root ≠ 0) under pg_tblspc/<oid>/. */
+export function manifestPath(root: number, path: string): string {
+  return root === 0 ? path : `pg_tblspc/${root}/${path}`;
+}
+
 /** Parses the manifest; throws on text that is not one (JSON). */
 export function parseBackupManifest(bytes: Uint8Array): BackupManifest {
   const text = new TextDecoder().decode(bytes);

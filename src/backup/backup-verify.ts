@@ -9,12 +9,12 @@
 // unchanged since the parent (the parent's own checksum). Every other page is a chunk named
 // by the hash of bytes PostgreSQL sent to an earlier backup, which reading it checks.
 import { createHash } from "node:crypto";
-import { parseBackupManifest, type ManifestFile } from "./backup-manifest.ts";
+import { manifestPath, parseBackupManifest, type ManifestFile } from "./backup-manifest.ts";
 import { readFileList } from "../repo/file-list.ts";
 import type { Repository } from "../repo/repository.ts";
 import { chunkIdHex } from "../repo/chunk-id.ts";
 import { crc32cFinal, crc32cInit, crc32cManifestHex, crc32cUpdate } from "./crc32c.ts";
-import { encodeIncrementalHeader } from "./incremental-file.ts";
+import { encodeIncrementalHeader, incrementalName } from "./incremental-file.ts";
 import { PAGE_CHUNK } from "./file-kind.ts";
 import { readBackupManifest, readChunks, type Snapshot } from "./snapshot.ts";
 
@@ -72,7 +72,7 @@ class Checker {
   }
 
   startFile(root: number, path: string): void {
-    const name = root === 0 ? path : `pg_tblspc/${root}/${path}`;
+    const name = manifestPath(root, path);
     const expect = this.manifest.get(name);
     this.files++;
     this.current = { name, expect, crc: crc32cInit, sha: expect?.algorithm === "SHA256" ? createHash("sha256") : null, size: 0, bad: false, sent: null, wholeCrc32c: null };
@@ -81,7 +81,7 @@ class Checker {
   /** The open file was rebuilt from INCREMENTAL.<file>: `blocks` of its `truncationBlockLength` pages were sent. */
   incremental(truncationBlockLength: number, blocks: Uint32Array): void {
     const c = this.current!;
-    const name = c.name.replace(/[^/]*$/, (base) => `INCREMENTAL.${base}`);
+    const name = incrementalName(c.name);
     const header = encodeIncrementalHeader(blocks, truncationBlockLength, this.littleEndian);
     // The whole file has no manifest entry of its own: it is checked by its pages and its 'K'.
     c.expect = undefined;

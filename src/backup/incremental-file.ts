@@ -60,6 +60,11 @@ export function incrementalRelationPath(entryPath: string): string | null {
   return isNonTempRelationFile(relationPath) ? relationPath : null;
 }
 
+/** The name the server sends a relation file under when it sends it incrementally ("base/5/16384" → "base/5/INCREMENTAL.16384"). */
+export function incrementalName(relationPath: string): string {
+  return relationPath.replace(/[^/]*$/, (base) => `${PREFIX}${base}`);
+}
+
 /** Bytes before the first block image: the header, padded to a block when there are blocks. */
 function headerBytes(blockCount: number): number {
   const unpadded = FIXED_HEADER + 4 * blockCount;

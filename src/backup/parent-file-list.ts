@@ -10,6 +10,7 @@ import { KlioError } from "../util/errors.ts";
 import { CHUNK_ID_BYTES, type ChunkId } from "../repo/chunk-id.ts";
 import { readFileList, readFileRecords, type FileListEvent, type FileListPosition, type FileListVersion } from "../repo/file-list.ts";
 import { isPagedFile, PAGE_CHUNK } from "./file-kind.ts";
+import { manifestPath } from "./backup-manifest.ts";
 
 /** Pieces of the list kept decoded for layoutOf(). */
 const PIECES_KEPT = 2;
@@ -110,7 +111,7 @@ export class ParentFileList {
     const slot = this.slots.get(keyOf(root, path));
     if (slot === undefined) return undefined;
     const span = await this.gather(this.spans[3 * slot]!, this.spans[3 * slot + 1]!, this.spans[3 * slot + 2]!);
-    return layoutFromRecords(readFileRecords(span, this.version), this.checksums.get(root === 0 ? path : `pg_tblspc/${root}/${path}`) ?? null);
+    return layoutFromRecords(readFileRecords(span, this.version), this.checksums.get(manifestPath(root, path)) ?? null);
   }
 
   /** `length` bytes of the list from `offset` of piece `index` on. */

@@ -14,6 +14,8 @@ import { blockNumbersProblem, type EntryHead } from "../repo/file-list.ts";
 import { PAGE_CHUNK } from "./file-kind.ts";
 import type { FileListRecorder } from "./file-list-recorder.ts";
 import type { ParentFileLayout } from "./parent-file-list.ts";
+import { manifestPath } from "./backup-manifest.ts";
+import { incrementalName } from "./incremental-file.ts";
 
 /** What an INCREMENTAL.<file> header says: the file's length in pages, and the pages sent (ascending). */
 export interface IncrementalHeader {
@@ -54,7 +56,7 @@ const MAX_BLOCKS = 0xffffffff;
  */
 export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFile): Promise<SyntheticFileStats> {
   const name = displayName(f.head);
-  const sentAs = name.replace(/[^/]*$/, (base) => `INCREMENTAL.${base}`);
+  const sentAs = incrementalName(name);
   const { truncationBlockLength: length } = f.header;
   if (!Number.isInteger(length) || length < 0 || length > MAX_BLOCKS)
     throw new KlioError("damaged-incremental", `${sentAs}: truncation block length ${length} is not a block count`);
@@ -131,5 +133,5 @@ export async function recordSyntheticFile(list: FileListRecorder, f: SyntheticFi
 }
 
 function displayName(h: EntryHead): string {
-  return h.root === 0 ? h.path : `pg_tblspc/${h.root}/${h.path}`;
+  return manifestPath(h.root, h.path);
 }

@@ -16,6 +16,7 @@ import type { Repository } from "../repo/repository.ts";
 import { readChunks, type Snapshot } from "../backup/snapshot.ts";
 import { validateEntryPath } from "../backup/tar-reader.ts";
 import { crc32cFinal, crc32cInit, crc32cUpdate } from "../backup/crc32c.ts";
+import { manifestPath } from "../backup/backup-manifest.ts";
 
 const ZEROS = new Uint8Array(64 * 1024);
 
@@ -245,9 +246,9 @@ export async function materialize(o: MaterializeOptions): Promise<Materialized> 
           const full = where(ev.root, ev.path);
           await mkdir(path.dirname(full), { recursive: true });
           const handle = await open(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, ev.mode & 0o7777);
-          const manifestPath = ev.root === 0 ? ev.path : `pg_tblspc/${ev.root}/${ev.path}`;
-          const crc = o.checksummed?.has(manifestPath) ? new RunningCrc() : null;
-          file = new RestoredFile(manifestPath, full, handle, ev.size, ev.mtime, writes, crc);
+          const listed = manifestPath(ev.root, ev.path);
+          const crc = o.checksummed?.has(listed) ? new RunningCrc() : null;
+          file = new RestoredFile(listed, full, handle, ev.size, ev.mtime, writes, crc);
           opened.add(file);
           files++;
           break;

@@ -9,6 +9,7 @@ import { parseLsn } from "../../pg/lsn.ts";
 import { isS3Location } from "../../repo/s3-storage.ts";
 import { isApiLocation } from "../../util/api-client.ts";
 import { checkRepositoryWal, type BackupWalNeed, type ClusterWalProblem } from "../../wal/archive-verify.ts";
+import { manifestPath } from "../../backup/backup-manifest.ts";
 
 const LEFTOVERS = new Set(["unindexed-pack"]);
 
@@ -127,7 +128,7 @@ async function backupsUsing(repo: Repository, problems: RepoProblem[]): Promise<
       let file = "";
       try {
         for await (const ev of readFileList(readChunks(repo, s.fileList.pieces))) {
-          if (ev.kind === "file") file = ev.root === 0 ? ev.path : `pg_tblspc/${ev.root}/${ev.path}`;
+          if (ev.kind === "file") file = manifestPath(ev.root, ev.path);
           else if (ev.kind === "chunk") {
             const hex = chunkIdHex(ev.id);
             if (bad.has(hex)) note(hex, s, file);
