@@ -186,6 +186,7 @@ async function planIncremental(o: BackupOptions, id: string, facts: SourceFacts,
     // A full parent's per-file checksums are in its manifest: an unchanged file keeps its own.
     const checksums = manifestCrc32cs(parseBackupManifest(manifest));
     const files = await ParentFileList.index(chunkIds(d.parent.fileList.pieces), (chunk) => o.repo.readChunk(chunk), checksums);
+    o.log.debug("backup.parent_indexed", { id, parent: d.parent.id, files: files.files, manifest_bytes: manifest.length });
     return { parent: d.parent, manifest, files };
   } catch (e) {
     // A parent that cannot be read (damaged, say) must not stop every later backup: a full one needs nothing of it.
@@ -207,6 +208,7 @@ async function beginBaseBackup(conn: ReplicationConnection, o: BackupOptions, id
   if (plan) {
     try {
       await uploadManifest(conn, plan.manifest);
+      o.log.debug("backup.manifest_uploaded", { id, parent: plan.parent.id });
       const events = new EventReader(runBaseBackup(conn, { ...options, incremental: true })[Symbol.asyncIterator]());
       await events.peek();
       o.log.info("backup.incremental", { id, parent: plan.parent.id });

@@ -59,7 +59,7 @@ export function remoteAccessFlags(flags: Record<string, unknown>, ctx: CliContex
   return [...(tokenFile === undefined ? [] : ["--token-file", path.resolve(tokenFile)]), ...s3FlagsToPass(flags, ctx.env, (p) => path.resolve(p))];
 }
 
-/** Text log lines on stderr for commands that run a while (JSON when --log-format json). */
+/** Text log lines on stderr for commands that run a while (JSON when --log-format json); debug events too with KLIO_DEBUG=1. */
 export function commandLogger(ctx: CliContext, json: boolean): Logger {
-  return createLogger({ write: ctx.stderr, format: json ? "json" : "text", level: "info" });
+  return createLogger({ write: ctx.stderr, format: json ? "json" : "text", level: ctx.env.KLIO_DEBUG === "1" ? "debug" : "info" });
 }
