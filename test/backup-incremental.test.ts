@@ -18,6 +18,8 @@ import { waitForFlush } from "./harness/wal.ts";
 import { isPagedFile, isVisibilityMapFile } from "../src/backup/file-kind.ts";
 import { parseBackupManifest } from "../src/backup/backup-manifest.ts";
 import { crc32c, crc32cManifestHex } from "../src/backup/crc32c.ts";
+import { parseSnapshot, snapshotKey } from "../src/backup/snapshot.ts";
+import { openRepository } from "../src/repo/repository.ts";
 
 const cleanups: Cleanup[] = [];
 afterEach(async () => {
@@ -287,6 +289,36 @@ describe("when an incremental backup cannot be taken", () => {
     expect((await backupRun(pg, repo, ["--full", "--incremental"])).code).toBe(2);
     expect((await backupRun(pg, repo, ["--full-every", "soon"])).stderr).toMatch(/^klio: backup run: --full-every must be a duration such as 7d/m);
     expect(snapshotsOf(repo)).toBe(5);
+  }, 300_000);
+
+  it("a parent whose file list turns out unreadable during the copy gives a full backup and says why; --incremental fails naming it", async () => {
+    const { pg, repo } = await streamingServer(cleanups, [], 18);
+    pg.appendConf({ summarize_wal: "on" });
+    await pg.reload();
+    await pg.sql()`create table t as select generate_series(1, 50000) g`;
+    const parent = await backupRun(pg, repo);
+    expect(parent).toMatchObject({ code: 0, kind: "full" });
+    // The parent's manifest reads (the server takes the incremental), but its file list is
+    // another chunk: found when the first INCREMENTAL. file needs it, after the copy began.
+    const r = await openRepository(repo);
+    try {
+      const key = snapshotKey("db1", parent.id!);
+      const s = parseSnapshot(await r.getObject(key), key);
+      await r.deleteObject(key);
+      await r.putObject(key, new TextEncoder().encode(JSON.stringify({ ...s, fileList: { ...s.fileList, pieces: s.backupManifest.chunks } })));
+    } finally {
+      await r.close();
+    }
+    await pg.sql()`update t set g = g + 1 where g % 50 = 0`;
+    const refused = await backupRun(pg, repo, ["--incremental"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`^klio: an incremental backup cannot be taken: the backup to take it against, ${parent.id}, cannot be read: snapshot file list is damaged: not a klio file list`, "m"));
+    const fallback = await backupRun(pg, repo);
+    expect(fallback).toMatchObject({ code: 0, kind: "full", reason: expect.stringMatching(new RegExp(`^the backup to take it against, ${parent.id}, cannot be read: snapshot file list is damaged`)) });
+    expect(fallback.stderr).toMatch(/"level":"warn","event":"backup.full"/);
+    const verified = JSON.parse(await klio(["backup", "verify", fallback.id!, "--repo", repo, "--cluster", "db1", "--json"]));
+    expect(verified).toMatchObject({ ok: true, problems: [] });
+    expect(snapshotsOf(repo)).toBe(2);
   }, 300_000);
 
   it("an INCREMENTAL. entry damaged in flight fails the backup cleanly, and the next one is right", async () => {

@@ -1,5 +1,6 @@
-// The parent's file list, indexed: one pass notes where each paged file's records are; a
-// file's layout is read back page by page from the pieces, records straddling them.
+// The parent's file list, read alongside: passing a paged file notes where its records are; a
+// file's layout is read page by page from the pieces, records straddling them, each piece
+// read about once when the files are asked for in the list's order.
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { chunkIdHex, type ChunkId } from "../src/repo/chunk-id.ts";
@@ -38,7 +39,7 @@ function pagesOf(l: ParentFileLayout): (string | "zero")[] {
 }
 
 describe("parent file list", () => {
-  it("indexes thousands of files spread over small pieces and reads any file's pages back", async () => {
+  it("reads thousands of files spread over small pieces, each piece once when asked for in order, and any file out of order", async () => {
     const FILES = 3000;
     const list = storedList((w) => {
       w.dir({ root: 0, path: "base/5", mode: 0o700, mtime: 0 });
@@ -60,9 +61,8 @@ describe("parent file list", () => {
       }
     });
     expect(list.ids.length).toBeGreaterThan(1000); // records straddle pieces all the time
-    const parent = await ParentFileList.index(list.ids, list.readPiece);
-    expect(parent.files).toBe(FILES);
-    list.counter.reads = 0;
+    const parent = new ParentFileList(list.ids, list.readPiece);
+    expect(list.counter.reads).toBe(0); // nothing is read before a file is asked for
     for (let f = 0; f < FILES; f++) {
       const l = (await parent.layoutOf(0, `base/5/${16384 + f}`))!;
       const pages = 1 + (f % 5);
@@ -71,13 +71,29 @@ describe("parent file list", () => {
       expect(pagesOf(l)).toEqual(Array.from({ length: pages }, (_, k) => ((f + k) % 3 === 0 ? "zero" : chunkIdHex(id(f * 10 + k)))));
       expect(l.crc32c).toBeNull();
     }
-    // Read in the list's order, each piece is read about once.
+    // Asked for in the list's order, each piece is read once.
     expect(list.counter.reads).toBeLessThanOrEqual(list.ids.length);
+    expect(parent.files).toBe(FILES);
     expect(await parent.layoutOf(0, "pg_log/log0")).toBeUndefined();
     expect(await parent.layoutOf(0, "base/5/1")).toBeUndefined();
     expect(await parent.layoutOf(1663, "base/5/16384")).toBeUndefined();
     // Out of order, too.
     expect(pagesOf((await parent.layoutOf(0, "base/5/16385"))!)).toEqual([chunkIdHex(id(10)), chunkIdHex(id(11))]);
+  });
+
+  it("answers callers at once, each with its own file, in any order", async () => {
+    const list = storedList((w) => {
+      for (let f = 0; f < 40; f++) {
+        file(w, `base/5/${f}`, 2 * P);
+        w.chunk(P, id(2 * f));
+        w.chunk(P, id(2 * f + 1));
+        w.endFile();
+      }
+    }, 64);
+    const parent = new ParentFileList(list.ids, list.readPiece);
+    const asked = [39, 3, 17, 0, 25, 3, 38, 1];
+    const layouts = await Promise.all([...asked.map((f) => parent.layoutOf(0, `base/5/${f}`)), parent.layoutOf(0, "base/5/missing")]);
+    expect(layouts.map((l) => (l ? pagesOf(l) : null))).toEqual([...asked.map((f) => [chunkIdHex(id(2 * f)), chunkIdHex(id(2 * f + 1))]), null]);
   });
 
   it("splits zero runs into pages: runs spanning pages, and runs that start or end mid-page", async () => {
@@ -96,7 +112,7 @@ describe("parent file list", () => {
       w.zeros(2 * P);
       w.endFile();
     }, 64);
-    const parent = await ParentFileList.index(list.ids, list.readPiece);
+    const parent = new ParentFileList(list.ids, list.readPiece);
     const l = (await parent.layoutOf(0, "base/5/100"))!;
     const z = "zero";
     expect(pagesOf(l)).toEqual([chunkIdHex(id(0)), z, z, z, chunkIdHex(id(4)), z, z, chunkIdHex(id(7))]);
@@ -113,7 +129,7 @@ describe("parent file list", () => {
       0x5a, ...f64(P / 2), 0x5a, ...f64(P + P / 2), 0x43, ...u32(P), ...id(9), 0x45, 0x58, ...f64(1)];
     const bytes = Uint8Array.from([...new TextEncoder().encode("KLIOFL01"), ...records]);
     const pieces = [bytes.subarray(0, 30), bytes.subarray(30, 60), bytes.subarray(60)];
-    const parent = await ParentFileList.index([id(-1), id(-2), id(-3)], async (pid) => pieces[[id(-1), id(-2), id(-3)].findIndex((x) => chunkIdHex(x) === chunkIdHex(pid))]!);
+    const parent = new ParentFileList([id(-1), id(-2), id(-3)], async (pid) => pieces[[id(-1), id(-2), id(-3)].findIndex((x) => chunkIdHex(x) === chunkIdHex(pid))]!);
     expect(pagesOf((await parent.layoutOf(0, "base/5/77"))!)).toEqual(["zero", "zero", chunkIdHex(id(9))]);
   });
 
@@ -134,7 +150,7 @@ describe("parent file list", () => {
       file(w, "base/5/4", 0);
       w.endFile();
     });
-    const parent = await ParentFileList.index(list.ids, list.readPiece);
+    const parent = new ParentFileList(list.ids, list.readPiece);
     expect((await parent.layoutOf(0, "base/5/1"))!.unaligned).toMatch(/size 8292 is not a whole number of 8192-byte pages/);
     expect((await parent.layoutOf(0, "base/5/2"))!.unaligned).toMatch(/chunk of 16384 bytes at offset 0 is not one 8192-byte page/);
     expect((await parent.layoutOf(0, "base/5/3"))!.unaligned).toMatch(/chunk of 8192 bytes at offset 4096/);
@@ -149,13 +165,16 @@ describe("parent file list", () => {
         w.endFile();
       }
     });
-    await expect(ParentFileList.index(twice.ids, twice.readPiece)).rejects.toThrow(/lists base\/5\/9 twice/);
+    // Found when the list is read that far: asking for a file it lacks reads it to the end.
+    await expect(new ParentFileList(twice.ids, twice.readPiece).layoutOf(0, "base/5/10")).rejects.toThrow(/lists base\/5\/9 twice/);
     const list = storedList((w) => {
       file(w, "base/5/9", P);
       w.chunk(P, id(1));
       w.endFile();
     }, 40);
-    await expect(ParentFileList.index(list.ids.slice(0, -1), list.readPiece)).rejects.toThrow(/truncated/);
+    const truncated = new ParentFileList(list.ids.slice(0, -1), list.readPiece);
+    expect(pagesOf((await truncated.layoutOf(0, "base/5/9"))!)).toEqual([chunkIdHex(id(1))]);
+    await expect(truncated.layoutOf(0, "base/5/10")).rejects.toThrow(/truncated/);
   });
 });
 

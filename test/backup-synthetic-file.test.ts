@@ -82,7 +82,7 @@ interface ChildFile {
 /** The child backup through the builder; every chunk read from the repository is noted. */
 async function storeChild(repo: Repository, parentPieces: string[], files: ChildFile[]) {
   const read: string[] = [];
-  const parent = await ParentFileList.index(chunkIds(parentPieces), (id) => {
+  const parent = new ParentFileList(chunkIds(parentPieces), (id) => {
     read.push(chunkIdHex(id));
     return repo.readChunk(id);
   });
@@ -201,7 +201,7 @@ describe("synthetic full", () => {
       { path: "base/5/1", bytes: parentFile("a", 4) },
       { path: "base/5/2", bytes: new Uint8Array(P + 100).fill(1) },
     ]);
-    const parent = await ParentFileList.index(chunkIds(parentPieces), (id) => repo.readChunk(id));
+    const parent = new ParentFileList(chunkIds(parentPieces), (id) => repo.readChunk(id));
     const writer = repo.writer();
     const list = new FileListRecorder(writer);
     const attempt = async (p: string, header: IncrementalHeader, pages: Uint8Array[] = []) =>
@@ -237,7 +237,7 @@ describe("synthetic full", () => {
   it("refuses pages of the wrong size or number, and closes the page stream", async () => {
     const repo = await newRepo();
     const parentPieces = await storeParent(repo, [{ path: "base/5/1", bytes: parentFile("a", 4) }]);
-    const parent = await ParentFileList.index(chunkIds(parentPieces), (id) => repo.readChunk(id));
+    const parent = new ParentFileList(chunkIds(parentPieces), (id) => repo.readChunk(id));
     const cases: [number[], Uint8Array[], RegExp][] = [
       [[1], [new Uint8Array(100)], /the page of block 1 has 100 bytes, not 8192/],
       [[1, 2], [page("p")], /base\/5\/INCREMENTAL\.1 ends after 1 of the 2 pages its header lists/],

@@ -27,7 +27,7 @@ import { PgServerError } from "../pg/server-error.ts";
 import { chunkIdHex } from "../repo/chunk-id.ts";
 import { createChunker } from "../repo/chunker.ts";
 import type { ChunkWriter, Repository } from "../repo/repository.ts";
-import { openClusterArchive } from "../wal/archive-reader.ts";
+import { openClusterArchive, type ClusterArchive } from "../wal/archive-reader.ts";
 import { waitForWalCoverage } from "../wal/archive-coverage.ts";
 import { chunkingFor, isVisibilityMapFile } from "./file-kind.ts";
 import { FileListRecorder } from "./file-list-recorder.ts";
@@ -107,15 +107,35 @@ async function takeBackup(o: BackupOptions): Promise<Snapshot> {
   const id = await o.lock.issueId(o.repo, started);
   o.log.info("backup.start", { id, server: where, standby: facts.inRecovery });
 
+  let plan = await planIncremental(o, id, facts, started);
+  for (;;) {
+    try {
+      return await storeBackup(o, id, facts, archive, started, plan);
+    } catch (e) {
+      // The parent's file list is read as the backup goes: found damaged, the backup starts
+      // over as a full one, which needs nothing of it (a damaged parent must not stop every
+      // later backup).
+      if (!(plan && isKlioError(e) && e.code === PARENT_UNREADABLE)) throw e;
+      if (o.mode === "incremental") throw new KlioError("incremental-impossible", `an incremental backup cannot be taken: ${e.message}`);
+      o.log.warn("backup.full", { id, reason: e.message });
+      plan = null;
+    }
+  }
+}
+
+/** The error of a parent whose file list turns out unreadable during the copy. */
+const PARENT_UNREADABLE = "incremental-parent-unreadable";
+
+/** Copies the backup (incremental against `plan`'s parent, or full) and records it. */
+async function storeBackup(o: BackupOptions, id: string, facts: SourceFacts, archive: ClusterArchive, started: Date, plan: IncrementalPlan | null): Promise<Snapshot> {
+  const now = o.now ?? (() => new Date());
   // The session spans the copy and the snapshot: maintenance frees nothing this backup may name.
   const { session, writer } = await o.repo.beginWrite(`backup ${o.cluster} ${id}`);
   try {
-    const copy = await planIncremental(o, id, facts, started)
-      .then((plan) => copyFiles(o, id, writer, started, now, plan))
-      .catch(async (e) => {
-        await writer.abandon();
-        throw e;
-      });
+    const copy = await copyFiles(o, id, writer, started, now, plan).catch(async (e) => {
+      await writer.abandon();
+      throw e;
+    });
     const { start, end, stats, labels, pieces, entries, manifestChunks, manifestBytes, copiedAt, backupLabel, incremental } = copy;
     o.log.info("backup.copied", { id, files: stats.files, bytes: stats.bytes, end_lsn: formatLsn(end.endLsn) });
 
@@ -185,16 +205,21 @@ async function planIncremental(o: BackupOptions, id: string, facts: SourceFacts,
     const manifest = await readBackupManifest(o.repo, d.parent);
     // A full parent's per-file checksums are in its manifest: an unchanged file keeps its own.
     const checksums = manifestCrc32cs(parseBackupManifest(manifest));
-    const files = await ParentFileList.index(chunkIds(d.parent.fileList.pieces), (chunk) => o.repo.readChunk(chunk), checksums);
-    o.log.debug("backup.parent_indexed", { id, parent: d.parent.id, files: files.files, manifest_bytes: manifest.length });
+    // Its file list is read alongside the copy, as far as the files sent need.
+    const files = new ParentFileList(chunkIds(d.parent.fileList.pieces), (chunk) => o.repo.readChunk(chunk), checksums);
+    o.log.debug("backup.parent_read", { id, parent: d.parent.id, manifest_bytes: manifest.length });
     return { parent: d.parent, manifest, files };
   } catch (e) {
     // A parent that cannot be read (damaged, say) must not stop every later backup: a full one needs nothing of it.
-    const reason = `the backup to take it against, ${d.parent.id}, cannot be read: ${e instanceof Error ? e.message : String(e)}`;
+    const reason = parentUnreadable(d.parent, e);
     if (o.mode === "incremental") throw new KlioError("incremental-impossible", `an incremental backup cannot be taken: ${reason}`);
     o.log.warn("backup.full", { id, reason });
     return null;
   }
+}
+
+function parentUnreadable(parent: Snapshot, e: unknown): string {
+  return `the backup to take it against, ${parent.id}, cannot be read: ${e instanceof Error ? e.message : String(e)}`;
 }
 
 /**
@@ -358,7 +383,11 @@ async function recordIncrementalFile(fileList: FileListRecorder, plan: Increment
   // send that page: the parent's copy may say "all visible" of pages changed since (as
   // pg_combinebackup restores it). A map page the server did not send is zeros here — no
   // page all-visible or all-frozen, which is always safe; VACUUM sets the bits again.
-  const parent = isVisibilityMapFile(head.path) ? ParentFileLayout.none() : await plan.files.layoutOf(head.root, head.path);
+  const parent = isVisibilityMapFile(head.path)
+    ? ParentFileLayout.none()
+    : await plan.files.layoutOf(head.root, head.path).catch((e) => {
+      throw new KlioError(PARENT_UNREADABLE, parentUnreadable(plan.parent, e));
+    });
   const made = await recordSyntheticFile(fileList, { head, header, pages: pages(), parent, parentId: plan.parent.id });
   return made.size;
 }

@@ -1,19 +1,22 @@
-// The file list of an incremental backup's parent, indexed so that a synthetic full can
-// name the parent's pages (synthetic-file.ts) without reading or storing them again.
+// The file list of an incremental backup's parent, read alongside the backup so that a
+// synthetic full can name the parent's pages (synthetic-file.ts) without reading or storing
+// them again.
 //
-// The parent's list may name a hundred million pages: it is never loaded. One streaming pass
-// notes, for each paged file (file-kind.ts), where its records lie in the list — piece,
-// offset, length: memory grows with the number of files, not of pages. A file's layout is
-// read again on demand from those pieces. The server sends files in nearly the same order
-// each time, so those reads are nearly sequential: the last two pieces read are kept.
+// The parent's list may name a hundred million pages: it is never loaded. It is read once,
+// front to back, as far as the files asked for need: the server sends files in nearly the
+// order of the parent's list, so the file asked for is usually the next one. Passing a paged
+// file (file-kind.ts) notes where its records lie — piece, offset, length: memory grows with
+// the number of files, not of pages — and a file's layout is read from those records. The
+// pieces read last are kept decoded (a gigabyte segment's records are about 5 MB), so a file
+// just passed, or asked for out of order soon after, is not read again.
 import { KlioError } from "../util/errors.ts";
 import { CHUNK_ID_BYTES, type ChunkId } from "../repo/chunk-id.ts";
-import { readFileList, readFileRecords, type FileListEvent, type FileListPosition, type FileListVersion } from "../repo/file-list.ts";
+import { readFileList, readFileRecords, type FileListEvent, type FileListPosition } from "../repo/file-list.ts";
 import { isPagedFile, PAGE_CHUNK } from "./file-kind.ts";
 import { manifestPath } from "./backup-manifest.ts";
 
-/** Pieces of the list kept decoded for layoutOf(). */
-const PIECES_KEPT = 2;
+/** Pieces of the list kept decoded (1 MB each as backups write them): a gigabyte segment's records fit. */
+const PIECES_KEPT = 8;
 
 /** A paged file of the parent, page by page. */
 export class ParentFileLayout {
@@ -61,57 +64,79 @@ export class ParentFileLayout {
 export class ParentFileList {
   /** Decoded pieces, most recently used last. */
   private readonly kept: { index: number; bytes: Uint8Array }[] = [];
-
-  private constructor(
-    private readonly pieces: readonly ChunkId[],
-    private readonly readPiece: (id: ChunkId) => Promise<Uint8Array>,
-    private readonly version: FileListVersion,
-    /** "root:path" → the file's slot in `spans`. */
-    private readonly slots: Map<string, number>,
-    /** Per slot: the piece its records begin in, the offset there, their length in bytes. */
-    private readonly spans: number[],
-    private readonly checksums: ReadonlyMap<string, number>,
-  ) {}
+  /** "root:path" → the file's slot in `spans`. */
+  private readonly slots = new Map<string, number>();
+  /** Per slot: the piece its records begin in, the offset there, their length in bytes. */
+  private readonly spans: number[] = [];
+  /** Where the list has been read to, and the paged file being passed. */
+  private readonly at: FileListPosition = { version: 1, piece: 0, offset: 0, listOffset: 0 };
+  private passing: { key: string; piece: number; offset: number; listOffset: number } | null = null;
+  private readonly events: AsyncGenerator<FileListEvent>;
+  private readToEnd = false;
+  /** The reading under way: callers at once share it (`at` describes one event at a time). */
+  private reading: Promise<void> | null = null;
 
   /**
-   * Reads the list once (`pieces` in order, each through `readPiece`, in real use the
-   * repository's readChunk) and notes where each paged file's records are. `checksums` (by
-   * backup_manifest path) give a file's CRC-32C where its records carry none: a full
-   * parent's files, whose checksums are in its manifest.
+   * The list of `pieces` (in order), each read through `readPiece` — in real use the
+   * repository's readChunk — when first needed. `checksums` (by backup_manifest path) give a
+   * file's CRC-32C where its records carry none: a full parent's files, whose checksums are
+   * in its manifest.
    */
-  static async index(pieces: readonly ChunkId[], readPiece: (id: ChunkId) => Promise<Uint8Array>, checksums: ReadonlyMap<string, number> = new Map()): Promise<ParentFileList> {
-    const at: FileListPosition = { version: 1, piece: 0, offset: 0, listOffset: 0 };
-    const slots = new Map<string, number>();
-    const spans: number[] = [];
-    let open: { key: string; piece: number; offset: number; listOffset: number } | null = null;
-    async function* read() {
-      for (const id of pieces) yield await readPiece(id);
+  constructor(
+    private readonly pieces: readonly ChunkId[],
+    private readonly readPiece: (id: ChunkId) => Promise<Uint8Array>,
+    private readonly checksums: ReadonlyMap<string, number> = new Map(),
+  ) {
+    const self = this;
+    async function* inOrder() {
+      for (let i = 0; i < pieces.length; i++) yield await self.piece(i);
     }
-    for await (const ev of readFileList(read(), at)) {
-      if (ev.kind === "file") {
-        open = isPagedFile(ev.path) ? { key: keyOf(ev.root, ev.path), piece: at.piece, offset: at.offset, listOffset: at.listOffset } : null;
-      } else if (ev.kind === "end-file" && open) {
-        if (slots.has(open.key)) throw new KlioError("corrupt-file-list", `snapshot file list is damaged: it lists ${open.key.replace(/^0:/, "")} twice`);
-        slots.set(open.key, spans.length / 3);
-        // The end record is one byte: the file's records end right after it.
-        spans.push(open.piece, open.offset, at.listOffset + 1 - open.listOffset);
-        open = null;
-      }
-    }
-    return new ParentFileList(pieces, readPiece, at.version, slots, spans, checksums);
+    this.events = readFileList(inOrder(), this.at);
   }
 
-  /** Paged files the parent holds. */
+  /** Paged files passed so far (all of them once a file the list lacks was asked for). */
   get files(): number {
     return this.slots.size;
   }
 
-  /** The parent's layout of the paged file `path` of `root`; undefined when the parent has no such file. */
+  /**
+   * The parent's layout of the paged file `path` of `root`; undefined when the parent has no
+   * such file (found out by reading the list to its end). A damaged list throws
+   * KlioError("corrupt-file-list"), or the reader's error, when the damage is reached.
+   */
   async layoutOf(root: number, path: string): Promise<ParentFileLayout | undefined> {
-    const slot = this.slots.get(keyOf(root, path));
+    const key = keyOf(root, path);
+    let slot = this.slots.get(key);
+    while (slot === undefined && !this.readToEnd) {
+      await (this.reading ??= this.passNextFile().finally(() => (this.reading = null)));
+      slot = this.slots.get(key);
+    }
     if (slot === undefined) return undefined;
     const span = await this.gather(this.spans[3 * slot]!, this.spans[3 * slot + 1]!, this.spans[3 * slot + 2]!);
-    return layoutFromRecords(readFileRecords(span, this.version), this.checksums.get(manifestPath(root, path)) ?? null);
+    return layoutFromRecords(readFileRecords(span, this.at.version), this.checksums.get(manifestPath(root, path)) ?? null);
+  }
+
+  /** Reads the list on to the end of the next paged file, noting where its records are, or to the list's end. */
+  private async passNextFile(): Promise<void> {
+    for (;;) {
+      const r = await this.events.next();
+      if (r.done) {
+        this.readToEnd = true;
+        return;
+      }
+      const ev = r.value;
+      if (ev.kind === "file") {
+        this.passing = isPagedFile(ev.path) ? { key: keyOf(ev.root, ev.path), piece: this.at.piece, offset: this.at.offset, listOffset: this.at.listOffset } : null;
+      } else if (ev.kind === "end-file" && this.passing) {
+        const f = this.passing;
+        this.passing = null;
+        if (this.slots.has(f.key)) throw new KlioError("corrupt-file-list", `snapshot file list is damaged: it lists ${f.key.replace(/^0:/, "")} twice`);
+        this.slots.set(f.key, this.spans.length / 3);
+        // The end record is one byte: the file's records end right after it.
+        this.spans.push(f.piece, f.offset, this.at.listOffset + 1 - f.listOffset);
+        return;
+      }
+    }
   }
 
   /** `length` bytes of the list from `offset` of piece `index` on. */

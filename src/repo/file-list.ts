@@ -359,8 +359,10 @@ class RecordOrder {
 /**
  * Reads a file list from its pieces, in order. Checks the structure as it goes (a file's
  * chunks add up to its size, I and K in their places, the list ends with its end record) and
- * throws KlioError("corrupt-file-list") otherwise. Chunk ids are fresh copies. With
- * `position`, each event's record is located there before the event is yielded.
+ * throws KlioError("corrupt-file-list") otherwise. Chunk ids are views of the pieces, not
+ * copies (a list has a record per page: copying each id would cost more than the rest of
+ * reading it); the pieces must not be written to. With `position`, each event's record is
+ * located there before the event is yielded.
  */
 export async function* readFileList(pieces: AsyncIterable<Uint8Array>, position?: FileListPosition): AsyncGenerator<FileListEvent> {
   let pending = new Uint8Array(0);
@@ -507,7 +509,7 @@ function parseRecord(buf: Uint8Array, view: DataView, at: number): Parsed | null
     case 0x43: {
       if (!need(4 + ID_BYTES)) return null;
       const length = view.getUint32(p);
-      const id = buf.slice(p + 4, p + 4 + ID_BYTES);
+      const id = buf.subarray(p + 4, p + 4 + ID_BYTES);
       return { event: { kind: "chunk", length, id }, next: p + 4 + ID_BYTES };
     }
     case 0x5a: {
