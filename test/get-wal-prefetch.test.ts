@@ -315,9 +315,7 @@ describe("get-wal --spool (hand-built archives)", () => {
 
 describe("get-wal --spool in the single executable", () => {
   it("starts the prefetcher and serves from the spool (no import() of a node: builtin at run time)", async () => {
-    // dist/klio rebuilt when stale, as single-executable.test.ts does; KLIO_EXE names another build.
-    const exe = process.env.KLIO_EXE ?? path.join(ROOT, "dist", "klio");
-    if (!process.env.KLIO_EXE) execFileSync(process.execPath, [path.join(ROOT, "scripts", "build.mjs"), "--if-stale"], { cwd: ROOT, stdio: "pipe", timeout: 300_000 });
+    const exe = singleExecutable();
     const s = setup({ window: 2, idle: 60 });
     const segs: Buffer[] = [];
     for (let i = 1; i <= 3; i++) await store(s.dir, name(1, i), (segs[i] = segment()));
@@ -331,6 +329,13 @@ describe("get-wal --spool in the single executable", () => {
     expect(readFileSync(s.target).equals(segs[2]!)).toBe(true);
   });
 });
+
+/** dist/klio, rebuilt when stale, as single-executable.test.ts does; KLIO_EXE names another build. */
+function singleExecutable(): string {
+  if (process.env.KLIO_EXE) return process.env.KLIO_EXE;
+  execFileSync(process.execPath, [path.join(ROOT, "scripts", "build.mjs"), "--if-stale"], { cwd: ROOT, stdio: "pipe", timeout: 300_000 });
+  return path.join(ROOT, "dist", "klio");
+}
 
 /** How PostgreSQL (another user, another directory) runs klio from these sources. */
 function klioCommand(): string[] {
@@ -428,6 +433,7 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
 
     // Two restores of the same backup: plain get-wal --spool, and the mv fast path.
     execFileSync("chmod", ["-R", "a+rX", repo]);
+    const exe = singleExecutable();
     for (const fastPath of [false, true]) {
       const base = pgTempDir(`klio-prefetch-restore-${version}-`);
       cleanups.push(() => rmSync(base, { recursive: true, force: true }));
@@ -436,7 +442,10 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
       const spoolRoot = path.join(data, "pg_wal", "klio-spool");
       const spoolDir = openSpool(spoolRoot, path.join(repo, "wal", "db1"), await systemId(sql)).dir;
       reapPrefetchers(spoolDir);
-      const getWal = `${shellQuote([...klioCommand(), "get-wal"])} %f %p ${shellQuote(["--repo", repo, "--cluster", "db1", "--partial", "--spool", spoolRoot, "--prefetch", "4", "--prefetch-idle", "5"])}`;
+      // The executable, as a DBA's restore_command runs it: recovery starts klio once per file it
+      // asks for, and from the sources (Node and tsx) each start takes seconds on a loaded
+      // machine (this test timed out twice in 3 runs of the suite beside two busy loops).
+      const getWal = `${shellQuote([exe, "get-wal"])} %f %p ${shellQuote(["--repo", repo, "--cluster", "db1", "--partial", "--spool", spoolRoot, "--prefetch", "4", "--prefetch-idle", "5"])}`;
       const command = fastPath ? restoreCommandWithSpool(getWal, spoolDir, { archiveDir: path.join(repo, "wal", "db1"), partial: true }) : getWal;
       writeFileSync(path.join(data, "postgresql.auto.conf"), `restore_command = '${command.replace(/'/g, "''")}'\n`, { flag: "a" });
       writeFileSync(path.join(data, "recovery.signal"), "");
@@ -452,8 +461,7 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
       expect(restored.logText()).not.toMatch(/could not (take a segment from|update) the spool/);
       await restored.destroy();
     }
-    // Dozens of klio start-ups from the sources (Node + tsx) on a 2-core machine shared with
-    // other tests.
+    // Dozens of klio start-ups on a 2-core machine shared with other tests.
   }, 400_000);
 });
 
