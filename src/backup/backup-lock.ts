@@ -7,7 +7,7 @@
 // Ids are issued under the lock, so they cannot repeat: later than every backup the cluster
 // has, and than the last id issued (locks/backup-<cluster>.last-id), so that an id is not
 // used again after its backup was deleted, even when the clock went back.
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { writeFileDurable } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
@@ -19,6 +19,7 @@ import type { Repository } from "../repo/repository.ts";
 import { isS3Location } from "../repo/s3-storage.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 import { isSnapshotId, listSnapshotIds, newSnapshotId } from "./snapshot.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export const LOCKS_DIR = "locks";
 
@@ -51,7 +52,7 @@ export async function lockBackup(repoDir: string, cluster: string, o: BackupLock
   });
   if (!isRepo) throw await notARepository(repoDir);
   const dir = path.join(repoDir, LOCKS_DIR);
-  await mkdir(dir, { recursive: true, mode: 0o750 });
+  await makeDirectories(dir, 0o750);
   const file = path.join(dir, `backup-${cluster}.lock`);
   const running = (h: LockHolder) => `a backup of cluster ${cluster} is already running (${describeHolder(h)}${h.purpose ? `, ${h.purpose}` : ""})`;
   const w = o.wait;

@@ -181,7 +181,7 @@ async function storeBackup(o: BackupOptions, id: string, facts: SourceFacts, arc
   }
 }
 
-/** What an incremental backup is taken against: the parent, its manifest for the server, its file list indexed. */
+/** What an incremental backup is taken against: the parent, its manifest for the server, its file list (read alongside the copy). */
 interface IncrementalPlan {
   parent: Snapshot;
   manifest: Uint8Array;

@@ -2,13 +2,14 @@
 // the daemon see the same): retention/<cluster>.json, a policy set with `klio retention set`
 // or the API (replaced whole, atomically), and pins/<cluster>/<backup id>, one empty file per
 // pinned backup. Neither is part of the offsite copy: they govern this repository's deletions.
-import { mkdir, readdir, readFile, unlink } from "node:fs/promises";
+import { readdir, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
 import { fsyncDir, writeFileDurable } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
 import { validateClusterName } from "../wal/archive-layout.ts";
 import { validatePolicy, type RetentionPolicy } from "./retention.ts";
 import { isSnapshotId, validateSnapshotId } from "./snapshot.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 function policyFile(repoDir: string, cluster: string): string {
   return path.join(repoDir, "retention", `${validateClusterName(cluster)}.json`);
@@ -52,7 +53,7 @@ export async function writeStoredPolicy(repoDir: string, cluster: string, policy
     });
     return;
   }
-  await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
+  await makeDirectories(path.dirname(file), 0o750);
   await writeFileDurable(file, JSON.stringify({ format: "klio-retention", version: 1, policy: validatePolicy(policy, "the policy"), updatedAt: new Date().toISOString() }, null, 1) + "\n");
 }
 
@@ -64,7 +65,7 @@ export async function readPins(repoDir: string, cluster: string): Promise<Set<st
 export async function setPin(repoDir: string, cluster: string, id: string, pinned: boolean): Promise<void> {
   const file = path.join(pinDir(repoDir, cluster), validateSnapshotId(id));
   if (pinned) {
-    await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
+    await makeDirectories(path.dirname(file), 0o750);
     await writeFileDurable(file, "");
   } else {
     await unlink(file).catch((e) => {

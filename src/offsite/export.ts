@@ -3,7 +3,7 @@
 // same repository (same header: id, keys, passphrase), so its chunk ids and snapshots are the
 // source's; the chunks the chosen backups use are read and written again into new packs, so
 // nothing of other backups goes along.
-import { mkdir, readdir, stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -18,6 +18,7 @@ import { parseLsn, parseSegmentName, segmentNumber, type SegmentSize } from "../
 import { GAPS_FILE, IDENTITY_FILE } from "../wal/archive-meta.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
 import { CHECKSUM_SUFFIX } from "../wal/segment-checksum.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export interface ExportOptions {
   source: Repository;
@@ -78,7 +79,7 @@ async function prepareDest(dest: string): Promise<void> {
     names = await readdir(dest);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new KlioError("bad-target", `cannot use ${dest}: ${(e as Error).message}`);
-    await mkdir(dest, { recursive: true, mode: 0o750 });
+    await makeDirectories(dest, 0o750);
     return;
   }
   if (names.length > 0) throw new KlioError("bad-target", `${dest} is not empty: export into a new or empty directory`);
@@ -152,7 +153,7 @@ async function copyWal(o: ExportOptions, cluster: string, backups: Snapshot[], r
   for (const e of [...keep, ...chosen, ...checksums]) {
     const bytes = await o.sourceStorage.get(e.key);
     const file = path.join(o.dest, ...e.key.split("/"));
-    await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
+    await makeDirectories(path.dirname(file), 0o750);
     await writeFileDurable(file, bytes);
     result.walFiles++;
     result.walBytes += bytes.length;

@@ -2,11 +2,12 @@
 // the sense of DESIGN invariant 2: a temporary name in the target directory, fsync, rename
 // (link for putNew, which never replaces), fsync of the directory (and of the parents of any
 // directory it had to create).
-import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
+import { open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { fsyncDir, TEMP_SUFFIX, tempNameFor, writeDurableWith } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
 import type { ObjectWriter, PutData, Storage, StorageEntry } from "./storage.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 /** Reads keep this many files open: restore and check read many ranges of the same packs. */
@@ -206,7 +207,7 @@ export class FsStorage implements Storage {
 
   /** mkdir -p, fsyncing the parent of every directory it creates so the new path is durable. */
   private async makeDir(dir: string): Promise<void> {
-    const first = await mkdir(dir, { recursive: true });
+    const first = await makeDirectories(dir);
     if (first === undefined) return;
     for (let d = dir; ; d = path.dirname(d)) {
       await fsyncDir(path.dirname(d));

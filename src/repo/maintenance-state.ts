@@ -7,13 +7,14 @@
 //                     if it does, the swap happened and the successor frees; if not, nothing did
 //   phase "freeing"   the new index is in place; what is left is to wait for older writers,
 //                     bring back what they used (from the dropped entries), and remove packs
-import { link, mkdir, readFile, unlink } from "node:fs/promises";
+import { link, readFile, unlink } from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { fsyncDir, tempNameFor, writeFileDurable } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
 import { parseStamp, processState, thisProcess, type ProcessStamp } from "../util/process-liveness.ts";
 import { MAINTENANCE_DIR, maintenanceStateFile } from "./sessions.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export interface MaintenancePlan {
   /** File id of the index file that replaces `replaced`. */
@@ -79,7 +80,7 @@ export async function writeMaintenanceState(root: string, s: MaintenanceState): 
  * gone (returning its state, to be finished). Refuses while another maintenance runs.
  */
 export async function acquireMaintenance(root: string): Promise<{ state: MaintenanceState; previous: MaintenanceState | null }> {
-  await mkdir(path.join(root, MAINTENANCE_DIR), { recursive: true, mode: 0o750 });
+  await makeDirectories(path.join(root, MAINTENANCE_DIR), 0o750);
   const state: MaintenanceState = {
     format: "klio-maintenance", version: 1, id: randomBytes(8).toString("hex"), process: thisProcess(), startedAt: new Date().toISOString(), phase: "started", plan: null,
   };

@@ -7,7 +7,7 @@
 //   index/<32 hex>.idx            where each chunk is (index-file.ts)
 //   snapshots/…                   objects (objects.ts)
 //   wal/<cluster>/                the WAL archive (src/wal)
-import { mkdir, readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { fsyncDir, writeDurableWith, writeFileDurable } from "../util/durable-fs.ts";
@@ -33,6 +33,7 @@ import { holdsOnlyWal, notARepository } from "./wal-only.ts";
 import { guardedMerge, MAINTENANCE_DIR, RepoSession } from "./sessions.ts";
 import { maintainRepository, type MaintenanceContext, type MaintenanceOptions, type MaintenanceReport, type ReferenceSource } from "./maintenance.ts";
 import { commitInSession } from "./maintenance-commit.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export type { ChunkWriter } from "./pack-writer.ts";
 export type { ChunkReader } from "./chunk-reader.ts";
@@ -200,7 +201,7 @@ export async function initRepository(dir: string, opts: InitOptions = {}): Promi
   const bytes = encodeHeader(header);
   parseHeader(bytes, dir); // what we write, we can read
 
-  await mkdir(dir, { recursive: true });
+  await makeDirectories(dir);
   await fsyncDir(path.dirname(path.resolve(dir)));
   // The header is linked into place from a temporary file of this call's own, not renamed:
   // of two concurrent inits (two processes, or two calls in one), one fails.

@@ -13,13 +13,14 @@
 // writer first puts a merge marker beside its session files, then looks for maintenance's
 // state file; maintenance first writes its state file, then waits for the markers it sees.
 // Each looks after writing its own, so at least one of them sees the other.
-import { mkdir, readdir, readFile, stat, unlink, utimes, writeFile } from "node:fs/promises";
+import { readdir, readFile, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { randomBytes } from "node:crypto";
 import { writeFileDurable, fsyncDir } from "../util/durable-fs.ts";
 import { KlioError } from "../util/errors.ts";
 import { parseStamp, processState, thisProcess, type ProcessStamp } from "../util/process-liveness.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export const SESSIONS_DIR = "sessions";
 export const MAINTENANCE_DIR = "maintenance";
@@ -58,7 +59,7 @@ export class RepoSession {
   static async begin(root: string, purpose: string, opts: { leaseMs?: number } = {}): Promise<RepoSession> {
     const id = `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
     const dir = sessionsDir(root);
-    await mkdir(dir, { recursive: true, mode: 0o750 });
+    await makeDirectories(dir, 0o750);
     const file = path.join(dir, id + SESSION_SUFFIX);
     const body = { format: "klio-session", version: 1, id, purpose, startedAt: new Date().toISOString(), process: thisProcess(), ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) };
     // Durable: after a crash of the machine every process is gone, but a session must never
@@ -159,7 +160,7 @@ export async function listMarkers(root: string, suffix: typeof MERGE_SUFFIX | ty
 /** Puts a marker (pid and start time) beside the session files; returns its removal. */
 export async function putMarker(root: string, suffix: typeof MERGE_SUFFIX | typeof COMMIT_SUFFIX): Promise<() => Promise<void>> {
   const dir = sessionsDir(root);
-  await mkdir(dir, { recursive: true, mode: 0o750 });
+  await makeDirectories(dir, 0o750);
   const marker = path.join(dir, `${process.pid}-${randomBytes(6).toString("hex")}${suffix}`);
   await writeFile(marker, JSON.stringify(thisProcess()) + "\n", { flag: "wx", mode: 0o640 });
   return () => unlink(marker).catch(() => {});

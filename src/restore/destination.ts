@@ -8,9 +8,10 @@
 // existing directory must be writable. Parent directories may be symbolic links: they are
 // resolved, and the place they lead to is what is checked.
 import { constants } from "node:fs";
-import { access, chmod, lstat, mkdir, readdir, readFile, readlink, realpath, rm, stat } from "node:fs/promises";
+import { access, chmod, lstat, readdir, readFile, readlink, realpath, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export interface Destination {
   /** What it is, for messages: "the restore destination", "the directory of tablespace ts1". */
@@ -124,7 +125,7 @@ async function fileSystemOf(real: string): Promise<{ mountPoint: string; type: s
 
 /** Makes the directory (private: PostgreSQL starts only on a directory no one else may read). */
 export async function prepareDestination(d: Destination): Promise<void> {
-  await mkdir(d.dir, { recursive: true, mode: 0o700 });
+  await makeDirectories(d.dir, 0o700);
   await chmod(d.dir, 0o700);
 }
 

@@ -5,7 +5,7 @@
 // created with O_EXCL | O_NOFOLLOW so that nothing already there can redirect a write, and
 // the only symlinks made are pg_tblspc/<oid>, to the directory chosen for that tablespace.
 import { constants } from "node:fs";
-import { chmod, mkdir, open, symlink, type FileHandle } from "node:fs/promises";
+import { chmod, open, symlink, type FileHandle } from "node:fs/promises";
 import { createReadStream } from "node:fs";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
@@ -17,6 +17,7 @@ import { readChunks, type Snapshot } from "../backup/snapshot.ts";
 import { validateEntryPath } from "../backup/tar-reader.ts";
 import { crc32cFinal, crc32cInit, crc32cUpdate } from "../backup/crc32c.ts";
 import { manifestPath } from "../backup/backup-manifest.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 const ZEROS = new Uint8Array(64 * 1024);
 
@@ -208,7 +209,7 @@ export async function materialize(o: MaterializeOptions): Promise<Materialized> 
   };
   const linkTablespace = async (rel: string) => {
     const at = where(0, rel);
-    await mkdir(path.dirname(at), { recursive: true });
+    await makeDirectories(path.dirname(at));
     await symlink(tablespaceOf(rel)!, at);
     links.add(rel);
   };
@@ -233,7 +234,7 @@ export async function materialize(o: MaterializeOptions): Promise<Materialized> 
             break;
           }
           const dir = where(ev.root, ev.path);
-          await mkdir(dir, { recursive: true });
+          await makeDirectories(dir);
           await chmod(dir, ev.mode & 0o7777);
           break;
         }
@@ -244,7 +245,7 @@ export async function materialize(o: MaterializeOptions): Promise<Materialized> 
           break;
         case "file": {
           const full = where(ev.root, ev.path);
-          await mkdir(path.dirname(full), { recursive: true });
+          await makeDirectories(path.dirname(full));
           const handle = await open(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, ev.mode & 0o7777);
           const listed = manifestPath(ev.root, ev.path);
           const crc = o.checksummed?.has(listed) ? new RunningCrc() : null;

@@ -1,6 +1,6 @@
 // `klio restore`: a backup from the repository into a new data directory, set up to recover
 // to a point in time with this same binary as its restore_command.
-import { appendFile, mkdir, readFile, readlink, symlink, unlink, writeFile } from "node:fs/promises";
+import { appendFile, readFile, readlink, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -20,6 +20,7 @@ import { crc32c } from "../backup/crc32c.ts";
 import { checkTargetAfterBackup, checkTargetInArchive, chooseBackup, targetSettings, type RecoveryTarget, type TargetAction } from "./recovery-target.ts";
 import { checkDestination, prepareDestination, undoDestination, type Destination } from "./destination.ts";
 import type { ArchiveEnd } from "../wal/archive-end.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 /** get-wal's spool, inside pg_wal: same filesystem as %p, and ignored by PostgreSQL and its tools. */
 const SPOOL = "pg_wal/klio-spool";
@@ -190,7 +191,7 @@ function mapTablespaces(s: Snapshot, mappings: TablespaceMapping[], dest: string
  */
 async function linkTablespaces(dest: string, dirs: Map<number, string>): Promise<void> {
   if (dirs.size === 0) return;
-  await mkdir(path.join(dest, "pg_tblspc"), { recursive: true, mode: 0o700 });
+  await makeDirectories(path.join(dest, "pg_tblspc"), 0o700);
   for (const [oid, dir] of dirs) {
     const link = path.join(dest, "pg_tblspc", String(oid));
     const existing = await readlink(link).catch(() => undefined);

@@ -1,7 +1,6 @@
 // The appliance daemon: creates the repository on first start, runs one supervisor per
 // cluster and the HTTP API, and stops them all cleanly. It owns nothing the API or the
 // supervisors do not: this file wires them together.
-import { mkdir } from "node:fs/promises";
 import { KlioError } from "../util/errors.ts";
 import { withFields, type Logger } from "../util/log.ts";
 import { initRepository, isRepository, openRepository, type Repository } from "../repo/repository.ts";
@@ -14,6 +13,7 @@ import { ClusterSupervisor } from "./supervisor.ts";
 import { OffsiteRunner } from "./offsite-runner.ts";
 import { RepositoryKeeper } from "./keeper.ts";
 import { readStoredPolicy } from "../backup/retention-store.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export interface Daemon {
   readonly config: DaemonConfig;
@@ -38,7 +38,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     log.info("repository.created", { path: repoPath, encrypted: config.repository.passphrase !== undefined });
   }
   const repo = await openRepository(repoPath, { passphrase: config.repository.passphrase, workers: 0 });
-  await mkdir(config.stateDir, { recursive: true, mode: 0o700 }).catch((e: Error) => {
+  await makeDirectories(config.stateDir, 0o700).catch((e: Error) => {
     throw new KlioError("bad-config", `cannot create the state directory ${config.stateDir}: ${e.message}`);
   });
   const storage = new FsStorage(repoPath);

@@ -2,10 +2,11 @@
 // tried), the last scheduled run (so a restart neither repeats nor skips one), and the last
 // errors. Everything else (backups, WAL positions) is read from the repository, which is the
 // truth. One small JSON file per cluster in the state directory, replaced atomically.
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { writeFileDurable } from "../util/durable-fs.ts";
 import type { Logger } from "../util/log.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export interface ErrorRecord {
   at: string;
@@ -50,7 +51,7 @@ export class StateStore {
   }
 
   async save(cluster: string, s: ClusterState): Promise<void> {
-    await mkdir(path.dirname(this.file(cluster)), { recursive: true, mode: 0o700 });
+    await makeDirectories(path.dirname(this.file(cluster)), 0o700);
     await writeFileDurable(this.file(cluster), JSON.stringify(s, null, 2) + "\n");
   }
 }

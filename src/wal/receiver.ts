@@ -3,7 +3,7 @@
 // The correctness argument is the order in receiveLoop(): write what arrived, make it
 // durable (fdatasync), and only then report it as flushed. The flush position the primary
 // sees, and so its slot's restart_lsn, is never ahead of what is on disk here.
-import { mkdir, statfs } from "node:fs/promises";
+import { statfs } from "node:fs/promises";
 import path from "node:path";
 import { KlioError, isDiskFull } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -24,6 +24,7 @@ import { createSegmentWriter, type SegmentWriter } from "./segment-writer.ts";
 import { startCompressor, type Compressor } from "./compressor.ts";
 import { acquireReceiverLock } from "./receiver-lock.ts";
 import { sleep } from "../util/sleep.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 export interface ReceiverOptions {
   repo: string;
@@ -69,7 +70,7 @@ function isFatal(e: unknown, everConnected: boolean): boolean {
 /** Runs until `signal` aborts; reconnects with backoff; throws only what needs an operator. */
 export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   const dir = clusterWalDir(opts.repo, opts.cluster);
-  await mkdir(dir, { recursive: true, mode: 0o750 });
+  await makeDirectories(dir, 0o750);
   const release = await acquireReceiverLock(dir, opts.cluster);
   // Shared with the compressor: true while the server is far ahead of the archive.
   const pace = { catchingUp: false };

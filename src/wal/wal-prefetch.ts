@@ -14,7 +14,7 @@
 // spooled. Killed (kill -9), it leaves complete, fsync'd segments behind, which are still
 // right for their names; the next get-wal starts a new prefetcher, which adopts them.
 import { isPidAlive } from "../util/process-liveness.ts";
-import { mkdir, readdir, rename, rmdir } from "node:fs/promises";
+import { readdir, rename, rmdir } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../util/log.ts";
 import { isKlioError } from "../util/errors.ts";
@@ -26,6 +26,7 @@ import { PARTIAL_SUFFIX, STORED_SUFFIX } from "./archive-layout.ts";
 import { IDENTITY_FILE } from "./archive-meta.ts";
 import { HEARTBEAT_MS, LOCK_FILE, LOCK_STALE_MS, WANT_FILE, readLock, readWant, removeIfExists, touchLock, writeLock, type Spool } from "./wal-spool.ts";
 import { sleep } from "../util/sleep.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 /** Nothing left to hand over and nothing new in the archive for this long: leave. */
 const END_GRACE_MS = 2_000;
@@ -76,7 +77,7 @@ export async function runPrefetcher(o: PrefetchOptions): Promise<PrefetchResult>
     }
   };
 
-  await mkdir(o.spool.dir, { recursive: true, mode: 0o700 });
+  await makeDirectories(o.spool.dir, 0o700);
   const holder = await readLock(o.spool);
   if (holder && holder.pid !== o.pid && holder.pid !== 0 && Date.now() - holder.mtimeMs < LOCK_STALE_MS && isPidAlive(holder.pid)) {
     return { reason: "superseded", fetched: 0, taken: 0 };

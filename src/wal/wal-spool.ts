@@ -20,10 +20,11 @@
 import { isPidAlive } from "../util/process-liveness.ts";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
+import { readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { TEMP_SUFFIX } from "../util/durable-fs.ts";
+import { makeDirectories } from "../util/make-directories.ts";
 
 /** How many segments to keep ready by default: 256 MB of 16 MB segments, seconds of replay. */
 export const DEFAULT_PREFETCH = 16;
@@ -76,7 +77,7 @@ export async function takeSpooled(spool: Spool, name: string, target: string): P
 
 /** Tells the prefetcher which segment PostgreSQL now has: it keeps the ones after it ready. */
 export async function noteServed(spool: Spool, name: string): Promise<void> {
-  await mkdir(spool.dir, { recursive: true, mode: 0o700 });
+  await makeDirectories(spool.dir, 0o700);
   await writeSmall(path.join(spool.dir, WANT_FILE), name + "\n");
 }
 
@@ -126,7 +127,7 @@ export async function touchLock(spool: Spool, at = new Date()): Promise<void> {
  * (and PostgreSQL waiting for it) never waits for the prefetcher. Returns its pid.
  */
 export async function startPrefetcher(spool: Spool, argv: string[]): Promise<number> {
-  await mkdir(spool.dir, { recursive: true, mode: 0o700 });
+  await makeDirectories(spool.dir, 0o700);
   const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: "ignore" });
   const pid = await new Promise<number>((resolve, reject) => {
     child.once("error", reject);

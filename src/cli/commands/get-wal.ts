@@ -9,7 +9,7 @@
 // the first call starts that prefetcher (`get-wal WALNAME --prefetcher`, detached).
 // PostgreSQL runs this once per segment: everything not needed for one call is loaded lazily
 // (our own modules only: the single executable cannot import() a node: builtin at run time).
-import { appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync } from "node:fs";
 import { rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
@@ -34,6 +34,7 @@ import { isS3Location, parseS3Url, S3Storage } from "../../repo/s3-storage.ts";
 import {
   DEFAULT_IDLE_SECONDS, DEFAULT_PREFETCH, LOG_FILE, livePrefetcher, noteServed, openSpool, startPrefetcher, takeSpooled, type Spool,
 } from "../../wal/wal-spool.ts";
+import { makeDirectories } from "../../util/make-directories.ts";
 
 export const command: Command = {
   spec: {
@@ -194,7 +195,7 @@ async function runPrefetcherProcess(args: ParsedArgs, from: string, spoolDir: st
   if (req.kind !== "segment") throw new KlioError("usage", "get-wal: --prefetcher starts after a WAL segment, not a history file");
   const spool = openSpool(spoolDir, archive.location, archive.identity.systemIdentifier);
   const [{ createLogger }, { runPrefetcher }] = await Promise.all([import("../../util/log.ts"), import("../../wal/wal-prefetch.ts")]);
-  mkdirSync(spool.root, { recursive: true, mode: 0o700 });
+  await makeDirectories(spool.root, 0o700);
   const logFile = path.join(spool.root, LOG_FILE);
   const log = createLogger({ write: (line) => appendFileSync(logFile, line), format: "json", level: "info", base: { cluster: archive.cluster } });
   try {
