@@ -17,6 +17,7 @@ import { damaged } from "./harness/damage.ts";
 import { openSpool } from "../src/wal/wal-spool.ts";
 import { restoreCommandWithSpool } from "../src/wal/wal-prefetch.ts";
 import { shellQuote } from "../src/util/self-command.ts";
+import { shareRepo } from "./harness/backup.ts";
 
 const SEG = 1024 * 1024;
 const SYSID = "7000000000000000001";
@@ -432,7 +433,7 @@ describe.each(PG_VERSIONS)("recovery with the spool on PostgreSQL %i", (version)
     expect(compared).toBeGreaterThanOrEqual(6);
 
     // Two restores of the same backup: plain get-wal --spool, and the mv fast path.
-    execFileSync("chmod", ["-R", "a+rX", repo]);
+    shareRepo(repo);
     const exe = singleExecutable();
     for (const fastPath of [false, true]) {
       const base = pgTempDir(`klio-prefetch-restore-${version}-`);

@@ -51,6 +51,7 @@ describe.each(PG_VERSIONS)("WAL durability order on PostgreSQL %i", (version) =>
     expect(report.violations).toEqual([]);
     expect(report.highestFlush).toBeGreaterThanOrEqual(end);
     expect(report.completedSegments).toBeGreaterThanOrEqual(2);
+    expect(report.checksumFiles).toBe(report.completedSegments);
     expect(report.statusUpdates).toBeGreaterThanOrEqual(flags.length ? 12 : 2);
     expect(report.fdatasyncs).toBeGreaterThan(2);
   });

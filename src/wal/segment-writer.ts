@@ -15,8 +15,8 @@ import { PARTIAL_SUFFIX } from "./archive-layout.ts";
 import { CHECKSUM_SUFFIX, crc32Update, formatSegmentChecksum } from "./segment-checksum.ts";
 
 const ZEROS = new Uint8Array(1024 * 1024);
-/** A new partial segment's name while it is being zero-filled. */
-const NEW_PARTIAL_SUFFIX = ".new";
+/** What a file is called while it is made, before it gets its name (listings skip it). */
+const NEW_SUFFIX = ".new";
 
 interface OpenSegment {
   timeline: Timeline;
@@ -75,7 +75,7 @@ export function createSegmentWriter(dir: string, segSize: SegmentSize, onComplet
    * (get-wal --partial, the prefetcher, wal status) ever sees it short and calls it damaged.
    */
   function newPartial(file: string): number {
-    const temporary = `${file}${NEW_PARTIAL_SUFFIX}`;
+    const temporary = `${file}${NEW_SUFFIX}`;
     const fd = openSync(temporary, "w+", 0o640);
     for (let off = 0; off < segSize; off += ZEROS.length) writeSync(fd, ZEROS, 0, Math.min(ZEROS.length, segSize - off), off);
     fsyncSync(fd);
@@ -101,14 +101,22 @@ export function createSegmentWriter(dir: string, segSize: SegmentSize, onComplet
     onCompleted(seg.name);
   }
 
+  /**
+   * The checksum file, whole or not at all: written under a temporary name (which listings
+   * skip) and renamed. A reader of the segment — get-wal, the prefetcher, wal status — reads
+   * it first, and one written in place could be caught empty and reported as damage.
+   */
   function writeChecksumFile(name: string, crc: number): void {
-    const fd = openSync(path.join(dir, name + CHECKSUM_SUFFIX), "w", 0o640);
+    const file = path.join(dir, name + CHECKSUM_SUFFIX);
+    const temporary = `${file}${NEW_SUFFIX}`;
+    const fd = openSync(temporary, "w", 0o640);
     try {
       writeSync(fd, formatSegmentChecksum({ crc32: crc, length: segSize }));
       fdatasyncSync(fd);
     } finally {
       closeSync(fd);
     }
+    renameSync(temporary, file);
   }
 
   function crcOfFile(fd: number): number {

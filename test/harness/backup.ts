@@ -1,7 +1,7 @@
 // Shared steps of the backup and restore scenarios: a repository with a running receiver,
 // klio commands that must succeed, a restored server to query.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { binDir, pgTempDir, startDataDir, startPostgres, type PgServer, type PgVersion } from "./postgres.ts";
@@ -50,9 +50,39 @@ export function pgbench(pg: PgServer, args: string[]): Promise<void> {
   });
 }
 
-/** PostgreSQL runs restore_command as its own user: let it read the repository. */
+/**
+ * PostgreSQL runs restore_command as its own user: let it read the repository — also what a
+ * receiver still running writes later (mode 0640), or recovery stops at the first new file
+ * (get-wal: EACCES). Each directory, before what is in it, gets the postgres group, inherited
+ * by what is made in it later (setgid); files come and go meanwhile (vanished ones are passed).
+ */
 export function shareRepo(repo: string): void {
-  execFileSync("chmod", ["-R", "a+rX", repo]);
+  const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim());
+  const share = (p: string, extra: number): boolean => {
+    try {
+      chownSync(p, -1, gid);
+      chmodSync(p, statSync(p).mode | extra);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw e;
+    }
+  };
+  const walk = (dir: string): void => {
+    if (!share(dir, 0o2055)) return;
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw e;
+    }
+    for (const e of entries) {
+      if (e.isDirectory()) walk(path.join(dir, e.name));
+      else if (e.isFile()) share(path.join(dir, e.name), 0o044);
+    }
+  };
+  walk(repo);
 }
 
 /**

@@ -2,7 +2,9 @@
 // argument at the level of system calls: every flush position sent to the server in a
 // standby status update covers only WAL bytes that were written to the right segment file and
 // fdatasync'd (the fdatasync having started after the write returned and returned before the
-// status update was sent), or that belong to segments renamed complete after their sync.
+// status update was sent), or that belong to segments renamed complete after their sync; and
+// a completed segment's checksum file is written whole under a temporary name and renamed
+// into place before the segment itself.
 import path from "node:path";
 import { walFileName, type Lsn } from "../../src/pg/lsn.ts";
 
@@ -51,6 +53,8 @@ export interface DurabilityReport {
   statusUpdates: number;
   fdatasyncs: number;
   completedSegments: number;
+  /** Checksum files renamed into place (written whole under a temporary name first). */
+  checksumFiles: number;
   highestFlush: Lsn;
   violations: string[];
 }
@@ -66,7 +70,8 @@ export function checkDurabilityOrder(log: string, dir: string, start: Lsn, segSi
   const durableEnd = new Map<string, number>();
   const syncSnapshot = new Map<string, { file: string; end: number }>();
   const completed = new Set<string>();
-  const report: DurabilityReport = { statusUpdates: 0, fdatasyncs: 0, completedSegments: 0, highestFlush: 0n, violations: [] };
+  const checksummed = new Set<string>(); // segments whose checksum file is in place, whole
+  const report: DurabilityReport = { statusUpdates: 0, fdatasyncs: 0, completedSegments: 0, checksumFiles: 0, highestFlush: 0n, violations: [] };
 
   for (const ev of events(log)) {
     const file = fdPath(ev.args);
@@ -89,12 +94,20 @@ export function checkDurabilityOrder(log: string, dir: string, start: Lsn, segSi
       const [from, to] = strings(ev.args).map((b) => b.toString());
       // A new partial segment is zero-filled (and fsync'd) under a temporary name, then renamed.
       if (from?.endsWith(".partial.new") && path.dirname(from) === dir) zeroFilled.add(to!);
+      if (from?.endsWith(".crc32.new") && path.dirname(from) === dir) {
+        checksummed.add(path.basename(to!, ".crc32"));
+        report.checksumFiles++;
+      }
       if (from?.endsWith(".partial") && path.dirname(from) === dir) {
+        // Readers trust a complete segment's checksum file: it is in place before the segment is.
+        if (!checksummed.has(path.basename(to!))) report.violations.push(`${path.basename(to!)} renamed complete before its checksum file was in place`);
         if ((durableEnd.get(from) ?? 0) !== segSize) report.violations.push(`${path.basename(from)} renamed complete with only ${durableEnd.get(from) ?? 0} bytes fdatasync'd`);
         completed.add(path.basename(to!));
         report.completedSegments++;
       }
     } else if ((ev.name === "write" || ev.name === "writev" || ev.name === "sendto") && ev.phase === "start") {
+      // A reader could catch a checksum file written under its own name empty or half-written.
+      if (file !== undefined && path.dirname(file) === dir && file.endsWith(".crc32")) report.violations.push(`${path.basename(file)} written under its own name`);
       for (const data of strings(ev.args)) {
         // CopyData ('d', length 38) carrying a standby status update ('r'): write, flush, apply, time.
         if (data.length < 22 || data[0] !== 0x64 || data.readUInt32BE(1) !== 38 || data[5] !== 0x72) continue;
