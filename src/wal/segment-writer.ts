@@ -62,8 +62,7 @@ export function createSegmentWriter(dir: string, segSize: SegmentSize, onComplet
     // A partial left short (by a klio that made it in place) is filled up now.
     const have = fstatSync(fd).size;
     if (have < segSize) {
-      for (let off = have; off < segSize; off += ZEROS.length) writeSync(fd, ZEROS, 0, Math.min(ZEROS.length, segSize - off), off);
-      fsyncSync(fd);
+      fillWithZeros(fd, have);
       fsyncDirSync(dir);
     }
     return { timeline, segno, name, fd, dirty: false, crc: 0, crcEnd: 0 };
@@ -77,11 +76,16 @@ export function createSegmentWriter(dir: string, segSize: SegmentSize, onComplet
   function newPartial(file: string): number {
     const temporary = `${file}${NEW_SUFFIX}`;
     const fd = openSync(temporary, "w+", 0o640);
-    for (let off = 0; off < segSize; off += ZEROS.length) writeSync(fd, ZEROS, 0, Math.min(ZEROS.length, segSize - off), off);
-    fsyncSync(fd);
+    fillWithZeros(fd, 0);
     renameSync(temporary, file);
     fsyncDirSync(dir);
     return fd;
+  }
+
+  /** Zeros from `from` to the segment's size, fsync'd (the size too: later fdatasyncs need no metadata). */
+  function fillWithZeros(fd: number, from: number): void {
+    for (let off = from; off < segSize; off += ZEROS.length) writeSync(fd, ZEROS, 0, Math.min(ZEROS.length, segSize - off), off);
+    fsyncSync(fd);
   }
 
   function close(seg: OpenSegment): void {
