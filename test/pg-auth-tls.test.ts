@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startPostgres, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
 import { connect, type ConnectOptions } from "../src/pg/replication-connection.ts";
-import type { ConnInfo } from "../src/pg/conninfo.ts";
+import type { ServerConnInfo } from "../src/pg/conninfo.ts";
 import { scramSha256 } from "../src/pg/scram.ts";
 import { PgServerError } from "../src/pg/server-error.ts";
 import { KlioError } from "../src/util/errors.ts";
@@ -59,12 +59,12 @@ describe.each(PG_VERSIONS)("authentication and TLS against PostgreSQL %i", (vers
   let pki: Pki;
   let setupNotices: string[];
 
-  const ci = (over: Partial<ConnInfo>): ConnInfo => ({
+  const ci = (over: Partial<ServerConnInfo>): ServerConnInfo => ({
     host: "127.0.0.1", port: pg.port, user: "postgres", dbname: "postgres", sslmode: "disable", application_name: "klio-test", ...over,
   });
 
   /** Connects, runs `sql` (a normal session unless replication is asked for), closes. */
-  async function run(c: ConnInfo, sql = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()", opts: ConnectOptions = { replication: false }) {
+  async function run(c: ServerConnInfo, sql = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()", opts: ConnectOptions = { replication: false }) {
     const conn = await connect(c, opts);
     try {
       return (await conn.query(sql))[0]!.rows[0]!;
@@ -205,7 +205,7 @@ describe("connection failures", () => {
     for (const s of held) s.destroy();
     silent.close();
   });
-  const base: ConnInfo = { host: "127.0.0.1", port: 1, user: "rep", dbname: "rep", sslmode: "disable", application_name: "klio" };
+  const base: ServerConnInfo = { host: "127.0.0.1", port: 1, user: "rep", dbname: "rep", sslmode: "disable", application_name: "klio" };
 
   it("says the connection was refused, naming user, host and port", async () => {
     const probe = createServer();

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { mkdtempSync, writeFileSync, rmSync, chmodSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
-import { parseConnInfo, describeConnInfo, type ConnInfo } from "../src/pg/conninfo.ts";
+import { parseConnInfo, describeConnInfo, serverConnInfo, type ServerConnInfo } from "../src/pg/conninfo.ts";
 import { KlioError } from "../src/util/errors.ts";
 
 // A HOME without a .pgpass, so the developer's own file never leaks into these tests.
@@ -13,7 +13,13 @@ beforeAll(() => {
 afterAll(() => rmSync(home, { recursive: true, force: true }));
 
 const env = (e: Record<string, string> = {}) => ({ HOME: home, ...e });
-const parse = (text: string, e: Record<string, string> = {}) => parseConnInfo(text, env(e));
+const parseList = (text: string, e: Record<string, string> = {}) => parseConnInfo(text, env(e));
+/** A one-server string, flattened: its server with what every connection shares. */
+const parse = (text: string, e: Record<string, string> = {}): ServerConnInfo => {
+  const ci = parseList(text, e);
+  expect(ci.servers).toHaveLength(1);
+  return serverConnInfo(ci, ci.servers[0]!);
+};
 
 function defaultHost(): string {
   for (const d of ["/var/run/postgresql", "/tmp"]) {
@@ -27,7 +33,7 @@ function defaultHost(): string {
 }
 
 describe("parseConnInfo: key=value strings", () => {
-  const cases: [string, Partial<ConnInfo>][] = [
+  const cases: [string, Partial<ServerConnInfo>][] = [
     ["host=db1 port=5433 user=rep dbname=app", { host: "db1", port: 5433, user: "rep", dbname: "app" }],
     ["host = db1  port= 5433\tuser =rep", { host: "db1", port: 5433, user: "rep", dbname: "rep" }],
     ["password='it\\'s a secret' host=db1", { password: "it's a secret", host: "db1" }],
@@ -53,7 +59,7 @@ describe("parseConnInfo: key=value strings", () => {
 });
 
 describe("parseConnInfo: URIs", () => {
-  const cases: [string, Partial<ConnInfo>][] = [
+  const cases: [string, Partial<ServerConnInfo>][] = [
     ["postgresql://rep:s3cr%40t@db1.example.com:6432/app", { user: "rep", password: "s3cr@t", host: "db1.example.com", port: 6432, dbname: "app" }],
     ["postgres://db1", { host: "db1", port: 5432 }],
     ["postgresql://[::1]:5433/x", { host: "::1", port: 5433, dbname: "x" }],
@@ -68,6 +74,50 @@ describe("parseConnInfo: URIs", () => {
   ];
   it.each(cases)("%s", (text, expected) => {
     expect(parse(text)).toMatchObject(expected);
+  });
+});
+
+describe("parseConnInfo: several hosts, as libpq takes them", () => {
+  const servers = (text: string, e: Record<string, string> = {}) => parseList(text, e).servers.map(({ password: _, ...s }) => s);
+  it("reads host, hostaddr and port lists: one port for all, or one each", () => {
+    expect(servers("host=a,b port=5432,5433")).toEqual([{ host: "a", port: 5432 }, { host: "b", port: 5433 }]);
+    expect(servers("host=a,b,c port=6000")).toEqual(["a", "b", "c"].map((host) => ({ host, port: 6000 })));
+    expect(servers("host=a,b")).toEqual([{ host: "a", port: 5432 }, { host: "b", port: 5432 }]);
+    expect(servers("host=a,b", { PGPORT: "7000" })).toEqual([{ host: "a", port: 7000 }, { host: "b", port: 7000 }]);
+    expect(servers("host=a,b port=,5433")).toEqual([{ host: "a", port: 5432 }, { host: "b", port: 5433 }]);
+    expect(servers("", { PGHOST: "a,/run/pg", PGPORT: "1,2" })).toEqual([{ host: "a", port: 1 }, { host: "/run/pg", port: 2 }]);
+    expect(servers("host=db1,db2 hostaddr=10.0.0.1,::1")).toEqual([{ host: "db1", hostaddr: "10.0.0.1", port: 5432 }, { host: "db2", hostaddr: "::1", port: 5432 }]);
+    expect(servers("hostaddr=10.0.0.1,10.0.0.2 port=1,2")).toEqual([{ host: "10.0.0.1", hostaddr: "10.0.0.1", port: 1 }, { host: "10.0.0.2", hostaddr: "10.0.0.2", port: 2 }]);
+  });
+
+  it("reads the URI form: host:port pairs, a missing port the default", () => {
+    expect(servers("postgresql://h1:5433,h2/db")).toEqual([{ host: "h1", port: 5433 }, { host: "h2", port: 5432 }]);
+    expect(servers("postgresql://h1,h2/db", { PGPORT: "6000" })).toEqual([{ host: "h1", port: 6000 }, { host: "h2", port: 6000 }]);
+    expect(servers("postgresql://u@[::1]:5433,[2001:db8::7],h3:5435/db")).toEqual([
+      { host: "::1", port: 5433 }, { host: "2001:db8::7", port: 5432 }, { host: "h3", port: 5435 },
+    ]);
+    expect(servers("postgresql://%2Frun%2Fpg:5433,h2:5434/db")).toEqual([{ host: "/run/pg", port: 5433 }, { host: "h2", port: 5434 }]);
+    expect(servers("postgresql:///db?host=a,b&port=1,2")).toEqual([{ host: "a", port: 1 }, { host: "b", port: 2 }]);
+  });
+
+  it("reads target_session_attrs and load_balance_hosts, from the string or the environment", () => {
+    expect(parseList("host=a,b")).toMatchObject({ target_session_attrs: "any", load_balance_hosts: "disable" });
+    for (const attrs of ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"])
+      expect(parseList(`host=a,b target_session_attrs=${attrs}`).target_session_attrs).toBe(attrs);
+    expect(parseList("postgresql://a,b/db?target_session_attrs=primary&load_balance_hosts=random")).toMatchObject({ target_session_attrs: "primary", load_balance_hosts: "random" });
+    expect(parseList("host=a", { PGTARGETSESSIONATTRS: "standby", PGLOADBALANCEHOSTS: "random" })).toMatchObject({ target_session_attrs: "standby", load_balance_hosts: "random" });
+  });
+
+  it("looks each server's password up in the password file by its own host and port", () => {
+    const file = path.join(home, "pgpass-multi");
+    writeFileSync(file, "a:5432:*:rep:pa\nb:5433:*:rep:pb\n", { mode: 0o600 });
+    const ci = parseList(`host=a,b,c port=5432,5433,5434 user=rep passfile=${file}`);
+    expect(ci.servers.map((s) => s.password)).toEqual(["pa", "pb", undefined]);
+    expect(parseList(`host=a,b user=rep password=given passfile=${file}`).servers.map((s) => s.password)).toEqual(["given", "given"]);
+  });
+
+  it("names every server in messages", () => {
+    expect(describeConnInfo(parseList("host=a,b port=5432,5433 user=rep password=pw"))).toBe("rep@a:5432,b:5433");
   });
 });
 
@@ -160,8 +210,18 @@ describe("parseConnInfo: errors", () => {
     ["host=h sslmode=maybe", {}, /invalid sslmode "maybe"/],
     ["host=h", { PGSSLMODE: "on" }, /from PGSSLMODE/],
     ["host=h connect_timeout=soon", {}, /connect_timeout/],
-    ["host=a,b", {}, /multiple hosts/],
-    ["postgresql://a,b/db", {}, /multiple hosts/],
+    ["host=a,b port=1,2,3", {}, /could not match 3 port numbers to 2 hosts/],
+    ["host=a,b,c", { PGPORT: "1,2" }, /could not match 2 port numbers to 3 hosts/],
+    ["host=a,b hostaddr=10.0.0.1", {}, /could not match 2 host names to 1 hostaddr values/],
+    ["host=a,,b", {}, /the host list "a,,b" has an empty entry \(entry 2 of 3\)/],
+    ["host=a,", {}, /empty entry \(entry 2 of 2\)/],
+    ["postgresql://a,/db", {}, /the host list "a," has an empty entry/],
+    ["postgresql://,b:5433/db", {}, /empty entry \(entry 1 of 2\)/],
+    ["hostaddr=10.0.0.1,db1", {}, /hostaddr "db1" is not a numeric IP address/],
+    ["host=a,b port=5432,x", {}, /invalid port number "x"/],
+    ["host=a target_session_attrs=master", {}, /invalid target_session_attrs "master": use one of any, read-write, read-only, primary, standby, prefer-standby/],
+    ["host=a", { PGTARGETSESSIONATTRS: "primary " }, /invalid target_session_attrs "primary " \(from PGTARGETSESSIONATTRS\)/],
+    ["postgresql://a,b/db?load_balance_hosts=yes", {}, /invalid load_balance_hosts "yes": use one of disable, random/],
     ["host=h user", {}, /missing "=" after "user"/],
     ["postgresql://h/db?bogus=1", {}, /unknown URI query parameter "bogus"/],
     ["postgresql://[::1/db", {}, /missing "\]"/],

@@ -8,7 +8,7 @@ import path from "node:path";
 import { Buffer } from "node:buffer";
 import { startPostgres, startStandby, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
 import { connect, type ReplicationConnection, type ResultSet } from "../src/pg/replication-connection.ts";
-import { parseConnInfo, type ConnInfo } from "../src/pg/conninfo.ts";
+import { parseConnInfo, type ConnInfo, type ServerConnInfo } from "../src/pg/conninfo.ts";
 import { PgServerError } from "../src/pg/server-error.ts";
 import { KlioError } from "../src/util/errors.ts";
 
@@ -75,7 +75,7 @@ describe.each(PG_VERSIONS)("replication connection to PostgreSQL %i", (version) 
   });
 
   it("connects over the Unix socket, where TLS is never attempted", async () => {
-    const conn = await connect({ ...ci, host: pg.socketDir, sslmode: "require" });
+    const conn = await connect({ ...ci, servers: [{ host: pg.socketDir, port: pg.port }], sslmode: "require" });
     try {
       expect(only(await conn.query("IDENTIFY_SYSTEM")).rows).toHaveLength(1);
     } finally {
@@ -412,7 +412,7 @@ const errorResponse = (code: string, message: string) => backend("E", "SERROR", 
  * SSLRequest and talks TLS from then on; without, it refuses it ('N').
  */
 const sentCopyDone = new WeakSet<Socket>();
-async function scripted(answer: (sql: string, socket: Socket) => void, tls?: { key: Buffer; cert: Buffer }): Promise<{ server: Server; ci: ConnInfo }> {
+async function scripted(answer: (sql: string, socket: Socket) => void, tls?: { key: Buffer; cert: Buffer }): Promise<{ server: Server; ci: ServerConnInfo }> {
   const server = createServer((plain) => serve(plain));
   function serve(socket: Socket): void {
     let buf = new Uint8Array(0);

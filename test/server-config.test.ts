@@ -45,10 +45,10 @@ describe("the daemon's config", () => {
     const every = (full_every: string) => parse(file, { ...good, clusters: [{ ...good.clusters[0], backup: { full_every } }] }).then((x) => x.clusters[0]!.fullEveryMs);
     expect(await every("36h")).toBe(36 * 3_600_000);
     expect(await every("off")).toBeNull();
-    expect(c.clusters[0]!.conninfo).toMatchObject({ host: "10.0.0.5", user: "klio", password: "s3cret" });
+    expect(c.clusters[0]!.conninfo).toMatchObject({ servers: [{ host: "10.0.0.5", port: 5432, password: "s3cret" }], user: "klio" });
     expect(c.clusters[0]!.schedule).toMatchObject({ kind: "cron", text: "0 3 * * *" });
     expect(c.clusters[1]).toMatchObject({ name: "db2", slot: "backup_slot", synchronous: true, schedule: null });
-    expect(c.clusters[1]!.conninfo).toMatchObject({ host: "10.0.0.6", port: 5433 });
+    expect(c.clusters[1]!.conninfo).toMatchObject({ servers: [{ host: "10.0.0.6", port: 5433 }] });
     expect(c.offsite).toBeNull();
     const withOffsite = await parse(file, { ...good, offsite: { ...OFFSITE, interval_seconds: 5 } });
     expect(withOffsite.offsite).toMatchObject({

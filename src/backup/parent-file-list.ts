@@ -11,7 +11,7 @@
 // just passed, or asked for out of order soon after, is not read again.
 import { KlioError } from "../util/errors.ts";
 import { CHUNK_ID_BYTES, type ChunkId } from "../repo/chunk-id.ts";
-import { readFileList, readFileRecords, type FileListEvent, type FileListPosition } from "../repo/file-list.ts";
+import { FileListScanner, readFileRecords, type FileListEvent, type FileListPosition } from "../repo/file-list.ts";
 import { isPagedFile, PAGE_CHUNK } from "./file-kind.ts";
 import { manifestPath } from "./backup-manifest.ts";
 
@@ -71,7 +71,10 @@ export class ParentFileList {
   /** Where the list has been read to, and the paged file being passed. */
   private readonly at: FileListPosition = { version: 1, piece: 0, offset: 0, listOffset: 0 };
   private passing: { key: string; piece: number; offset: number; listOffset: number } | null = null;
-  private readonly events: AsyncGenerator<FileListEvent>;
+  private readonly scanner = new FileListScanner(this.at);
+  /** The events of the piece being passed (synchronous: a promise per page's record would cost more than the rest), and the next piece to read. */
+  private events: Generator<FileListEvent> | null = null;
+  private nextPiece = 0;
   private readToEnd = false;
   /** The reading under way: callers at once share it (`at` describes one event at a time). */
   private reading: Promise<void> | null = null;
@@ -86,13 +89,7 @@ export class ParentFileList {
     private readonly pieces: readonly ChunkId[],
     private readonly readPiece: (id: ChunkId) => Promise<Uint8Array>,
     private readonly checksums: ReadonlyMap<string, number> = new Map(),
-  ) {
-    const self = this;
-    async function* inOrder() {
-      for (let i = 0; i < pieces.length; i++) yield await self.piece(i);
-    }
-    this.events = readFileList(inOrder(), this.at);
-  }
+  ) {}
 
   /** Paged files passed so far (all of them once a file the list lacks was asked for). */
   get files(): number {
@@ -119,10 +116,18 @@ export class ParentFileList {
   /** Reads the list on to the end of the next paged file, noting where its records are, or to the list's end. */
   private async passNextFile(): Promise<void> {
     for (;;) {
-      const r = await this.events.next();
+      if (this.events === null) {
+        if (this.nextPiece === this.pieces.length) {
+          this.scanner.end();
+          this.readToEnd = true;
+          return;
+        }
+        this.events = this.scanner.feed(await this.piece(this.nextPiece++));
+      }
+      const r = this.events.next();
       if (r.done) {
-        this.readToEnd = true;
-        return;
+        this.events = null;
+        continue;
       }
       const ev = r.value;
       if (ev.kind === "file") {

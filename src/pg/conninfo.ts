@@ -9,28 +9,47 @@ import { KlioError } from "../util/errors.ts";
 
 export type SslMode = "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full";
 
-export interface ConnInfo {
+/** One server of a connection string: libpq's host, hostaddr and port lists give one each. */
+export interface ServerAddress {
   /** Host name, IP address, or a directory (starts with "/") holding the server's Unix socket. */
   host: string;
+  /** The numeric address to connect to instead of looking `host` up (libpq's hostaddr); `host` still names it for TLS and the password file. */
+  hostaddr?: string;
   port: number;
-  user: string;
+  /** Given, from PGPASSWORD, or found in the password file for this host and port. */
   password?: string;
+}
+
+/** Which server of the list a connection may stay on (libpq's target_session_attrs). */
+export type TargetSessionAttrs = "any" | "read-write" | "read-only" | "primary" | "standby" | "prefer-standby";
+export const TARGET_SESSION_ATTRS: readonly TargetSessionAttrs[] = ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"];
+
+/** What a connection string says: the servers to try, in order, and what every connection to them shares. */
+export interface ConnInfo {
+  servers: ServerAddress[];
+  target_session_attrs: TargetSessionAttrs;
+  /** "random": the servers are tried in an order shuffled for each connection. */
+  load_balance_hosts: "disable" | "random";
+  user: string;
   dbname: string;
   sslmode: SslMode;
   sslrootcert?: string;
   sslcert?: string;
   sslkey?: string;
   application_name: string;
-  /** Seconds; 0 or absent waits as long as the operating system does. */
+  /** Seconds, for each server tried; 0 or absent waits as long as the operating system does. */
   connect_timeout?: number;
 }
+
+/** One server of a ConnInfo with what every connection shares: what one connection attempt uses. */
+export type ServerConnInfo = Omit<ConnInfo, "servers" | "target_session_attrs" | "load_balance_hosts"> & ServerAddress;
 
 const SSL_MODES: readonly SslMode[] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
 
 /** Keywords that become ConnInfo fields. */
 const SUPPORTED = new Set([
   "host", "hostaddr", "port", "user", "password", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey",
-  "application_name", "fallback_application_name", "connect_timeout", "passfile",
+  "application_name", "fallback_application_name", "connect_timeout", "passfile", "target_session_attrs", "load_balance_hosts",
 ]);
 
 /**
@@ -49,8 +68,6 @@ const IGNORED: Record<string, readonly string[] | undefined> = {
   gsslib: undefined,
   gssencmode: ["disable", "prefer", "allow"],
   channel_binding: ["disable", "prefer"],
-  target_session_attrs: ["any"],
-  load_balance_hosts: ["disable"],
   client_encoding: ["UTF8", "utf8", "UTF-8", "utf-8"],
 };
 
@@ -76,6 +93,8 @@ const ENV: Record<string, string> = {
   application_name: "PGAPPNAME",
   connect_timeout: "PGCONNECT_TIMEOUT",
   passfile: "PGPASSFILE",
+  target_session_attrs: "PGTARGETSESSIONATTRS",
+  load_balance_hosts: "PGLOADBALANCEHOSTS",
 };
 
 /** Socket directories libpq builds are configured with; the first that exists is the default host. */
@@ -195,25 +214,31 @@ function parseUri(text: string): Map<string, string> {
     if (colon >= 0) out.set("password", percentDecode(userinfo.slice(colon + 1), "password"));
   }
 
+  // host[:port] pairs, comma-separated, become host and port lists as libpq builds them: a
+  // pair without a port leaves its place in the port list empty (the default port).
   if (hostPart !== "") {
-    let host: string;
-    let port: string | undefined;
-    if (hostPart.startsWith("[")) {
-      const close = hostPart.indexOf("]");
-      if (close < 0) throw bad(`missing "]" after the IPv6 address in the URI`);
-      host = hostPart.slice(1, close);
-      const after = hostPart.slice(close + 1);
-      if (after.startsWith(",")) throw bad("multiple hosts are not supported");
-      if (after !== "" && !after.startsWith(":")) throw bad(`unexpected "${after}" after the IPv6 address in the URI`);
-      if (after.startsWith(":")) port = after.slice(1);
-    } else {
-      if (hostPart.includes(",")) throw bad("multiple hosts are not supported");
-      const colon = hostPart.lastIndexOf(":");
-      host = colon < 0 ? hostPart : hostPart.slice(0, colon);
-      if (colon >= 0) port = hostPart.slice(colon + 1);
+    const hosts: string[] = [];
+    const ports: string[] = [];
+    for (const pair of hostPart.split(",")) {
+      let host: string;
+      let port = "";
+      if (pair.startsWith("[")) {
+        const close = pair.indexOf("]");
+        if (close < 0) throw bad(`missing "]" after the IPv6 address in the URI`);
+        host = pair.slice(1, close);
+        const after = pair.slice(close + 1);
+        if (after !== "" && !after.startsWith(":")) throw bad(`unexpected "${after}" after the IPv6 address in the URI`);
+        port = after.slice(1);
+      } else {
+        const colon = pair.lastIndexOf(":");
+        host = colon < 0 ? pair : pair.slice(0, colon);
+        if (colon >= 0) port = pair.slice(colon + 1);
+      }
+      hosts.push(percentDecode(host, "host"));
+      ports.push(percentDecode(port, "port"));
     }
-    if (host !== "") out.set("host", percentDecode(host, "host"));
-    if (port !== undefined && port !== "") out.set("port", percentDecode(port, "port"));
+    if (hosts.length > 1 || hosts[0] !== "") out.set("host", hosts.join(","));
+    if (ports.some((p) => p !== "")) out.set("port", ports.join(","));
   }
 
   if (rest.startsWith("/")) {
@@ -246,7 +271,6 @@ function parseUri(text: string): Map<string, string> {
 // ---------------------------------------------------------------- values
 
 function parsePort(value: string, source: string): number {
-  if (value.includes(",")) throw bad("multiple ports are not supported");
   if (!/^[0-9]{1,5}$/.test(value.trim())) throw bad(`invalid port number "${value}"${source}`);
   const port = Number(value.trim());
   if (port < 1 || port > 65535) throw bad(`invalid port number "${value}"${source}: must be between 1 and 65535`);
@@ -308,7 +332,7 @@ function pgpassFields(line: string): string[] | null {
   return fields.length === 5 ? fields : null;
 }
 
-function passwordFromFile(file: string, ci: Omit<ConnInfo, "password">): string | undefined {
+function passwordFromFile(file: string, server: ServerAddress, ci: Pick<ConnInfo, "user" | "dbname">): string | undefined {
   let text: string;
   try {
     const st = statSync(file);
@@ -319,15 +343,15 @@ function passwordFromFile(file: string, ci: Omit<ConnInfo, "password">): string 
   } catch {
     return undefined;
   }
-  const hosts = [ci.host];
-  if (ci.host.startsWith("/") && DEFAULT_SOCKET_DIRS.includes(ci.host.replace(/\/+$/, ""))) hosts.push("localhost");
+  const hosts = [server.host];
+  if (server.host.startsWith("/") && DEFAULT_SOCKET_DIRS.includes(server.host.replace(/\/+$/, ""))) hosts.push("localhost");
   const match = (pattern: string, values: string[]) => pattern === "*" || values.includes(pattern);
   for (const raw of text.split("\n")) {
     const line = raw.replace(/\r$/, "");
     if (line === "" || line.startsWith("#")) continue;
     const f = pgpassFields(line);
     if (f === null) continue;
-    if (match(f[0]!, hosts) && match(f[1]!, [String(ci.port)]) && match(f[2]!, [ci.dbname]) && match(f[3]!, [ci.user])) {
+    if (match(f[0]!, hosts) && match(f[1]!, [String(server.port)]) && match(f[2]!, [ci.dbname]) && match(f[3]!, [ci.user])) {
       return f[4]!;
     }
   }
@@ -366,27 +390,19 @@ export function parseConnInfo(
     return undefined;
   };
 
-  let hostEntry = get("host");
-  const hostaddr = get("hostaddr");
-  if (hostaddr !== undefined) {
-    if (hostEntry !== undefined && hostEntry[0] !== hostaddr[0]) throw bad("hostaddr together with a different host is not supported; give only host");
-    if (isIP(hostaddr[0]) === 0) throw bad(`hostaddr "${hostaddr[0]}"${hostaddr[1]} is not a numeric IP address`);
-    hostEntry = hostaddr;
-  }
-  const host = hostEntry?.[0] ?? defaultHost();
-  if (host.includes(",")) throw bad("multiple hosts are not supported");
-
-  const portEntry = get("port");
-  const port = portEntry ? parsePort(portEntry[0], portEntry[1]) : 5432;
+  const servers = parseServers(get("host"), get("hostaddr"), get("port"));
   const user = get("user")?.[0] ?? osUser(env);
   const dbname = get("dbname")?.[0] ?? user;
   const sslEntry = get("sslmode");
   const sslmode = sslEntry ? parseSslMode(sslEntry[0], sslEntry[1]) : "prefer";
   const timeoutEntry = get("connect_timeout");
+  const attrsEntry = get("target_session_attrs");
+  const balanceEntry = get("load_balance_hosts");
 
   const ci: ConnInfo = {
-    host,
-    port,
+    servers,
+    target_session_attrs: attrsEntry ? oneOf(attrsEntry, "target_session_attrs", TARGET_SESSION_ATTRS) : "any",
+    load_balance_hosts: balanceEntry ? oneOf(balanceEntry, "load_balance_hosts", ["disable", "random"] as const) : "disable",
     user,
     dbname,
     sslmode,
@@ -401,15 +417,55 @@ export function parseConnInfo(
   if (key !== undefined) ci.sslkey = key;
   if (timeoutEntry) ci.connect_timeout = parseTimeout(timeoutEntry[0], timeoutEntry[1]);
 
+  // libpq looks a password up for each server: the file's lines name host and port.
   const password = get("password")?.[0];
-  if (password !== undefined) {
-    ci.password = password;
-  } else {
-    const file = get("passfile")?.[0] ?? path.join(env.HOME || homedir(), ".pgpass");
-    const fromFile = passwordFromFile(file, ci);
-    if (fromFile !== undefined && fromFile !== "") ci.password = fromFile;
+  const file = get("passfile")?.[0] ?? path.join(env.HOME || homedir(), ".pgpass");
+  for (const server of servers) {
+    const found = password ?? passwordFromFile(file, server, ci);
+    if (found !== undefined && found !== "") server.password = found;
   }
   return ci;
+}
+
+/** A keyword's value that must be one of `allowed`. */
+function oneOf<T extends string>([value, source]: [string, string], key: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) throw bad(`invalid ${key} "${value}"${source}: use one of ${allowed.join(", ")}`);
+  return value as T;
+}
+
+/**
+ * The servers of the host, hostaddr and port values (comma-separated lists, as libpq reads
+ * them): hostaddr, when given, says how many and must match host entry for entry; port is
+ * one for all or one each (an empty one: 5432). An empty host or hostaddr in a list is a
+ * mistake, not a default.
+ */
+function parseServers(hostEntry: [string, string] | undefined, addrEntry: [string, string] | undefined, portEntry: [string, string] | undefined): ServerAddress[] {
+  const list = (entry: [string, string], what: string): string[] => {
+    const items = entry[0].split(",").map((v) => v.trim());
+    const empty = items.indexOf("");
+    if (empty >= 0) throw bad(`the ${what} list "${entry[0]}"${entry[1]} has an empty entry (entry ${empty + 1} of ${items.length})`);
+    return items;
+  };
+  const addrs = addrEntry ? list(addrEntry, "hostaddr") : null;
+  for (const a of addrs ?? []) if (isIP(a) === 0) throw bad(`hostaddr "${a}"${addrEntry![1]} is not a numeric IP address`);
+  let hosts = hostEntry ? list(hostEntry, "host") : null;
+  if (addrs && hosts && hosts.length !== addrs.length) throw bad(`could not match ${hosts.length} host names to ${addrs.length} hostaddr values`);
+  hosts ??= addrs ?? [defaultHost()];
+
+  const portTexts = portEntry ? portEntry[0].split(",") : [""];
+  if (portTexts.length !== 1 && portTexts.length !== hosts.length) throw bad(`could not match ${portTexts.length} port numbers to ${hosts.length} hosts`);
+  const ports = portTexts.map((p) => (p.trim() === "" ? 5432 : parsePort(p, portEntry![1])));
+  return hosts.map((host, i) => {
+    const server: ServerAddress = { host, port: ports.length === 1 ? ports[0]! : ports[i]! };
+    if (addrs) server.hostaddr = addrs[i]!;
+    return server;
+  });
+}
+
+/** One server of `ci` with what every connection to it shares. */
+export function serverConnInfo(ci: ConnInfo, server: ServerAddress): ServerConnInfo {
+  const { servers: _servers, target_session_attrs: _attrs, load_balance_hosts: _balance, ...shared } = ci;
+  return { ...shared, ...server };
 }
 
 /** The keywords whose values name files the connection reads, and what each file is (for messages). */
@@ -438,9 +494,15 @@ export function connInfoFiles(text: string): { keyword: FileKeyword; file: strin
   return out;
 }
 
-/** "user@host:port" (IPv6 in brackets, a Unix socket as its path) for messages; never the password. */
-export function describeConnInfo(ci: ConnInfo): string {
-  if (ci.host.startsWith("/")) return `${ci.user}@${path.posix.join(ci.host, `.s.PGSQL.${ci.port}`)}`;
-  const host = isIP(ci.host) === 6 ? `[${ci.host}]` : ci.host;
-  return `${ci.user}@${host}:${ci.port}`;
+/** "user@host:port" (IPv6 in brackets, a Unix socket as its path; every server of a list, comma-separated) for messages; never the password. */
+export function describeConnInfo(ci: ConnInfo | ServerConnInfo): string {
+  const servers = "servers" in ci ? ci.servers : [ci];
+  return `${ci.user}@${servers.map(describeServer).join(",")}`;
+}
+
+/** "host:port" (IPv6 in brackets, a Unix socket as its path). */
+export function describeServer(s: ServerAddress): string {
+  if (s.host.startsWith("/")) return path.posix.join(s.host, `.s.PGSQL.${s.port}`);
+  const host = isIP(s.host) === 6 ? `[${s.host}]` : s.host;
+  return `${host}:${s.port}`;
 }

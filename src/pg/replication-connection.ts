@@ -19,7 +19,8 @@ import path from "node:path";
 import { createHash } from "node:crypto";
 import type { Buffer } from "node:buffer";
 import { KlioError } from "../util/errors.ts";
-import { describeConnInfo, type ConnInfo } from "./conninfo.ts";
+import { describeConnInfo, describeServer, serverConnInfo, type ConnInfo, type ServerConnInfo } from "./conninfo.ts";
+import { readSessionState, sessionMismatch } from "./session-attrs.ts";
 import {
   Auth,
   Backend,
@@ -90,6 +91,8 @@ export interface CopyStream {
 }
 
 export interface ReplicationConnection {
+  /** The server connected to, "user@host:port" (of a connection string's list, the one that fitted). */
+  readonly server: string;
   /** server_version_num worked out from ParameterStatus server_version (e.g. 150018, 180004). */
   readonly serverVersionNum: number;
   readonly parameters: ReadonlyMap<string, string>;
@@ -208,12 +211,66 @@ function defaultRootCert(): string {
 // ---------------------------------------------------------------- connect
 
 /**
- * Opens a connection: TCP or Unix socket, TLS per sslmode (with libpq's retries for
- * allow/prefer), startup, authentication, up to the first ReadyForQuery.
+ * Opens a connection to the first server of `ci`'s list that answers and fits its
+ * target_session_attrs, as libpq does: servers in order (shuffled with
+ * load_balance_hosts=random), connect_timeout for each; prefer-standby takes any server
+ * when no standby answers. The error when none fits names every server and why it was
+ * passed over (with one server and no attrs: that server's own error). A ServerConnInfo is
+ * that one server, as it is.
  */
-export async function connect(ci: ConnInfo, opts: ConnectOptions = {}): Promise<ReplicationConnection> {
+export async function connect(ci: ConnInfo | ServerConnInfo, opts: ConnectOptions = {}): Promise<ReplicationConnection> {
+  if (!("servers" in ci)) return connectServer(ci, opts);
+  const servers = ci.load_balance_hosts === "random" ? shuffled(ci.servers) : ci.servers;
+  const attrs = ci.target_session_attrs;
+  if (servers.length === 1 && attrs === "any") return connectServer(serverConnInfo(ci, servers[0]!), opts);
+  const passes = attrs === "prefer-standby" ? (["standby", "any"] as const) : ([attrs] as const);
+  const passedOver = new Map<string, string>();
+  let anyAnswered = false;
+  for (const want of passes) {
+    for (const server of servers) {
+      const sci = serverConnInfo(ci, server);
+      const where = describeServer(server);
+      let conn: ReplicationConnection;
+      try {
+        conn = await connectServer(sci, opts);
+      } catch (e) {
+        if (opts.signal?.aborted) throw e;
+        passedOver.set(where, e instanceof Error ? e.message.replace(`cannot connect to ${describeConnInfo(sci)}: `, "") : String(e));
+        continue;
+      }
+      anyAnswered = true;
+      try {
+        const why = sessionMismatch(await readSessionState(conn), want);
+        if (why === null) return conn;
+        passedOver.set(where, why);
+      } catch (e) {
+        passedOver.set(where, e instanceof Error ? e.message : String(e));
+      }
+      await conn.close().catch(() => conn.destroy());
+    }
+  }
+  const reasons = [...passedOver].map(([where, why]) => `${where}: ${why}`).join("; ");
+  const what = anyAnswered ? `no server of ${describeConnInfo(ci)} fits target_session_attrs=${attrs}` : `cannot connect to any server of ${describeConnInfo(ci)}`;
+  throw new KlioError("pg-connect", `${what}: ${reasons}`);
+}
+
+/** A copy of `items` in random order (Fisher–Yates). */
+function shuffled<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/**
+ * Opens a connection to one server: TCP or Unix socket, TLS per sslmode (with libpq's
+ * retries for allow/prefer), startup, authentication, up to the first ReadyForQuery.
+ */
+async function connectServer(ci: ServerConnInfo, opts: ConnectOptions): Promise<ReplicationConnection> {
   const where = describeConnInfo(ci);
-  const unix = ci.host.startsWith("/");
+  const unix = ci.host.startsWith("/") && ci.hostaddr === undefined;
   // Which attempts to make, in order: true = over TLS. libpq: allow tries plain first, prefer TLS first.
   const plan: boolean[] =
     unix || ci.sslmode === "disable" ? [false] : ci.sslmode === "allow" ? [false, true] : ci.sslmode === "prefer" ? [true, false] : [true];
@@ -250,7 +307,7 @@ function worthRetrying(e: unknown, triedTls: boolean, tlsInUse: boolean): boolea
   return triedTls && e instanceof KlioError && e.code === "pg-tls";
 }
 
-async function connectOnce(ci: ConnInfo, opts: ConnectOptions, wantTls: boolean, attempt: { tls: boolean }, interrupt: AbortSignal): Promise<ReplicationConnection> {
+async function connectOnce(ci: ServerConnInfo, opts: ConnectOptions, wantTls: boolean, attempt: { tls: boolean }, interrupt: AbortSignal): Promise<ReplicationConnection> {
   const where = describeConnInfo(ci);
   // Read a plain socket into one reused buffer. When TLS is asked for, the plain socket is
   // only used on if the server refuses it (sslmode=prefer); Node upgrades an onread socket
@@ -301,7 +358,7 @@ function dataEvents(socket: net.Socket): Input {
 }
 
 /** Resolves when `socket` connected; rejects (and destroys it) on error or interrupt. */
-function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal, reuse: boolean): Promise<{ socket: net.Socket; input: Input }> {
+function openSocket(ci: ServerConnInfo, where: string, interrupt: AbortSignal, reuse: boolean): Promise<{ socket: net.Socket; input: Input }> {
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     let input: Input;
@@ -317,9 +374,11 @@ function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal, reuse: 
           }
         : undefined;
       const common = onread ? { onread } : {};
-      socket = ci.host.startsWith("/")
-        ? net.createConnection({ path: path.posix.join(ci.host, `.s.PGSQL.${ci.port}`), ...common })
-        : net.createConnection({ host: ci.host, port: ci.port, ...common });
+      socket = ci.hostaddr !== undefined
+        ? net.createConnection({ host: ci.hostaddr, port: ci.port, ...common })
+        : ci.host.startsWith("/")
+          ? net.createConnection({ path: path.posix.join(ci.host, `.s.PGSQL.${ci.port}`), ...common })
+          : net.createConnection({ host: ci.host, port: ci.port, ...common });
       input = reuse
         ? {
             reused: true,
@@ -344,7 +403,7 @@ function openSocket(ci: ConnInfo, where: string, interrupt: AbortSignal, reuse: 
     };
     const onConnect = () => {
       socket.setNoDelay(true);
-      if (!ci.host.startsWith("/")) socket.setKeepAlive(true, 60_000);
+      if (ci.hostaddr !== undefined || !ci.host.startsWith("/")) socket.setKeepAlive(true, 60_000);
       done();
     };
     const onError = (e: Error) => done(new KlioError("pg-connect", `cannot connect to ${where}: ${socketErrorText(e)}`, { cause: e }));
@@ -393,7 +452,7 @@ function readPem(file: string, what: string, where: string): Buffer {
   }
 }
 
-function tlsOptions(socket: net.Socket, ci: ConnInfo, where: string): tls.ConnectionOptions {
+function tlsOptions(socket: net.Socket, ci: ServerConnInfo, where: string): tls.ConnectionOptions {
   const o: tls.ConnectionOptions = { socket };
   if (net.isIP(ci.host) === 0) o.servername = ci.host; // SNI takes names only
   // libpq: require with a root certificate given behaves like verify-ca.
@@ -411,7 +470,7 @@ function tlsOptions(socket: net.Socket, ci: ConnInfo, where: string): tls.Connec
   return o;
 }
 
-function startTls(socket: net.Socket, ci: ConnInfo, where: string, interrupt: AbortSignal): Promise<net.Socket> {
+function startTls(socket: net.Socket, ci: ServerConnInfo, where: string, interrupt: AbortSignal): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     let secure: tls.TLSSocket;
     try {
@@ -499,7 +558,7 @@ interface CopyState {
 }
 
 /** Runs startup and authentication on a connected socket and returns the connection at its first ReadyForQuery. */
-function wire(socket: net.Socket, input: Input, ci: ConnInfo, opts: ConnectOptions, interrupt: AbortSignal): Promise<ReplicationConnection> {
+function wire(socket: net.Socket, input: Input, ci: ServerConnInfo, opts: ConnectOptions, interrupt: AbortSignal): Promise<ReplicationConnection> {
   const where = describeConnInfo(ci);
   const parameters = new Map<string, string>();
   const queue: Exchange[] = []; // waiting to be sent
@@ -1073,6 +1132,7 @@ function wire(socket: net.Socket, input: Input, ci: ConnInfo, opts: ConnectOptio
   }
 
   const connection: ReplicationConnection = {
+    server: where,
     get serverVersionNum() {
       return serverVersionNum(parameters.get("server_version") ?? "");
     },

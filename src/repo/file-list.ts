@@ -365,32 +365,54 @@ class RecordOrder {
  * located there before the event is yielded.
  */
 export async function* readFileList(pieces: AsyncIterable<Uint8Array>, position?: FileListPosition): AsyncGenerator<FileListEvent> {
-  let pending = new Uint8Array(0);
-  // Where pending[0] lies: pending holds the start of one record (or of the magic).
-  let pendingPiece = 0;
-  let pendingOffset = 0;
-  let order: RecordOrder | null = null;
-  let ended = false;
-  let pieceIndex = -1;
-  let listOffset = 0; // of the current piece's first byte
+  const scanner = new FileListScanner(position);
+  for await (const piece of pieces) for (const ev of scanner.feed(piece)) yield ev;
+  scanner.end();
+}
 
-  for await (const piece of pieces) {
-    pieceIndex++;
-    if (ended) throw corrupt("data after the end record");
-    const buf = pending.length ? concatBytes([pending, piece]) : piece;
-    const carried = pending.length;
+/**
+ * readFileList without a promise per record: pieces are fed in order and each piece's
+ * events come back synchronously. For a reader that passes a list's millions of records
+ * (the parent of an incremental backup), where awaiting each would cost more than parsing
+ * it. Every event of one feed() must be read before the next feed(); end() after the last.
+ */
+export class FileListScanner {
+  /** The start of a record (or of the magic) that continues in the next piece. */
+  private pending = new Uint8Array(0);
+  /** Where pending[0] lies. */
+  private pendingPiece = 0;
+  private pendingOffset = 0;
+  private order: RecordOrder | null = null;
+  private ended = false;
+  private feeding = false;
+  private pieceIndex = -1;
+  /** Of the current piece's first byte. */
+  private listOffset = 0;
+
+  constructor(private readonly position?: FileListPosition) {}
+
+  *feed(piece: Uint8Array): Generator<FileListEvent> {
+    if (this.ended) throw corrupt("data after the end record");
+    if (this.feeding) throw new Error("file list: a piece fed before the events of the one before were read");
+    this.feeding = true;
+    this.pieceIndex++;
+    const buf = this.pending.length ? concatBytes([this.pending, piece]) : piece;
+    const carried = this.pending.length;
+    const position = this.position;
     let at = 0;
-    if (!order) {
+    if (!this.order) {
       if (buf.length < MAGIC_BYTES) {
-        pending = buf.slice();
-        listOffset += piece.length;
-        continue;
+        this.pending = buf.slice();
+        this.listOffset += piece.length;
+        this.feeding = false;
+        return;
       }
       const version = versionOf(buf.subarray(0, MAGIC_BYTES));
-      order = new RecordOrder(version);
+      this.order = new RecordOrder(version);
       if (position) position.version = version;
       at = MAGIC_BYTES;
     }
+    const order = this.order;
     const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     for (;;) {
       const rec = parseRecord(buf, view, at);
@@ -398,20 +420,20 @@ export async function* readFileList(pieces: AsyncIterable<Uint8Array>, position?
       if (position) {
         // A record that begins in the carried bytes begins at their start (they hold no whole record).
         if (at < carried) {
-          position.piece = pendingPiece;
-          position.offset = pendingOffset + at;
+          position.piece = this.pendingPiece;
+          position.offset = this.pendingOffset + at;
         } else {
-          position.piece = pieceIndex;
+          position.piece = this.pieceIndex;
           position.offset = at - carried;
         }
-        position.listOffset = listOffset - carried + at;
+        position.listOffset = this.listOffset - carried + at;
       }
       at = rec.next;
       const ev = rec.event;
       if (ev === "end") {
         if (order.openPath !== null) throw corrupt(`the list ends inside ${order.openPath}`);
         if (rec.count !== order.entries) throw corrupt(`end record counts ${rec.count} entries, the list has ${order.entries}`);
-        ended = true;
+        this.ended = true;
         if (at !== buf.length) throw corrupt("data after the end record");
         break;
       }
@@ -421,15 +443,20 @@ export async function* readFileList(pieces: AsyncIterable<Uint8Array>, position?
     // Leftover bytes of a record that continues in the next piece.
     if (at < buf.length) {
       if (at >= carried) {
-        pendingPiece = pieceIndex;
-        pendingOffset = at - carried;
+        this.pendingPiece = this.pieceIndex;
+        this.pendingOffset = at - carried;
       }
-      pending = buf.slice(at);
-    } else pending = new Uint8Array(0);
-    listOffset += piece.length;
+      this.pending = buf.slice(at);
+    } else this.pending = new Uint8Array(0);
+    this.listOffset += piece.length;
+    this.feeding = false;
   }
-  if (!order) throw corrupt("empty");
-  if (!ended) throw corrupt("truncated (no end record)");
+
+  /** After the last piece: throws unless the list ended with its end record. */
+  end(): void {
+    if (!this.order) throw corrupt("empty");
+    if (!this.ended) throw corrupt("truncated (no end record)");
+  }
 }
 
 /**

@@ -268,9 +268,9 @@ export async function parseConfig(text: string, file: string, env: Record<string
     const name = edge("name", () => validateClusterName(k.name));
     if (clusters.some((o) => o.name === name)) throw bad(file, `${where}/name`, `expected a name no other cluster has, found ${JSON.stringify(name)} again`);
     const conninfo = edge("connection", () => parseConnInfo(k.connection, {}, { application_name: "klio" }));
-    if (conninfo.password !== undefined) throw bad(file, `${where}/connection`, "the connection string holds a password: put it in password_file or password_env instead");
+    if (conninfo.servers.some((s) => s.password !== undefined)) throw bad(file, `${where}/connection`, "the connection string holds a password: put it in password_file or password_env instead");
     const password = await readSecret(file, where, "password", k.password_file, k.password_env, env);
-    if (password !== undefined) conninfo.password = password;
+    if (password !== undefined) for (const server of conninfo.servers) server.password = password;
     const slot = edge("slot", () => validateSlotName(k.slot ?? `klio_${name.replace(/[^a-z0-9_]/gi, "_").toLowerCase()}`));
     const schedule = k.backup?.schedule === undefined ? null : edge("backup/schedule", () => parseSchedule(k.backup!.schedule!));
     const fullEveryMs = k.backup?.full_every === undefined ? DEFAULT_FULL_EVERY_MS : edge("backup/full_every", () => parseFullEvery(k.backup!.full_every!, "full_every"));
