@@ -88,7 +88,7 @@ function receiverJson(s: ClusterSupervisor) {
   const r = s.receiver;
   const last = r.last;
   return {
-    state: r.state, server: r.server, slot: r.slot, synchronous: r.synchronous,
+    state: r.state, server: r.server, streamingFrom: r.streamingFrom, slot: r.slot, synchronous: r.synchronous,
     timeline: last ? Number(last.timeline) : null,
     flushedLsn: last ? formatLsn(last.flushedLsn) : null,
     serverWalEnd: last ? formatLsn(last.serverWalEnd) : null,
@@ -182,7 +182,7 @@ export const ROUTES: RouteSpec[] = [
         const w = await walStatus(a);
         archive = {
           systemIdentifier: w.systemIdentifier, walSegmentSize: w.walSegmentSize, segments: w.segments, firstSegment: w.firstSegment, lastSegment: w.lastSegment,
-          timelines: w.timelines.map(Number), gaps: w.gaps, problems: w.problems, end: archiveEndJson(await localArchiveEnd(a)),
+          timelines: w.timelines.map(Number), gaps: w.gaps, forks: w.forks, problems: w.problems, end: archiveEndJson(await localArchiveEnd(a)),
         };
       } catch (e) {
         if (!(isKlioError(e) && e.code === "no-archive")) throw e;

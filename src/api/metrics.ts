@@ -10,6 +10,8 @@ import { lagSeconds } from "../server/supervisor.ts";
 import { isKlioError } from "../util/errors.ts";
 import { openClusterArchive } from "../wal/archive-reader.ts";
 import { inspectArchive } from "../wal/archive-verify.ts";
+import { readForks } from "../wal/archive-meta.ts";
+import { clusterWalDir } from "../wal/archive-layout.ts";
 
 const DISK_FACTS_TTL_MS = 60_000;
 
@@ -90,6 +92,8 @@ export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()
   const lagBytes = f("klio_receiver_lag_bytes", "gauge", "WAL the server had that the archive had not flushed, at the last status update");
   const lagSecs = f("klio_receiver_lag_seconds", "gauge", "0 while the archive holds all the server has; else seconds since it last did");
   const streaming = f("klio_receiver_streaming", "gauge", "1 while the receiver is connected and streaming");
+  const serverInfo = f("klio_receiver_server_info", "gauge", "1 for the server the receiver streams from (label server: user@host:port), while it streams");
+  const forks = f("klio_wal_timeline_forks", "gauge", "timeline forks the archive holds: WAL of an old primary past the point where the new one left its timeline (see klio wal status)");
   const restarts = f("klio_receiver_restarts_total", "counter", "times the receiver stopped on an error and was restarted");
   const archived = f("klio_wal_segments_archived_total", "counter", "WAL segments completed in the archive since the daemon started");
   const lastSegment = f("klio_wal_last_segment_info", "gauge", "the newest complete WAL segment in the archive (label segment)");
@@ -112,6 +116,8 @@ export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()
     lagBytes.samples.push({ labels, value: r.last ? Number(r.last.serverWalEnd > r.last.flushedLsn ? r.last.serverWalEnd - r.last.flushedLsn : 0n) : NaN });
     lagSecs.samples.push({ labels, value: lagSeconds(r, now) ?? NaN });
     streaming.samples.push({ labels, value: r.state === "streaming" ? 1 : 0 });
+    if (r.state === "streaming" && r.streamingFrom !== null) serverInfo.samples.push({ labels: { ...labels, server: r.streamingFrom }, value: 1 });
+    forks.samples.push({ labels, value: (await readForks(clusterWalDir(d.config.repository.path, name))).length });
     restarts.samples.push({ labels, value: r.restarts });
     archived.samples.push({ labels, value: r.segmentsArchived });
     if (r.lastSegment) lastSegment.samples.push({ labels: { ...labels, segment: r.lastSegment }, value: 1 });
@@ -168,7 +174,7 @@ export async function daemonMetrics(d: Daemon, disk: DiskFacts, now = Date.now()
   const up = f("klio_up", "gauge", "1 while the daemon answers");
   up.samples.push({ value: 1 });
   return renderMetrics([
-    up, lagBytes, lagSecs, streaming, diskFull, restarts, archived, lastSegment, walProblems, backups, lastAge, lastSize, lastStored, lastSent, lastIncremental, failures, running,
+    up, lagBytes, lagSecs, streaming, serverInfo, diskFull, forks, restarts, archived, lastSegment, walProblems, backups, lastAge, lastSize, lastStored, lastSent, lastIncremental, failures, running,
     retentionDeleted, retentionWaiting, retentionFailing, size, ...keeper, ...offsite,
   ]);
 }

@@ -51,7 +51,8 @@ export const Backup = Type.Object({
 
 export const Receiver = Type.Object({
   state: Type.Union(["starting", "streaming", "reconnecting", "restarting", "disk-full", "stopped"].map((s) => Type.Literal(s))),
-  server: Type.String(),
+  server: Type.String({ description: "the connection string's servers, user@host:port,…" }),
+  streamingFrom: Nullable(Type.String({ description: "of those, the one the receiver streams from (null while it does not)" })),
   slot: Type.String(),
   synchronous: Type.Boolean(),
   timeline: Nullable(Type.Integer()),
@@ -94,6 +95,9 @@ export const WalArchive = Type.Object({
     lastSegment: Nullable(Type.String()),
     timelines: Type.Array(Type.Integer()),
     gaps: Type.Array(Type.Object({ timeline: Type.Integer(), from: Type.String(), to: Type.String(), reason: Type.String() })),
+    forks: Type.Array(Type.Object({
+      timeline: Type.Integer(), forkLsn: Type.String(), nextTimeline: Type.Integer(), archivedEnd: Type.String(), bytesPastFork: Type.Number(), detectedAt: Type.String(), server: Type.String(),
+    }, { description: "the archive holds WAL of `timeline` past where the new primary left it (a failover to a standby that was behind): the old primary's, restorable with --target-timeline" })),
     problems: Type.Array(Type.Object({ file: Type.String(), kind: Type.Union([Type.Literal("damaged"), Type.Literal("foreign"), Type.Literal("missing")]), problem: Type.String() })),
     end: Nullable(Type.Object({
       lsn: Type.String(), time: Nullable(Type.String()), basis: Type.String(),

@@ -20,7 +20,7 @@ import { KlioError, isDiskFull, isKlioError } from "../util/errors.ts";
 import { concatBytes } from "../util/bytes.ts";
 import type { Logger } from "../util/log.ts";
 import { connect, type ReplicationConnection } from "../pg/replication-connection.ts";
-import { describeConnInfo, type ConnInfo } from "../pg/conninfo.ts";
+import { describeConnInfo, type ConnInfo, type ServerConnInfo } from "../pg/conninfo.ts";
 import { formatLsn } from "../pg/lsn.ts";
 import { runBaseBackup, uploadManifest, type BaseBackupEvent, type BaseBackupOptions } from "../pg/base-backup.ts";
 import { PgServerError } from "../pg/server-error.ts";
@@ -73,6 +73,8 @@ const LABEL_FILE_MAX = 1024 * 1024;
 const MANIFEST_PIECE = 1024 * 1024;
 
 interface SourceFacts {
+  /** Of the connection string's servers, the one target_session_attrs chose: the whole backup is taken from it. */
+  server: ServerConnInfo;
   pgVersion: number;
   /** summarize_wal (PostgreSQL 17+; false on older servers). */
   summarizeWal: boolean;
@@ -94,13 +96,13 @@ async function takeBackup(o: BackupOptions): Promise<Snapshot> {
   if (o.lock.cluster !== o.cluster || o.lock.repoDir !== o.repoDir) throw new Error(`backup of ${o.cluster} in ${o.repoDir} run under the lock of ${o.lock.cluster} in ${o.lock.repoDir}`);
   const now = o.now ?? (() => new Date());
   const started = now();
-  const where = describeConnInfo(o.conninfo);
   const archive = await openClusterArchive(o.repoDir, o.cluster).catch((e) => {
     if ((e as KlioError).code === "no-archive")
       throw new KlioError("no-archive", `cluster ${o.cluster} has no WAL archive in ${o.repoDir}: start \`klio wal stream --cluster ${o.cluster}\` first (a backup without its WAL cannot be restored)`);
     throw e;
   });
   const facts = await readSourceFacts(o.conninfo, o.signal);
+  const where = describeConnInfo(facts.server);
   if (facts.systemIdentifier !== archive.identity.systemIdentifier)
     throw new KlioError("system-id-mismatch", `${where} has system identifier ${facts.systemIdentifier}, but cluster ${o.cluster}'s archive holds WAL of ${archive.identity.systemIdentifier}: wrong server or wrong --cluster`);
 
@@ -132,7 +134,7 @@ async function storeBackup(o: BackupOptions, id: string, facts: SourceFacts, arc
   // The session spans the copy and the snapshot: maintenance frees nothing this backup may name.
   const { session, writer } = await o.repo.beginWrite(`backup ${o.cluster} ${id}`);
   try {
-    const copy = await copyFiles(o, id, writer, started, now, plan).catch(async (e) => {
+    const copy = await copyFiles(o, facts.server, id, writer, started, now, plan).catch(async (e) => {
       await writer.abandon();
       throw e;
     });
@@ -264,8 +266,8 @@ interface Copied {
 }
 
 /** Runs BASE_BACKUP and stores every file into `writer`, durably (flushed) once this resolves. */
-async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, started: Date, now: () => Date, plan: IncrementalPlan | null): Promise<Copied> {
-  const where = describeConnInfo(o.conninfo);
+async function copyFiles(o: BackupOptions, server: ServerConnInfo, id: string, writer: ChunkWriter, started: Date, now: () => Date, plan: IncrementalPlan | null): Promise<Copied> {
+  const where = describeConnInfo(server);
   // The file list is written as the chunks' ids come back from the writer, in order.
   const fileList = new FileListRecorder(writer);
   const stats = { files: 0, bytes: 0, sentBytes: 0 };
@@ -279,7 +281,7 @@ async function copyFiles(o: BackupOptions, id: string, writer: ChunkWriter, star
 
   // The backup reads as fast as it stores: a megabyte of socket buffering keeps the pipe full
   // (the receiver's default 8 MB would only cost memory here).
-  const conn = await connect(o.conninfo, { replication: "true", signal: o.signal, copyHighWater: 1024 * 1024 });
+  const conn = await connect(server, { replication: "true", signal: o.signal, copyHighWater: 1024 * 1024 });
   let incremental: IncrementalPlan | null = null;
   try {
     const begun = await beginBaseBackup(conn, o, id, plan);
@@ -402,6 +404,7 @@ async function readSourceFacts(ci: ConnInfo, signal: AbortSignal): Promise<Sourc
     const [spaces] = await conn.query("select oid, spcname from pg_tablespace");
     const row = facts!.rows[0]!;
     return {
+      server: conn.connInfo,
       pgVersion: Number(row[0]),
       summarizeWal: row[3] === "on",
       inRecovery: row[1] === "t",

@@ -15,7 +15,7 @@ import { openRepository, type OpenOptions, type Repository } from "../repo/repos
 import type { Storage, StorageEntry } from "../repo/storage.ts";
 import { chunkIds, listSnapshotClusters, listSnapshots, readChunks, snapshotKey, type Snapshot } from "../backup/snapshot.ts";
 import { parseLsn, parseSegmentName, segmentNumber, type SegmentSize } from "../pg/lsn.ts";
-import { GAPS_FILE, IDENTITY_FILE } from "../wal/archive-meta.ts";
+import { FORKS_FILE, GAPS_FILE, IDENTITY_FILE } from "../wal/archive-meta.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
 import { CHECKSUM_SUFFIX } from "../wal/segment-checksum.ts";
 import { makeDirectories } from "../util/make-directories.ts";
@@ -114,7 +114,7 @@ async function copyChunks(o: ExportOptions, dest: Repository, s: Snapshot, resul
 }
 
 /**
- * The cluster's WAL from the oldest chosen backup's start on: identity, history files, gaps,
+ * The cluster's WAL from the oldest chosen backup's start on: identity, history files, gaps, forks,
  * segments (stored or raw), the partial one; with walUntil, none written after the first
  * segment completed after that time.
  */
@@ -129,7 +129,7 @@ async function copyWal(o: ExportOptions, cluster: string, backups: Snapshot[], r
   const keep: StorageEntry[] = [];
   for (const e of all) {
     const name = e.key.slice(prefix.length);
-    if (name === IDENTITY_FILE || name === GAPS_FILE || /^[0-9A-F]{8}\.history$/.test(name)) keep.push(e);
+    if (name === IDENTITY_FILE || name === GAPS_FILE || name === FORKS_FILE || /^[0-9A-F]{8}\.history$/.test(name)) keep.push(e);
     const base = name.slice(0, 24);
     if (!/^[0-9A-F]{24}$/.test(base) || !["", STORED_SUFFIX, PARTIAL_SUFFIX].includes(name.slice(24))) continue;
     const { segno } = parseSegmentName(base, segSize);

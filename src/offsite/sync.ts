@@ -24,7 +24,7 @@ import { FsStorage } from "../repo/fs-storage.ts";
 import { HEADER_KEY, parseHeader } from "../repo/header.ts";
 import type { S3Storage } from "../repo/s3-storage.ts";
 import type { StorageEntry } from "../repo/storage.ts";
-import { IDENTITY_FILE, GAPS_FILE } from "../wal/archive-meta.ts";
+import { IDENTITY_FILE, GAPS_FILE, FORKS_FILE } from "../wal/archive-meta.ts";
 import { PARTIAL_SUFFIX, STORED_SUFFIX } from "../wal/archive-layout.ts";
 import { CHECKSUM_SUFFIX } from "../wal/segment-checksum.ts";
 
@@ -65,7 +65,7 @@ export function offsiteKind(key: string): Kind | null {
   if (!m) return null;
   const name = m[1]!;
   if (name.endsWith(PARTIAL_SUFFIX)) return SEGMENT_NAME.test(name.slice(0, -PARTIAL_SUFFIX.length)) ? "partial" : null;
-  if (name === IDENTITY_FILE || name === GAPS_FILE || /^[0-9A-F]{8}\.history$/.test(name) || SEGMENT_NAME.test(name)) return "wal";
+  if (name === IDENTITY_FILE || name === GAPS_FILE || name === FORKS_FILE || /^[0-9A-F]{8}\.history$/.test(name) || SEGMENT_NAME.test(name)) return "wal";
   if (name.endsWith(STORED_SUFFIX) && SEGMENT_NAME.test(name.slice(0, -STORED_SUFFIX.length))) return "wal";
   if (name.endsWith(CHECKSUM_SUFFIX) && SEGMENT_NAME.test(name.slice(0, -CHECKSUM_SUFFIX.length))) return "wal";
   return null;
@@ -73,7 +73,7 @@ export function offsiteKind(key: string): Kind | null {
 
 /** Objects whose content may change under the same key: compared by size and time, not only presence. */
 function mutable(key: string): boolean {
-  return key === HEADER_KEY || key.endsWith(`/${GAPS_FILE}`) || key.endsWith(PARTIAL_SUFFIX);
+  return key === HEADER_KEY || key.endsWith(`/${GAPS_FILE}`) || key.endsWith(`/${FORKS_FILE}`) || key.endsWith(PARTIAL_SUFFIX);
 }
 
 export interface SyncOptions {

@@ -93,6 +93,8 @@ export interface CopyStream {
 export interface ReplicationConnection {
   /** The server connected to, "user@host:port" (of a connection string's list, the one that fitted). */
   readonly server: string;
+  /** What connected to it: a later connection with it reaches the same server. */
+  readonly connInfo: ServerConnInfo;
   /** server_version_num worked out from ParameterStatus server_version (e.g. 150018, 180004). */
   readonly serverVersionNum: number;
   readonly parameters: ReadonlyMap<string, string>;
@@ -1133,6 +1135,7 @@ function wire(socket: net.Socket, input: Input, ci: ServerConnInfo, opts: Connec
 
   const connection: ReplicationConnection = {
     server: where,
+    connInfo: ci,
     get serverVersionNum() {
       return serverVersionNum(parameters.get("server_version") ?? "");
     },

@@ -27,7 +27,10 @@ const SCHEDULER_TICK_MS = 30_000;
 export interface ReceiverView {
   /** running: connected or reconnecting by itself; restarting: stopped on an error, waiting to start again. */
   state: "starting" | "streaming" | "reconnecting" | "restarting" | "disk-full" | "stopped";
+  /** The servers of the connection string. */
   server: string;
+  /** Of those, the one streamed from (null while not streaming). */
+  streamingFrom: string | null;
   slot: string;
   synchronous: boolean;
   last: ReceiverState | null;
@@ -77,7 +80,7 @@ export class ClusterSupervisor {
     this.state = initial;
     this.log = withFields(deps.log, { cluster: cluster.name });
     this.receiver = {
-      state: "starting", server: describeConnInfo(cluster.conninfo), slot: cluster.slot, synchronous: cluster.synchronous,
+      state: "starting", server: describeConnInfo(cluster.conninfo), streamingFrom: null, slot: cluster.slot, synchronous: cluster.synchronous,
       last: null, lastSegment: null, segmentsArchived: 0, lastError: initial.lastReceiverError, restarts: initial.receiverRestarts, caughtUpAt: null,
     };
   }
@@ -166,9 +169,11 @@ export class ClusterSupervisor {
     const observed = observedLogger(this.log, (_level, event, fields) => {
       if (event === "wal.streaming") {
         this.receiver.state = "streaming";
+        this.receiver.streamingFrom = String(fields.server);
         delay = RESTART_INITIAL_MS;
       } else if (event === "wal.disconnected" || event === "wal.reconnecting") {
         this.receiver.state = "reconnecting";
+        this.receiver.streamingFrom = null;
         if (event === "wal.disconnected") this.noteReceiverError({ at: this.now().toISOString(), code: "disconnected", message: String(fields.error) });
       } else if (event === "wal.segment_archived") {
         this.receiver.lastSegment = String(fields.segment);
@@ -200,6 +205,7 @@ export class ClusterSupervisor {
       }
       if (signal.aborted) break;
       this.receiver.state = "restarting";
+      this.receiver.streamingFrom = null;
       await sleep(delay, signal);
       delay = Math.min(RESTART_MAX_MS, delay * 2);
     }

@@ -1,6 +1,7 @@
 // The small metadata files beside a cluster's WAL: the identity it was created for
 // (written once), the receiver's last reported position (rewritten, informative only:
-// the segment files are the truth) and the gaps it could not fill (append-only, fsync'd).
+// the segment files are the truth), the gaps it could not fill and the timeline forks it
+// found (both append-only, fsync'd).
 import { open, readFile, writeFile, rename } from "node:fs/promises";
 import path from "node:path";
 import { KlioError } from "../util/errors.ts";
@@ -10,6 +11,7 @@ import { formatLsn, isValidSegmentSize, parseLsn, type Lsn, type Timeline } from
 export const IDENTITY_FILE = "cluster.json";
 export const STATE_FILE = "state.json";
 export const GAPS_FILE = "gaps.jsonl";
+export const FORKS_FILE = "forks.jsonl";
 
 export interface ClusterIdentity {
   format: 1;
@@ -96,31 +98,71 @@ export interface WalGap {
 }
 
 export async function recordGap(dir: string, gap: WalGap): Promise<void> {
-  const fh = await open(path.join(dir, GAPS_FILE), "a", 0o640);
+  await appendLine(dir, GAPS_FILE, { ...gap, from: formatLsn(gap.from), to: formatLsn(gap.to) });
+}
+
+export async function readGaps(dir: string): Promise<WalGap[]> {
+  return readLines(dir, GAPS_FILE, (g) => ({ ...(g as unknown as WalGap), from: parseLsn(g.from as string), to: parseLsn(g.to as string) }));
+}
+
+/**
+ * The archive holds WAL of `timeline` past the point where the server it now follows left
+ * that timeline: the old primary's, which the new one never had (a failover to a standby
+ * that was behind). That WAL stays under the old timeline's names.
+ */
+export interface TimelineFork {
+  timeline: Timeline;
+  /** Where the new primary's history leaves `timeline` for `nextTimeline`. */
+  forkLsn: Lsn;
+  nextTimeline: Timeline;
+  /** The end of `timeline`'s WAL in the archive when the fork was found. */
+  archivedEnd: Lsn;
+  detectedAt: string;
+  /** The server whose history showed the fork. */
+  server: string;
+}
+
+/** Records `fork` unless the same one (timeline and fork point) is recorded already. */
+export async function recordFork(dir: string, fork: TimelineFork): Promise<boolean> {
+  if ((await readForks(dir)).some((f) => f.timeline === fork.timeline && f.forkLsn === fork.forkLsn)) return false;
+  await appendLine(dir, FORKS_FILE, { ...fork, forkLsn: formatLsn(fork.forkLsn), archivedEnd: formatLsn(fork.archivedEnd) });
+  return true;
+}
+
+export async function readForks(dir: string): Promise<TimelineFork[]> {
+  return readLines(dir, FORKS_FILE, (f) => ({ ...(f as unknown as TimelineFork), forkLsn: parseLsn(f.forkLsn as string), archivedEnd: parseLsn(f.archivedEnd as string) }));
+}
+
+async function appendLine(dir: string, file: string, record: object): Promise<void> {
+  const fh = await open(path.join(dir, file), "a+", 0o640);
   try {
-    await fh.write(JSON.stringify({ ...gap, from: formatLsn(gap.from), to: formatLsn(gap.to) }) + "\n");
+    // After a line torn by a crash, the record starts on a line of its own.
+    const size = (await fh.stat()).size;
+    const last = new Uint8Array(1);
+    const torn = size > 0 && (await fh.read(last, 0, 1, size - 1)).bytesRead === 1 && last[0] !== 0x0a;
+    await fh.write((torn ? "\n" : "") + JSON.stringify(record) + "\n");
     await fh.sync();
   } finally {
     await fh.close();
   }
 }
 
-export async function readGaps(dir: string): Promise<WalGap[]> {
+/** The records of an append-only file; a line torn by a crash while appending is skipped (the next start records it again). */
+async function readLines<T>(dir: string, file: string, parse: (record: Record<string, unknown>) => T): Promise<T[]> {
   let text: string;
   try {
-    text = await readFile(path.join(dir, GAPS_FILE), "utf8");
+    text = await readFile(path.join(dir, file), "utf8");
   } catch {
     return [];
   }
-  const gaps: WalGap[] = [];
+  const out: T[] = [];
   for (const line of text.split("\n")) {
     if (!line.trim()) continue;
     try {
-      const g = JSON.parse(line);
-      gaps.push({ ...g, from: parseLsn(g.from), to: parseLsn(g.to) });
+      out.push(parse(JSON.parse(line) as Record<string, unknown>));
     } catch {
-      // a line torn by a crash while appending: the next start records the gap again
+      // torn
     }
   }
-  return gaps;
+  return out;
 }

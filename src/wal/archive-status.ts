@@ -4,7 +4,7 @@
 // read and verified).
 import { formatLsn, walFileName, type Timeline } from "../pg/lsn.ts";
 import { listArchive } from "./archive-layout.ts";
-import { readGaps, readState } from "./archive-meta.ts";
+import { readForks, readGaps, readState } from "./archive-meta.ts";
 import type { ClusterArchive } from "./archive-reader.ts";
 import { inspectArchive, verifyArchiveFiles, type ArchiveProblem } from "./archive-verify.ts";
 
@@ -25,6 +25,8 @@ export interface WalStatus {
   timelines: Timeline[];
   histories: Timeline[];
   gaps: { timeline: Timeline; from: string; to: string; reason: string; detectedAt?: string }[];
+  /** Timelines the archive holds past the point where a new primary left them (archive-meta.ts, TimelineFork). */
+  forks: { timeline: Timeline; forkLsn: string; nextTimeline: Timeline; archivedEnd: string; bytesPastFork: number; detectedAt: string; server: string }[];
   /** Damaged files, and files named like WAL that the receiver did not write: never served. */
   problems: ArchiveProblem[];
 }
@@ -64,6 +66,10 @@ export async function walStatus(archive: ClusterArchive, opts: { readData?: bool
     timelines: [...new Set(segs.map((s) => s.timeline))].sort((a, b) => a - b),
     histories: listing.histories,
     gaps,
+    forks: (await readForks(archive.dir)).map((f) => ({
+      timeline: f.timeline, forkLsn: formatLsn(f.forkLsn), nextTimeline: f.nextTimeline, archivedEnd: formatLsn(f.archivedEnd),
+      bytesPastFork: Number(f.archivedEnd - f.forkLsn), detectedAt: f.detectedAt, server: f.server,
+    })),
     problems: opts.readData ? await verifyArchiveFiles(archive, listing) : await inspectArchive(archive, listing),
   };
 }

@@ -19,7 +19,8 @@ import {
   type SystemIdentity,
 } from "../pg/replication-commands.ts";
 import { clusterWalDir, listArchive, type ArchiveListing } from "./archive-layout.ts";
-import { readGaps, readIdentity, recordGap, writeIdentity, writeState, type ReceiverState, type WalGap } from "./archive-meta.ts";
+import { readGaps, readIdentity, recordFork, recordGap, writeIdentity, writeState, type ReceiverState, type TimelineFork, type WalGap } from "./archive-meta.ts";
+import { archivedEnd, branchOf } from "./timeline-fork.ts";
 import { createSegmentWriter, type SegmentWriter } from "./segment-writer.ts";
 import { startCompressor, type Compressor } from "./compressor.ts";
 import { acquireReceiverLock } from "./receiver-lock.ts";
@@ -76,7 +77,8 @@ export async function runReceiver(opts: ReceiverOptions): Promise<void> {
   const pace = { catchingUp: false };
   const compressor = startCompressor(dir, opts.log, () => pace.catchingUp && !opts.signal.aborted);
   compressor.wake(); // segments completed before a crash
-  const backoff = opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
+  // Capped at 5 s, as pg_receivewal retries: after a failover the new primary is found within seconds.
+  const backoff = opts.backoff ?? { initialMs: 1000, maxMs: 5000 };
   let attempt = 0;
   let everConnected = false;
   let diskFullSaid = false;
@@ -134,11 +136,14 @@ async function hasRoom(dir: string): Promise<boolean> {
 }
 
 /**
- * Where to resume: the start of the newest partial segment, or just after the newest
- * complete one; past a recorded gap that begins there (the server no longer has that WAL).
+ * Where to resume: on the newest timeline, the start of its newest partial segment, or just
+ * after its newest complete one; past a recorded gap that begins there (the server no longer
+ * has that WAL). An older timeline may reach further (the old primary's WAL past a fork):
+ * it is not followed.
  */
 export function resumePoint(listing: ArchiveListing, segSize: SegmentSize, gaps: WalGap[]): { timeline: Timeline; start: Lsn } | undefined {
-  const last = listing.segments[listing.segments.length - 1];
+  const newest = Math.max(...listing.segments.map((s) => s.timeline));
+  const last = listing.segments.filter((s) => s.timeline === newest).at(-1);
   let pos: { timeline: Timeline; start: Lsn } | undefined;
   if (last) pos = { timeline: last.timeline, start: (last.kind === "partial" ? last.segno : last.segno + 1n) * BigInt(segSize) };
   for (const gap of gaps) {
@@ -178,9 +183,41 @@ async function archiveHistories(conn: ReplicationConnection, dir: string, upTo: 
   }
 }
 
+/**
+ * Where to stream from on a server whose timeline is not the archive's (a promoted standby):
+ * on in the archive's timeline when the archive ends before the server's history leaves it
+ * (the server streams the rest, then switches); otherwise the archive holds the old primary's
+ * WAL past the fork, which stays as it is, recorded and logged, and the server's next
+ * timeline is streamed from the segment holding the fork point, as a restarted standby would.
+ */
+async function followHistory(
+  conn: ReplicationConnection, opts: ReceiverOptions, dir: string, listing: ArchiveListing, segSize: SegmentSize,
+  serverTimeline: Timeline, pos: { timeline: Timeline; start: Lsn },
+): Promise<{ timeline: Timeline; start: Lsn }> {
+  const where = conn.server;
+  const unrelated = () => new KlioError("timeline-unrelated",
+    `${where} is on timeline ${serverTimeline}, whose history does not hold timeline ${pos.timeline} that the archive of ${opts.cluster} follows: not the current primary of this cluster's timeline`);
+  if (pos.timeline > serverTimeline) throw unrelated();
+  const history = parseTimelineHistory(new TextDecoder().decode((await timelineHistory(conn, serverTimeline)).content));
+  const branch = branchOf(history, serverTimeline, pos.timeline);
+  if (!branch) throw unrelated();
+  const end = await archivedEnd(dir, listing, segSize, pos.timeline);
+  if (end <= branch.switchpoint) return pos;
+  const fork: TimelineFork = {
+    timeline: pos.timeline, forkLsn: branch.switchpoint, nextTimeline: branch.next, archivedEnd: end, detectedAt: new Date().toISOString(), server: where,
+  };
+  if (await recordFork(dir, fork)) {
+    opts.log.warn("wal.timeline_fork", {
+      timeline: fork.timeline, fork_lsn: formatLsn(fork.forkLsn), next_timeline: fork.nextTimeline, archived_end: formatLsn(end),
+      bytes_past_fork: Number(end - fork.forkLsn), server: where,
+      note: `the archive keeps timeline ${fork.timeline}'s WAL past the fork (restore it with --target-timeline ${fork.timeline})`,
+    });
+  }
+  return { timeline: branch.next, start: segmentStart(branch.switchpoint, segSize) };
+}
+
 /** One connection's life: identify, pick the start, stream timeline after timeline. */
 async function streamSession(opts: ReceiverOptions, dir: string, compressor: Compressor, pace: Pace, onStreaming: () => void): Promise<"stopped" | "reconnect"> {
-  const where = describeConnInfo(opts.conninfo);
   // The signal may interrupt connecting; once connected, receiveLoop stops on it gracefully
   // (flush, report the last durable position), which a torn-down socket would prevent.
   const connecting = new AbortController();
@@ -193,6 +230,8 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
   } finally {
     opts.signal.removeEventListener("abort", interrupt);
   }
+  // Of a connection string's servers, the one that answered.
+  const where = conn.server;
   try {
     const ident = await identifySystem(conn);
     const segSize = await walSegmentSize(conn);
@@ -209,6 +248,7 @@ async function streamSession(opts: ReceiverOptions, dir: string, compressor: Com
       timeline: slot.restartTimeline ?? ident.timeline,
       start: segmentStart(slot.restartLsn ?? ident.xlogpos, segSize),
     };
+    if (pos.timeline !== ident.timeline) pos = await followHistory(conn, opts, dir, listing, segSize, ident.timeline, pos);
     writer = createSegmentWriter(dir, segSize, (name) => {
       opts.log.info("wal.segment_archived", { segment: name });
       compressor.wake();

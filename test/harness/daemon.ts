@@ -15,6 +15,8 @@ export interface DaemonCluster {
   schedule?: string;
   /** The config's retention section (snake_case, as in the file). */
   retention?: Record<string, unknown>;
+  /** The connection string (default: `pg`'s host and port). */
+  connection?: string;
 }
 
 export interface TestDaemon {
@@ -57,7 +59,7 @@ export async function startTestDaemon(
     log: { format: "json" },
     ...(extra.offsite ? { offsite: { url: extra.offsite.url, endpoint: extra.offsite.endpoint, access_key_file: extra.offsite.accessKeyFile, secret_key_file: extra.offsite.secretKeyFile, interval_seconds: 1 } } : {}),
     clusters: clusters.map((c) => ({
-      name: c.name, connection: `host=${c.pg.host} port=${c.pg.port} user=postgres dbname=postgres`,
+      name: c.name, connection: c.connection ?? `host=${c.pg.host} port=${c.pg.port} user=postgres dbname=postgres`,
       ...(c.schedule ? { backup: { schedule: c.schedule, wal_timeout_seconds: 60 } } : { backup: { wal_timeout_seconds: 60 } }),
       ...(c.retention ? { retention: c.retention } : {}),
     })),

@@ -13,6 +13,10 @@ function human(s: WalStatus): string {
     `range              ${s.firstSegment ?? "-"} … ${s.lastSegment ?? "-"}   timelines ${s.timelines.join(", ") || "-"}`,
     `gaps               ${s.gaps.length === 0 ? "none" : s.gaps.length}`,
     ...s.gaps.map((g) => `  GAP timeline ${g.timeline}: ${g.from} … ${g.to}: ${g.reason}`),
+    `timeline forks     ${s.forks.length === 0 ? "none" : s.forks.length}`,
+    ...s.forks.map((f) =>
+      `  FORK timeline ${f.timeline} at ${f.forkLsn} (timeline ${f.nextTimeline} follows, seen on ${f.server} ${f.detectedAt}): the archive keeps ${f.bytesPastFork} bytes of timeline ${f.timeline} past it, ` +
+      `the old primary's WAL the new one never had; restore them with --target-timeline ${f.timeline}`),
     `damaged / foreign  ${s.problems.length === 0 ? "none" : `${s.problems.filter((p) => p.kind === "damaged").length} / ${s.problems.filter((p) => p.kind === "foreign").length}`}`,
     ...s.problems.map((p) => `  ${p.kind.toUpperCase()} ${p.file}: ${p.problem}`),
   ];
@@ -22,7 +26,7 @@ function human(s: WalStatus): string {
 export const command: Command = {
   spec: {
     name: "wal status",
-    summary: "Show a cluster's WAL archive: last received and flushed position, timeline, segments and gaps.",
+    summary: "Show a cluster's WAL archive: last received and flushed position, timeline, segments, gaps and timeline forks.",
     usage: "klio wal status --repo DIR [--cluster NAME] [--read-data] [--json]",
     flags: {
       repo: repoFlag("wal status", { why: "reads the WAL archive of a repository directory (get-wal reads the others)" }),
