@@ -11,7 +11,7 @@ import { klio, restoreAndStart, tempDir, type Cleanup } from "./harness/backup.t
 import { currentLsn, switchWal, waitForFlush } from "./harness/wal.ts";
 import { backupThroughApi, startTestDaemon } from "./harness/daemon.ts";
 import { parsePrometheus } from "./harness/prometheus.ts";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
@@ -66,6 +66,15 @@ async function archiveCurrent(p: Pair, pg: PgServer): Promise<void> {
   await waitForFlush(p.repo, lsn, "db1", 30_000);
 }
 
+/** `step`, failing with the receiver's log (what it tried, and why it did not stream). */
+async function watched<T>(k: KlioProcess, step: Promise<T>): Promise<T> {
+  try {
+    return await step;
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\nklio's log:\n${k.log().slice(-6000)}`);
+  }
+}
+
 function walStatus(repo: string): any {
   const r = runKlio(["wal", "status", "--repo", repo, "--cluster", "db1", "--json"]);
   return JSON.parse(r.stdout);
@@ -91,7 +100,7 @@ describe.each(PG_VERSIONS)("failover on PostgreSQL %i", (version) => {
     const promotedAt = Date.now();
     await insert(p.standby, "new", 700);
     const lsn = await currentLsn(p.standby.sql());
-    await waitForFlush(p.repo, lsn, "db1", 30_000);
+    await watched(k, waitForFlush(p.repo, lsn, "db1", 30_000));
     expect(Date.now() - promotedAt).toBeLessThan(30_000);
     expect(k.log()).toMatch(new RegExp(`"wal.streaming".*"timeline":[12].*"server":"postgres@127.0.0.1:${p.standby.port}"`));
     await archiveCurrent(p, p.standby);
@@ -130,7 +139,7 @@ describe.each(PG_VERSIONS)("failover on PostgreSQL %i", (version) => {
     await k.waitForLog(/"wal.timeline_fork"/, 30_000);
     await archiveCurrent(p, p.standby);
 
-    const fork = /"wal.timeline_fork".*$/m.exec(k.log())![0];
+    const fork = /^.*"wal.timeline_fork".*$/m.exec(k.log())![0];
     expect(fork).toMatch(/"level":"warn"/);
     expect(fork).toMatch(/"timeline":1,"fork_lsn":"[0-9A-F]+\/[0-9A-F]+","next_timeline":2/);
     const status = walStatus(p.repo);
@@ -190,6 +199,7 @@ describe.each(PG_VERSIONS)("failover on PostgreSQL %i", (version) => {
     expect(wal.archive.timelines).toEqual([1, 2]);
 
     await d.process.stop();
+    chmodSync(d.dir, 0o755); // restore_command runs as postgres: it must reach the repository inside
     const restored = await restoreAndStart(cleanups, version, d.repo, []);
     expect([await rows(restored, "before"), await rows(restored, "after")]).toEqual([800, 700]);
   }, 300_000);

@@ -874,7 +874,10 @@ function wire(socket: net.Socket, input: Input, ci: ServerConnInfo, opts: Connec
   function CopyData(b: Uint8Array, gathered: boolean): void {
     gathering = null;
     const c = exchange("CopyData").copy;
-    if (c === null || c.serverDone) throw protocolError("CopyData outside COPY");
+    if (c === null) throw protocolError("CopyData outside COPY");
+    // A walsender that has ended a timeline (CopyDone) still answers a status update that asks
+    // for a reply with a keepalive until our CopyDone reaches it: dropped, as libpq drops it.
+    if (c.serverDone) return;
     if (c.discarding) {
       if (arenaUser === c) arena?.release(null); // nothing of this stream is queued or held any more
       return;

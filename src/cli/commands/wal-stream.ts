@@ -31,6 +31,9 @@ export const command: Command = {
       "The flush position reported to the server is always one that is fsync'd in the archive.",
       "Asynchronous (default): WAL is fsync'd and reported at least once a second while it flows.",
       "Synchronous: set synchronous_standby_names = 'klio' (the application name) on the primary for zero RPO.",
+      "Failover: give every server that may be primary, --pg 'host=db1,db2 target_session_attrs=primary': the receiver",
+      "reconnects through the list (every 5 s at most) and follows the promoted one onto its timeline; WAL the archive holds",
+      "past the new primary's fork point stays under the old timeline (wal status shows the fork; restore --target-timeline).",
     ].join("\n"),
   },
   async run(args, ctx) {
