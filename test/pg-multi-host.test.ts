@@ -3,6 +3,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
 import path from "node:path";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { binDir, freePort, startPostgres, startStandby, PG_VERSIONS, type PgServer } from "./harness/postgres.ts";
 import { connect } from "../src/pg/replication-connection.ts";
 import { parseConnInfo } from "../src/pg/conninfo.ts";
@@ -84,6 +85,25 @@ describe.each(PG_VERSIONS)("multi-host connection strings on PostgreSQL %i", (ve
     );
     const none = await connect(parseConnInfo(list([closed, closed]), { HOME: primary.baseDir })).catch((x: unknown) => x);
     expect((none as Error).message).toMatch(new RegExp(`^cannot connect to any server of postgres@127\\.0\\.0\\.1:${closed},127\\.0\\.0\\.1:${closed}: 127\\.0\\.0\\.1:${closed}: connection refused`));
+  });
+
+  it("gives each server its own connect_timeout, and goes on to the next when one stays silent", async () => {
+    const held: Socket[] = [];
+    const silent = createServer((sock) => void held.push(sock));
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const silentPort = (silent.address() as AddressInfo).port;
+    try {
+      const started = Date.now();
+      expect(await klioPort(list([silentPort, primary.port], "connect_timeout=2"))).toBe(primary.port);
+      const took = Date.now() - started;
+      expect(took).toBeGreaterThanOrEqual(1900);
+      expect(took).toBeLessThan(10_000);
+      const e = await connect(parseConnInfo(list([silentPort, silentPort], "connect_timeout=2"), { HOME: primary.baseDir })).catch((x: unknown) => x);
+      expect((e as Error).message).toMatch(new RegExp(`^cannot connect to any server of .*127\\.0\\.0\\.1:${silentPort}: timeout expired after 2 s`));
+    } finally {
+      for (const s of held) s.destroy();
+      silent.close();
+    }
   });
 
   it("spreads connections over the list with load_balance_hosts=random", async () => {

@@ -71,6 +71,8 @@ describe("the daemon's config", () => {
     ["a missing password file", (g) => ({ ...g, clusters: [{ ...g.clusters[0], password_file: "nope" }] }), /at \/clusters\/0: cannot read the password file nope/],
     ["a password inline", (g) => ({ ...g, clusters: [{ ...g.clusters[0], connection: "host=x password=p" }] }), /at \/clusters\/0\/connection: the connection string holds a password/],
     ["a bad connection string", (g) => ({ ...g, clusters: [{ ...g.clusters[0], connection: "host=x sslmode=sometimes" }] }), /at \/clusters\/0\/connection: /],
+    ["a bad host list", (g) => ({ ...g, clusters: [{ ...g.clusters[0], connection: "host=a,b port=1,2,3 target_session_attrs=primary" }] }), /at \/clusters\/0\/connection: .*could not match 3 port numbers to 2 hosts/],
+    ["bad session attrs", (g) => ({ ...g, clusters: [{ ...g.clusters[0], connection: "postgresql://a,b/db?target_session_attrs=master" }] }), /at \/clusters\/0\/connection: .*invalid target_session_attrs "master"/],
     ["a bad schedule", (g) => ({ ...g, clusters: [{ ...g.clusters[0], backup: { schedule: "0 25 * * *" } }] }), /at \/clusters\/0\/backup\/schedule: .*hour field must be within 0-23, found 25/],
     ["a bad full_every", (g) => ({ ...g, clusters: [{ ...g.clusters[0], backup: { full_every: "weekly" } }] }), /at \/clusters\/0\/backup\/full_every: full_every must be a duration such as 7d, 36h or 2w, or off; got "weekly"/],
     ["two clusters of one name", (g) => ({ ...g, clusters: [g.clusters[0], g.clusters[0]] }), /at \/clusters\/1\/name: expected a name no other cluster has, found "db1" again/],

@@ -12,6 +12,8 @@ import { currentLsn, switchWal, waitForFlush } from "./harness/wal.ts";
 import { backupThroughApi, startTestDaemon } from "./harness/daemon.ts";
 import { parsePrometheus } from "./harness/prometheus.ts";
 import { chmodSync, writeFileSync } from "node:fs";
+import { Transform } from "node:stream";
+import { startTcpProxy } from "./harness/tcp-proxy.ts";
 import { parseLsn } from "../src/pg/lsn.ts";
 
 const cleanups: Cleanup[] = [];
@@ -202,6 +204,30 @@ describe.each(PG_VERSIONS)("failover on PostgreSQL %i", (version) => {
     chmodSync(d.dir, 0o755); // restore_command runs as postgres: it must reach the repository inside
     const restored = await restoreAndStart(cleanups, version, d.repo, []);
     expect([await rows(restored, "before"), await rows(restored, "after")]).toEqual([800, 700]);
+  }, 300_000);
+
+  it("a backup the failover interrupts fails cleanly; the daemon's next scheduled one is taken from the new primary", async () => {
+    const p = await pair(version);
+    // The primary is reached through a proxy that slows what it sends, so that the failover
+    // comes while the backup copies.
+    const proxy = await startTcpProxy(p.primary.port, { fromServer: () => new Transform({ transform: (chunk, _e, done) => void setTimeout(() => done(null, chunk), 4) }) });
+    cleanups.push(() => proxy.close());
+    await p.primary.sql()`create table t (id int, side text)`;
+    await p.primary.sql()`insert into t select g, repeat('x', 200) from generate_series(1, 150000) g`;
+    const conn = `host=127.0.0.1,127.0.0.1 port=${proxy.port},${p.standby.port} user=postgres dbname=postgres target_session_attrs=primary`;
+    const d = await startTestDaemon(cleanups, [{ name: "db1", pg: p.primary, connection: conn, schedule: "every 20s" }]);
+    const jobs = async () => (await d.get("/v1/clusters/db1/jobs")).jobs as any[];
+    await d.process.waitForLog(/"backup.started"/, 60_000);
+    await p.primary.stop("immediate");
+    const failed = await waitFor("the interrupted backup to fail", async () => (await jobs()).find((j) => j.state === "failed"), 60_000);
+    expect(failed.error).toBeTruthy();
+    expect((await d.get("/v1/clusters/db1/backups")).backups).toEqual([]);
+
+    await promote(p.standby);
+    const next = await waitFor("the next scheduled backup to succeed", async () => (await jobs()).find((j) => j.state === "succeeded"), 120_000);
+    expect(next.trigger).toBe("schedule");
+    const [backup] = (await d.get("/v1/clusters/db1/backups")).backups;
+    expect(backup).toMatchObject({ id: next.backupId, fromStandby: false, timeline: 2 });
   }, 300_000);
 
   it("waits, saying why, while only a standby answers; streams once it is promoted", async () => {
